@@ -1,0 +1,299 @@
+"""Body-order (many-body expansion) decomposition of any energy function.
+
+``body_orders(energy_fn, positions)`` evaluates ``energy_fn`` on subclusters in isolation (by
+masks), Möbius-inverts the subset energies into interaction terms ε(S) and sums them by order:
+
+* **exhaustive** (default): all 2^N − 1 subsets, one batched evaluation (``lax.map`` over
+  chunks of vmapped masks), fast Möbius transform, O(N 2^N).
+* **truncated** (``max_order=K``): the subsets of size <= K gathered into padded ``[M, K]``
+  arrays; E^(k) from closed-form coefficients of the per-size energy sums; polynomial cost.
+* **connected** (``cutoff=r``): only subsets connected in the cutoff graph (ε vanishes exactly on
+  the others for a local model); a sparse inclusion–exclusion operator built on the host from the
+  geometry (:func:`connected_plan`) and applied on device. Scales to hundreds of atoms.
+
+All arithmetic after the model is float64, jittable and differentiable with respect to model
+parameters and positions. Batches: ``positions[B, N, 3]`` with ``atom_mask[B, N]``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jbo import geometry, lattice
+from jbo.plans import SubsetPlan, connected_plan, plan_bytes, truncated_plan
+
+__all__ = ["BodyOrders", "body_orders", "connected_plan", "SubsetPlan", "memory_limit"]
+
+Array = jax.Array
+EnergyFn = Callable[[Array, Array, Array], Array]
+
+#: Evaluations per vmapped chunk inside ``lax.map``.
+DEFAULT_CHUNK = 1024
+
+
+def memory_limit() -> int:
+    """Bytes the decomposition may hold (env ``JBO_MEMORY_LIMIT``, default 4 GiB)."""
+    return int(float(os.environ.get("JBO_MEMORY_LIMIT", 4 * 2**30)))
+
+
+@struct.dataclass
+class BodyOrders:
+    """Result of :func:`body_orders`. Leading ``[B]`` axes only for batched input.
+
+    Attributes:
+      per_order: ``[B, K]`` E^(1)..E^(K) (eV).
+      truncated: ``[B, K]`` E_MBE(1)..E_MBE(K) (eV), cumulative sums of ``per_order``.
+      total: ``[B]`` energy of the whole cluster (eV).
+      terms: interaction terms ε(S) (eV): exhaustive ``[B, 2^N]`` indexed by bitmask;
+        truncated ``[B, M]`` aligned with ``subsets``; connected ``[M]`` (all clusters), with
+        ``cluster[M]`` naming each term's cluster. None when not requested.
+      subsets: exhaustive ``[2^N]`` bitmasks; otherwise ``[M, K]`` atom indices (−1 padded).
+      forces: ``[B, K, N, 3]`` −∂E^(k)/∂positions (eV/Å), or None.
+      cluster: ``[M]`` cluster index of each subset (connected mode), else None.
+      mode: ``"exhaustive"``, ``"truncated"`` or ``"connected"``.
+    """
+
+    per_order: Array
+    truncated: Array
+    total: Array
+    terms: Array | None
+    subsets: Array
+    forces: Array | None = None
+    cluster: Array | None = None
+    mode: str = struct.field(pytree_node=False, default="exhaustive")
+
+    @property
+    def error(self) -> Array:
+        """Truncation error E − E_MBE(K) (eV)."""
+        return self.total - self.truncated[..., -1]
+
+    @property
+    def orders(self) -> np.ndarray:
+        """Body order |S| of each entry of ``terms`` (``[2^N]`` or ``[M]``)."""
+        if self.mode == "exhaustive":
+            return lattice.popcount(np.asarray(self.subsets))
+        return lattice.subset_sizes(np.asarray(self.subsets))
+
+    def atoms(self, j: int) -> tuple[int, ...]:
+        """Atom indices of the subset behind ``terms[..., j]``."""
+        s = np.asarray(self.subsets)
+        if self.mode == "exhaustive":
+            return tuple(int(i) for i in range(int(s[j]).bit_length()) if (int(s[j]) >> i) & 1)
+        return tuple(int(i) for i in s[j] if i >= 0)
+
+
+def body_orders(
+    energy_fn: EnergyFn,
+    positions,
+    species=None,
+    *,
+    max_order: int | None = None,
+    cutoff: float | None = None,
+    forces: bool = False,
+    atom_mask=None,
+    terms: bool = True,
+    plan: SubsetPlan | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    min_distance: float = geometry.MIN_DISTANCE,
+) -> BodyOrders:
+    """Decompose the energy of one cluster or a padded batch into body orders.
+
+    Args:
+      energy_fn: ``(positions[N,3], species[N], mask[N] bool) -> scalar`` energy (eV) of the
+        atoms where mask is True, as if the others did not exist.
+      positions: ``[N, 3]`` or ``[B, N, 3]`` (Å).
+      species: ``[N]`` / ``[B, N]`` atomic numbers (default: all hydrogen).
+      max_order: highest order K (default N: the full expansion).
+      cutoff: cutoff radius (Å) of a local model: only connected subsets are evaluated.
+      forces: also return per-order forces ``[..., K, N, 3]``.
+      atom_mask: ``[N]`` / ``[B, N]`` bool, False for padding atoms of a batch.
+      terms: also return the interaction term of every evaluated subset.
+      plan: a precomputed :func:`connected_plan` (needed under ``jit``/``grad`` w.r.t. positions).
+      chunk_size: subset evaluations per vmapped chunk (bounds memory).
+      min_distance: atoms closer than this (Å) are rejected as duplicates.
+    """
+    pos, spec, amask, batched = geometry.as_batch(positions, species, atom_mask)
+    n_clusters, n = amask.shape
+    concrete = geometry.is_concrete(pos, spec, amask)
+    if concrete:
+        geometry.check_values(pos, spec, amask, min_distance)
+    k = n if max_order is None else int(max_order)
+    if not 1 <= k <= n:
+        raise ValueError(
+            f"max_order={max_order} is outside 1..N for a cluster of N={n} atoms; "
+            f"use max_order <= {n} (or None for the full expansion)"
+        )
+    _check_locality(energy_fn, cutoff if plan is None else plan.cutoff)
+
+    if plan is None and cutoff is None and max_order is None:
+        _check_exhaustive_fits(n_clusters, n, forces)
+        result = _exhaustive(energy_fn, pos, spec, amask, forces, terms, chunk_size)
+    else:
+        if plan is None and cutoff is not None:
+            if not concrete:
+                raise ValueError(
+                    "connected mode builds its subset graph from concrete positions; under "
+                    "jit/grad pass plan=connected_plan(positions, cutoff, max_order) built outside"
+                )
+            plan = connected_plan(pos, cutoff, k, amask, memory_limit(), with_operator=terms)
+        elif plan is None:
+            need = plan_bytes(n_clusters * lattice.n_subsets_up_to(n, k), k, terms, forces)
+            if need > memory_limit():
+                raise MemoryError(_too_big(n_clusters, n, k, need, forces))
+            plan = truncated_plan(n_clusters, n, k)
+        if plan.n_atoms != n or plan.n_clusters != n_clusters or plan.max_order != k:
+            raise ValueError(
+                f"plan was built for {plan.n_clusters} cluster(s) of {plan.n_atoms} atoms up to "
+                f"order {plan.max_order}, not {n_clusters} of {n} up to {k}; rebuild it"
+            )
+        result = _family(energy_fn, pos, spec, amask, plan, forces, terms, chunk_size)
+    if not batched:
+        result = _unbatch(result)
+    return result
+
+
+def _check_locality(energy_fn: EnergyFn, cutoff: float | None) -> None:
+    if cutoff is None:
+        return
+    if getattr(energy_fn, "is_local", True) is False:
+        raise ValueError(
+            "connected mode needs a local model (ε(S) = 0 for disconnected S) but this "
+            "energy_fn declares is_local=False; use max_order=K instead of cutoff"
+        )
+    model_cutoff = getattr(energy_fn, "cutoff", None)
+    if model_cutoff is not None and cutoff < model_cutoff:
+        raise ValueError(
+            f"cutoff={cutoff} Å is smaller than the model's own cutoff {model_cutoff} Å: "
+            "subsets linked only by longer edges would be dropped; pass cutoff >= model cutoff"
+        )
+
+
+def _exhaustive_bytes(n_clusters: int, n: int, forces: bool) -> int:
+    return 4 * 8 * n_clusters * (1 << n) * (1 + (3 * n if forces else 0))
+
+
+def _too_big(n_clusters: int, n: int, k: int | None, need: int, forces: bool) -> str:
+    limit = memory_limit()
+    fit = [kk for kk in range(1, n) if plan_bytes(
+        n_clusters * lattice.n_subsets_up_to(n, kk), kk, True, forces) <= limit]
+    what = "all 2^N" if k is None else f"all subsets up to size {k} of"
+    hint = f"max_order={fit[-1]} fits" if fit else "no max_order fits"
+    return (
+        f"decomposing {what} N={n} atoms ({n_clusters} cluster(s)) needs ~{need / 2**30:.1f} GiB, "
+        f"over the {limit / 2**30:.1f} GiB limit (JBO_MEMORY_LIMIT): {hint}; "
+        "or pass cutoff=... for the connected mode of a local model"
+    )
+
+
+def _check_exhaustive_fits(n_clusters: int, n: int, forces: bool) -> None:
+    need = _exhaustive_bytes(n_clusters, n, forces)
+    if n > 40 or need > memory_limit():
+        raise MemoryError(_too_big(n_clusters, n, None, need, forces))
+
+
+def _energy(energy_fn: EnergyFn, grads: bool):
+    """(pos, spec, mask) -> E (float64; 0 for an empty subset) [, ∂E/∂pos]."""
+
+    def one(p, s, m):
+        e = jnp.asarray(energy_fn(p, s, m)).astype(jnp.float64)
+        if e.shape != ():
+            raise ValueError(f"energy_fn must return a scalar energy, got shape {e.shape}")
+        return jnp.where(m.any(), e, 0.0)
+
+    return jax.value_and_grad(one) if grads else one
+
+
+def _exhaustive(energy_fn, pos, spec, amask, forces, want_terms, chunk) -> BodyOrders:
+    n_clusters, n = amask.shape
+    size = 1 << n
+    bits = jnp.arange(n)
+    f = _energy(energy_fn, forces)
+
+    def one(i):
+        b, s = i // size, i % size
+        return f(pos[b], spec[b], ((s >> bits) & 1).astype(bool) & amask[b])
+
+    out = jax.lax.map(one, jnp.arange(n_clusters * size), batch_size=min(chunk, n_clusters * size))
+    energies = (out[0] if forces else out).reshape(n_clusters, size)
+    eps = lattice.mobius(energies, axis=1)
+    per_order = lattice.order_sums(eps, n, axis=1)
+    force = None
+    if forces:
+        grads = out[1].reshape(n_clusters, size, n, 3)
+        force = -lattice.order_sums(lattice.mobius(grads, axis=1), n, axis=1)
+    return BodyOrders(
+        per_order=per_order,
+        truncated=jnp.cumsum(per_order, axis=-1),
+        total=energies[:, -1],
+        terms=eps if want_terms else None,
+        subsets=jnp.arange(size),
+        forces=force,
+        mode="exhaustive",
+    )
+
+
+def _family(energy_fn, pos, spec, amask, plan: SubsetPlan, forces, want_terms, chunk):
+    """Evaluate a subset family and contract it with the plan's order weights."""
+    n_clusters, n = amask.shape
+    idx = jnp.asarray(plan.idx)
+    safe = jnp.maximum(idx, 0)
+    flat_pos = pos.reshape(-1, 3)
+    flat_mask = amask.reshape(-1)
+    sub_mask = (idx >= 0) & flat_mask[safe]
+    f = _energy(energy_fn, forces)
+    m = idx.shape[0]
+    # Padding slots are absent atoms; park them far apart so no model ever sees r = 0.
+    park = 1e3 * jnp.arange(1, idx.shape[1] + 1, dtype=flat_pos.dtype)[:, None] * jnp.eye(3)[0]
+    sub_pos = jnp.where(sub_mask[..., None], flat_pos[safe], flat_pos[safe[:, :1]] + park)
+    out = jax.lax.map(
+        lambda a: f(*a),
+        (sub_pos, spec.reshape(-1)[safe], sub_mask),
+        batch_size=max(1, min(chunk, m)),
+    )
+    energies = out[0] if forces else out
+    weights = plan.weights(amask)  # [M, K]: E^(k) = Σ_T W[T, k] E(T) per cluster
+    cluster = jnp.asarray(plan.cluster)
+    per_order = jax.ops.segment_sum(weights * energies[:, None], cluster, n_clusters)
+    force = None
+    if forces:
+        grads = jnp.where(sub_mask[..., None], out[1], 0.0)  # [M, K, 3]
+        force = jnp.stack(
+            [
+                -jnp.zeros((n_clusters * n, 3)).at[safe].add(weights[:, k, None, None] * grads)
+                for k in range(plan.max_order)
+            ]
+        )  # [K, B*N, 3]
+        force = force.reshape(plan.max_order, n_clusters, n, 3).transpose(1, 0, 2, 3)
+    eps = None
+    if want_terms:
+        eps = plan.interaction_terms(energies, amask)
+    total = jax.vmap(_energy(energy_fn, False))(pos, spec, amask)
+    return BodyOrders(
+        per_order=per_order,
+        truncated=jnp.cumsum(per_order, axis=-1),
+        total=total,
+        terms=eps,
+        subsets=plan.local_idx(),
+        forces=force,
+        cluster=None if plan.mode == "truncated" else jnp.asarray(plan.cluster),
+        mode=plan.mode,
+    )
+
+
+def _unbatch(r: BodyOrders) -> BodyOrders:
+    def first(x):
+        return None if x is None else x[0]
+
+    return r.replace(
+        per_order=r.per_order[0],
+        truncated=r.truncated[0],
+        total=r.total[0],
+        terms=r.terms if r.mode == "connected" else first(r.terms),
+        forces=first(r.forces),
+    )
