@@ -18,6 +18,7 @@ parameters and positions. Batches: ``positions[B, N, 3]`` with ``atom_mask[B, N]
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Callable
 
 import jax
@@ -209,6 +210,7 @@ def _energy(energy_fn: EnergyFn, grads: bool):
     return jax.value_and_grad(one) if grads else one
 
 
+@partial(jax.jit, static_argnums=(0, 4, 5, 6))
 def _exhaustive(energy_fn, pos, spec, amask, forces, want_terms, chunk) -> BodyOrders:
     n_clusters, n = amask.shape
     size = 1 << n
@@ -238,6 +240,7 @@ def _exhaustive(energy_fn, pos, spec, amask, forces, want_terms, chunk) -> BodyO
     )
 
 
+@partial(jax.jit, static_argnums=(0, 5, 6, 7))
 def _family(energy_fn, pos, spec, amask, plan: SubsetPlan, forces, want_terms, chunk):
     """Evaluate a subset family and contract it with the plan's order weights."""
     n_clusters, n = amask.shape

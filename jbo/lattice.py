@@ -264,17 +264,27 @@ def local_mobius_operator(
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(coef)
 
 
-def truncation_weights(n: int, max_order: int) -> np.ndarray:
-    """Closed-form weights W[j-1, k-1] with E^(k) = Σ_j W[j,k] Σ_{|T|=j} E(T).
+def order_weights(n, sizes, max_order: int, table_size: int | None = None) -> Array:
+    """Closed-form weights W[T, k] with E^(k) = Σ_T W[T, k] E(T) over all subsets T, |T| <= k.
 
-    W[j, k] = (−1)^{k−j} C(n−j, k−j) for j <= k (each T of size j lies in C(n−j, k−j) supersets
-    of size k). Cumulative sums over k give the classic truncated-MBE coefficients
-    E_MBE(K) = Σ_j (−1)^{K−j} C(n−j−1, K−j) Σ_{|T|=j} E(T).
-    Returns: ``[K, K]`` float64.
+    W[T, k] = (−1)^{k−|T|} C(n−|T|, k−|T|) for |T| <= k, else 0: each T lies in C(n−|T|, k−|T|)
+    supersets of size k. Cumulative sums over k give the classic truncated-MBE coefficients
+    E_MBE(K) = Σ_T (−1)^{K−|T|} C(n−|T|−1, K−|T|) E(T).
+
+    Args:
+      n: number of atoms (int or traced int array broadcastable against ``sizes``).
+      sizes: ``[M]`` subset sizes |T|.
+      max_order: K.
+      table_size: largest n that can occur (default: ``n`` itself, which must then be an int).
+    Returns: ``[M, K]`` float64.
     """
-    k = max_order
-    w = np.zeros((k, k))
-    for j in range(1, k + 1):
-        for kk in range(j, k + 1):
-            w[j - 1, kk - 1] = (-1.0) ** (kk - j) * comb(n - j, kk - j) if n >= kk else 0.0
-    return w
+    top = int(n) if table_size is None else table_size
+    table = jnp.asarray(
+        [[comb(a, c) for c in range(max_order + 1)] for a in range(top + 1)], jnp.float64
+    )
+    sizes = jnp.asarray(sizes)
+    excess = jnp.arange(1, max_order + 1)[None, :] - sizes[:, None]  # k - |T|
+    free = jnp.clip(jnp.asarray(n) - sizes, 0, top)
+    free = jnp.broadcast_to(free, sizes.shape)[:, None]  # n - |T|
+    w = jnp.where(excess % 2 == 0, 1.0, -1.0) * table[free, jnp.clip(excess, 0, max_order)]
+    return jnp.where(excess >= 0, w, 0.0)

@@ -14,8 +14,6 @@ geometry's cutoff graph. Plans are pytrees, so they can be passed into ``jit``.
 
 from __future__ import annotations
 
-from math import comb
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,17 +56,9 @@ class SubsetPlan:
         """``[M, K]`` order weights W[T, k] for a batch with real atoms ``atom_mask[B, N]``."""
         if self.order_weights is not None:
             return jnp.asarray(self.order_weights)
-        k = self.max_order
-        n = self.n_atoms
-        real = self.real_subsets(atom_mask)
         n_real = atom_mask.sum(-1)[self.cluster]  # [M]
-        table = jnp.asarray([[comb(a, c) for c in range(k + 1)] for a in range(n + 1)], jnp.float64)
-        orders = jnp.arange(1, k + 1)  # [K]
-        excess = orders[None, :] - self.sizes[:, None]  # k - |T|
-        ok = (excess >= 0) & real[:, None]
-        free = jnp.clip(n_real - self.sizes, 0, n)[:, None]  # n - |T|
-        w = jnp.where(excess % 2 == 0, 1.0, -1.0) * table[free, jnp.clip(excess, 0, k)]
-        return jnp.where(ok, w, 0.0)
+        w = lattice.order_weights(n_real, self.sizes, self.max_order, table_size=self.n_atoms)
+        return jnp.where(self.real_subsets(atom_mask)[:, None], w, 0.0)
 
     def real_subsets(self, atom_mask: jax.Array) -> jax.Array:
         """``[M]`` bool: every member of the subset is a real (non-padding) atom."""

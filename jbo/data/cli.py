@@ -1,0 +1,201 @@
+"""Command line of the reference-data step: ``python -m jbo.data {generate,label,mbe,summary}``.
+
+``main(argv)`` is the entry point (the project CLI hooks it as ``jbo label``). Examples::
+
+    python -m jbo.data generate --sizes 4-8 --regimes low,high --count 30 --seed 0 -o c.extxyz
+    python -m jbo.data label --db data/h_clusters.db --sizes 4-8 --regimes low,high \\
+        --count 30 --seed 0 --split train --subsets all --method fci --basis sto-3g
+    python -m jbo.data label --db refs.db --clusters c.extxyz --scheduler tcp://host:8786
+    python -m jbo.data mbe --db data/h_clusters.db
+    python -m jbo.data summary --db data/h_clusters.db --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter, defaultdict
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["main", "parse_sizes"]
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"4-8"`` -> [4..8]; ``"4,6,9-10"`` -> [4, 6, 9, 10]."""
+    out: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.strip().partition("-")
+        out.extend(range(int(a), int(b) + 1) if b else [int(a)])
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"bad sizes {text!r}")
+    return out
+
+
+def _add_generation(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--sizes", type=parse_sizes, required=required,
+                   help="cluster sizes, e.g. 4-8 or 9,10,12")
+    p.add_argument("--regimes", default="low,high",
+                   help="comma-separated density regimes (low: NN 1.5-2.5 A, high: 0.7-1.2 A)")
+    p.add_argument("--count", type=int, default=10, help="clusters per (size, regime)")
+    p.add_argument("--seed", type=int, default=0, help="first generator seed")
+    p.add_argument("--split", default="train", help="split name stored with each cluster")
+
+
+def _parents(args) -> list:
+    from ase.io import read
+
+    from jbo.data.clusters import generate
+
+    if getattr(args, "clusters", None):
+        parents = [a for f in args.clusters for a in read(f, index=":")]
+        for a in parents:
+            if "cluster" not in a.info:
+                raise SystemExit(f"{args.clusters}: structures need a 'cluster' id in info")
+            a.info.setdefault("n_parent", len(a))
+        return parents
+    if not args.sizes:
+        raise SystemExit("give --clusters FILE or --sizes/--regimes/--count/--seed")
+    return generate(args.sizes, args.regimes.split(","), args.count, args.seed, args.split)
+
+
+def _cmd_generate(args) -> int:
+    from ase.io import write
+
+    parents = _parents(args)
+    write(args.output, parents, format="extxyz")
+    print(f"wrote {len(parents)} clusters to {args.output}")
+    return 0
+
+
+def _cmd_label(args) -> int:
+    from jbo.data.label import label
+
+    parents = _parents(args)
+    rep = label(args.db, parents, args.method, args.basis, subsets=args.subsets,
+                forces=not args.no_forces, scheduler=args.scheduler, n_workers=args.workers,
+                retry_failed=args.retry_failed, progress=not args.no_progress)
+    print(rep)
+    return 0
+
+
+def _cmd_mbe(args) -> int:
+    from jbo.data.mbe import all_mbe, reference_mbe
+    from jbo.data.store import connect
+
+    db = connect(args.db)
+    if args.cluster:
+        r = reference_mbe(db, args.cluster, args.method, args.basis)
+        print(f"{r.cluster}: n={r.n} total={r.total:.6f} eV")
+        print(f"{'k':>3} {'E^(k) / eV':>14} {'E_<=k / eV':>14}")
+        for k in range(r.n):
+            print(f"{k + 1:>3} {r.per_order[k]:>14.6f} {r.truncated[k]:>14.6f}")
+        return 0
+    res, skipped = all_mbe(db, args.method, args.basis, args.split or None)
+    groups = defaultdict(list)
+    for r in res:
+        groups[(r.regime, r.n)].append(r)
+    print(f"reference MBE ({args.method}/{args.basis}), mean |E^(k)| per cluster in meV:")
+    kmax = max((r.n for r in res), default=0)
+    print(f"{'regime':>6} {'n':>3} {'count':>5} " + " ".join(f"{'k=' + str(k):>9}"
+                                                         for k in range(1, kmax + 1)))
+    for (reg, n), rs in sorted(groups.items()):
+        mean = np.mean([np.abs(r.per_order) for r in rs], axis=0) * 1e3
+        print(f"{reg:>6} {n:>3} {len(rs):>5} " + " ".join(f"{v:>9.2f}" for v in mean))
+    worst = max((abs(r.truncated[-1] - r.total) for r in res), default=0.0)
+    print(f"{len(res)} complete clusters; max |E_<=n - E| = {worst:.2e} eV; "
+          f"{len(skipped)} incomplete")
+    if args.output:
+        np.savez(args.output, cluster=np.array([r.cluster for r in res]),
+                 n=np.array([r.n for r in res]), regime=np.array([r.regime for r in res]),
+                 total=np.array([r.total for r in res]),
+                 per_order=np.array([np.pad(r.per_order, (0, kmax - r.n)) for r in res]))
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_summary(args) -> int:
+    from jbo.data.store import connect
+
+    db = connect(args.db)
+    rows = list(db.select(include_data=False, columns=["id", "key_value_pairs"]))
+    key = lambda r: (r.get("split", ""), r.get("regime", ""), int(r.n_parent))  # noqa: E731
+    parents, n_ok, n_fail, wall = defaultdict(set), Counter(), Counter(), Counter()
+    spins, methods, reasons = Counter(), Counter(), Counter()
+    for r in rows:
+        if "cluster" not in r:
+            continue
+        k = key(r)
+        parents[k].add(r.cluster)
+        methods[(r.method, r.basis)] += 1
+        wall[k] += float(r.get("wall", 0.0))
+        if r.status == "ok":
+            n_ok[k] += 1
+            if int(r.subset) == (1 << int(r.n_parent)) - 1:
+                spins[(int(r.n_parent) % 2, int(r.spin))] += 1
+        else:
+            n_fail[k] += 1
+            reasons[r.get("reason", "?")[:80]] += 1
+    md = args.markdown
+    head = ("split", "regime", "n", "parents", "rows ok", "failed", "label CPU s")
+    print(("| " + " | ".join(head) + " |\n|" + "---|" * len(head)) if md else
+          "  ".join(f"{h:>11}" for h in head))
+    for k in sorted(parents):
+        vals = (*k, len(parents[k]), n_ok[k], n_fail[k], f"{wall[k]:.0f}")
+        print(("| " + " | ".join(map(str, vals)) + " |") if md else
+              "  ".join(f"{v!s:>11}" for v in vals))
+    tot = (len(rows), sum(n_ok.values()), sum(n_fail.values()), sum(wall.values()))
+    print(f"\n{tot[0]} rows: {tot[1]} ok, {tot[2]} failed; labels took {tot[3]:.0f} CPU s")
+    print("method/basis:", dict(methods))
+    print("full-cluster spin (2S) by electron parity:",
+          {f"{'odd' if p else 'even'} N, 2S={s}": c for (p, s), c in sorted(spins.items())})
+    for why, c in reasons.most_common(10):
+        print(f"  failure x{c}: {why}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m jbo.data", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="write random H clusters to an extxyz file")
+    _add_generation(g, required=True)
+    g.add_argument("-o", "--output", required=True)
+    g.set_defaults(fn=_cmd_generate)
+    lab = sub.add_parser("label", help="label clusters (and subclusters) into an ase.db")
+    lab.add_argument("--db", required=True, help="ase.db file or postgresql:// URL")
+    lab.add_argument("--clusters", nargs="+", help="extxyz file(s) from `generate`")
+    _add_generation(lab, required=False)
+    lab.add_argument("--method", default="fci", help="fci | uhf | uccsd(t) | dmrg")
+    lab.add_argument("--basis", default="sto-3g")
+    lab.add_argument("--subsets", default="all", choices=("all", "full"))
+    lab.add_argument("--no-forces", action="store_true")
+    lab.add_argument("--workers", type=int, default=2,
+                     help="LocalCluster worker processes (0: in this process, no dask)")
+    lab.add_argument("--scheduler", default=None, help="address of a running dask scheduler")
+    lab.add_argument("--retry-failed", action="store_true", help="label failed rows again")
+    lab.add_argument("--no-progress", action="store_true")
+    lab.set_defaults(fn=_cmd_label)
+    m = sub.add_parser("mbe", help="many-body expansion of the stored reference energies")
+    m.add_argument("--db", required=True)
+    m.add_argument("--method", default="fci")
+    m.add_argument("--basis", default="sto-3g")
+    m.add_argument("--split", default="train")
+    m.add_argument("--cluster", help="print one cluster's E^(k)")
+    m.add_argument("-o", "--output", help="write all E^(k) to an .npz")
+    m.set_defaults(fn=_cmd_mbe)
+    s = sub.add_parser("summary", help="counts per split, regime and size")
+    s.add_argument("--db", required=True)
+    s.add_argument("--markdown", action="store_true")
+    s.set_defaults(fn=_cmd_summary)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

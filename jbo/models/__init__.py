@@ -1,0 +1,164 @@
+"""The model zoo: a registry of flax modules that all obey one energy contract.
+
+Every model: ``module.apply(params, positions[N,3], species[N], mask[N]) -> energy`` (scalar,
+eV), with masked atoms absent; ``method="atomic_energies"`` gives ``[N]`` per-atom energies;
+``module.cutoff`` (Å), ``module.is_local`` and ``module.receptive_field`` (Å) are declared.
+
+Example::
+
+    import jbo, jax
+    from jbo import models
+    module = models.create("soap_bpnn", max_radial=6)
+    params = models.init(module, jax.random.key(0))
+    f = models.energy_fn(module, params)       # f(positions, species, mask) -> scalar
+    f.cutoff, f.is_local
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jbo.models import layers
+from jbo.models.base import ZooModel
+from jbo.models.linear_ace import LinearACE
+from jbo.models.mace import MACE
+from jbo.models.nequip import NequIP
+from jbo.models.pet import PET
+from jbo.models.soap_bpnn import SoapBPNN
+
+__all__ = [
+    "ZooModel",
+    "available",
+    "create",
+    "default_hypers",
+    "energy_fn",
+    "init",
+    "num_parameters",
+    "EnergyFn",
+]
+
+_REGISTRY: dict[str, type[ZooModel]] = {
+    "soap_bpnn": SoapBPNN,
+    "linear_ace": LinearACE,
+    "pet": PET,
+    "mace": MACE,
+    "nequip": NequIP,
+}
+
+_RESERVED = {"parent", "name"}
+
+
+def available() -> list[str]:
+    """Names of the registered models."""
+    return sorted(_REGISTRY)
+
+
+def _cls(name: str) -> type[ZooModel]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {available()}")
+    return _REGISTRY[name]
+
+
+def default_hypers(name: str) -> dict[str, Any]:
+    """The hyperparameters of model ``name`` and their default values."""
+    out = {}
+    for f in dataclasses.fields(_cls(name)):
+        if f.name in _RESERVED or not f.init:
+            continue
+        out[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return out
+
+
+def _normalise(key: str, value: Any) -> Any:
+    """Make hyper values hashable and canonical (lists -> tuples, dtypes -> names)."""
+    if key == "dtype":
+        name = jnp.dtype(value).name
+        if name not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {value!r}")
+        return name
+    if isinstance(value, (list, np.ndarray)):
+        return tuple(np.asarray(value).tolist())
+    return value
+
+
+def create(name: str, **hypers) -> ZooModel:
+    """Build model ``name`` with ``hypers`` overriding :func:`default_hypers`.
+
+    Raises:
+        ValueError: unknown model name, unknown hyperparameter, or inconsistent values.
+    """
+    cls = _cls(name)
+    valid = default_hypers(name)
+    unknown = sorted(set(hypers) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown hyperparameters {unknown} for {name!r}; valid: {sorted(valid)}")
+    hypers = {k: _normalise(k, v) for k, v in hypers.items()}
+    species = tuple(int(z) for z in hypers.get("species", valid["species"]))
+    if len(species) == 0 or len(set(species)) != len(species) or min(species) < 1:
+        raise ValueError(f"species must be distinct atomic numbers >= 1, got {species}")
+    hypers["species"] = species
+    e0 = tuple(float(e) for e in hypers.get("atom_energies", valid["atom_energies"]))
+    if e0 and len(e0) != len(species):
+        raise ValueError(f"atom_energies has {len(e0)} entries for {len(species)} species")
+    hypers["atom_energies"] = e0
+    if float(hypers.get("cutoff", valid["cutoff"])) <= 0:
+        raise ValueError("cutoff must be positive")
+    return cls(**hypers)
+
+
+def init(module: ZooModel, key: jax.Array, n_atoms: int = 3):
+    """Initialise parameters on a small dummy cluster; every float leaf in ``module.dtype``."""
+    dt = jnp.dtype(module.dtype)
+    pos = jnp.asarray(np.linspace(0.0, 1.0, 3 * n_atoms).reshape(n_atoms, 3), dt)
+    z = jnp.full((n_atoms,), module.species[0], jnp.int32)
+    params = module.init(key, pos, z, jnp.ones((n_atoms,), bool))
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(dt) if jnp.issubdtype(x.dtype, jnp.floating) else x, params
+    )
+
+
+def num_parameters(params) -> int:
+    """Total number of scalar parameters."""
+    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
+
+
+class EnergyFn:
+    """``f(positions[N,3], species[N], mask[N]) -> scalar`` energy (eV) of a zoo model.
+
+    Attributes:
+        cutoff, is_local, receptive_field: copied from the module.
+        module, params: what it evaluates.
+    """
+
+    def __init__(self, module: ZooModel, params):
+        self.module = module
+        self.params = params
+        self.cutoff = float(module.cutoff)
+        self.is_local = bool(module.is_local)
+        self.receptive_field = float(module.receptive_field)
+
+    def __call__(self, positions, species, mask=None):
+        if mask is None:
+            mask = jnp.ones(jnp.shape(species), bool)
+        layers.check_species(species, mask, self.module.species)
+        return self.module.apply(self.params, positions, species, mask)
+
+    def atomic_energies(self, positions, species, mask=None):
+        """``[N]`` per-atom energies (eV), 0 for masked atoms."""
+        if mask is None:
+            mask = jnp.ones(jnp.shape(species), bool)
+        layers.check_species(species, mask, self.module.species)
+        return self.module.apply(self.params, positions, species, mask, method="atomic_energies")
+
+    def __repr__(self) -> str:
+        return f"EnergyFn({type(self.module).__name__}, cutoff={self.cutoff}, is_local={self.is_local})"
+
+
+def energy_fn(module: ZooModel, params) -> Callable:
+    """Wrap a zoo module and its parameters into the engine's ``energy_fn`` contract."""
+    return EnergyFn(module, params)

@@ -1,0 +1,81 @@
+"""The contract every zoo model obeys.
+
+``module.apply(params, positions[N,3], species[N], mask[N]) -> energy`` (scalar, eV) is the
+energy of the atoms where ``mask`` is True as if the others did not exist, and
+``module.apply(params, ..., method="atomic_energies") -> [N]`` gives per-atom energies
+(exactly 0 for masked atoms) whose sum is the energy.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jbo.models import layers
+
+
+class ZooModel(nn.Module):
+    """Base class: common hyperparameters and ``__call__ = sum(atomic_energies)``.
+
+    Attributes:
+        cutoff: radial cutoff of every edge (Å).
+        species: atomic numbers the model handles; position in the tuple = species index.
+        atom_energies: isolated-atom (composition) energy of each species (eV), added per
+            present atom; empty = zeros.
+        use_bias: when False, an isolated atom predicts exactly its ``atom_energies`` entry.
+        dtype: ``"float64"`` or ``"float32"``, for parameters and compute.
+        is_local: class constant; True when interactions travel only along cutoff edges
+            between present atoms (so ε(S) = 0 for S disconnected in the cutoff graph).
+        num_interactions: class or instance value; message-passing depth (1 for descriptors).
+    """
+
+    cutoff: float = 5.0
+    species: tuple[int, ...] = (1,)
+    atom_energies: tuple[float, ...] = ()
+    use_bias: bool = False
+    dtype: str = "float64"
+
+    is_local: ClassVar[bool] = True
+
+    @property
+    def n_species(self) -> int:
+        return len(self.species)
+
+    @property
+    def num_interactions(self) -> int:
+        """Number of message-passing steps; receptive field = cutoff x this."""
+        return 1
+
+    @property
+    def receptive_field(self) -> float:
+        """Distance (Å) beyond which two fragments cannot feel each other."""
+        return float(self.cutoff) * self.num_interactions
+
+    def _prepare(self, positions, species, mask):
+        """Cast inputs and compute the quantities every model needs.
+
+        Returns:
+            ``(positions[N,3] in dtype, species_idx[N], mask[N] bool, Pairs, baseline[N])``.
+        """
+        dt = jnp.dtype(self.dtype)
+        positions = jnp.asarray(positions, dt)
+        mask = jnp.asarray(mask, bool)
+        idx = layers.species_index(species, self.species)
+        pairs = layers.pair_geometry(positions, mask, self.cutoff)
+        base = layers.composition_baseline(idx, mask, self.atom_energies, self.n_species, dt)
+        return positions, idx, mask, pairs, base
+
+    @staticmethod
+    def _finish(mask: jax.Array, baseline: jax.Array, learned: jax.Array) -> jax.Array:
+        """Per-atom energy = baseline + learned part, exactly 0 on masked atoms."""
+        return jnp.where(mask, baseline + learned, jnp.zeros((), baseline.dtype))
+
+    def atomic_energies(self, positions, species, mask) -> jax.Array:  # pragma: no cover
+        raise NotImplementedError
+
+    def __call__(self, positions, species, mask) -> jax.Array:
+        """Total energy (eV), a scalar."""
+        return jnp.sum(self.atomic_energies(positions, species, mask))

@@ -1,0 +1,124 @@
+"""NequIP through jax-md's implementation (``jax_md._nn.nequip.NequIPEnergyModel``).
+
+jax-md's NequIP takes a jraph graph. We feed it a *dense, static* graph whose edges are all
+ordered pairs ``(i, j), i != j`` of the cluster, and make it respect the mask contract with
+three facts about its code:
+
+- edge displacements come from :func:`layers.pair_geometry`: on a non-edge (masked atom or
+  beyond the cutoff) the displacement is a dummy of length ``2 * cutoff``, where jax-md's
+  Bessel embedding (multiplicative smooth cutoff) is exactly 0; its radial MLP has no
+  biases and ``swish(0) = 0``, so the tensor-product weights, hence the message, are exactly
+  0 — the masked atom sends and receives nothing;
+- it normalises the neighbour sum by a fixed constant (``n_neighbors``), not by a count;
+- it sums atomic outputs per graph with ``graph.n_node``: giving one "graph" per atom
+  (``n_node = [1] * N``) returns the per-atom energies, which we then mask.
+
+Masked atoms still run through the per-node layers (their outputs are discarded), so the
+energy equals that of the extracted subcluster to rounding. jax-md's ``shift``/``scale``
+(which ``default_config()`` leaves unset) are fixed to 0/1: the composition baseline is ours.
+
+jax-md's network gives an isolated atom a non-zero energy (node embedding -> self-connection
+-> gate -> linear readout all act without neighbours). With ``use_bias=False`` (default) we
+subtract that per-species constant, evaluated on an edgeless one-node-per-species graph with
+the same parameters, so an isolated atom predicts exactly ``atom_energies``; ``use_bias=True``
+keeps it (it then acts as a learned per-species shift).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import e3nn_jax as e3nn
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+from jbo.models import layers
+from jbo.models.base import ZooModel
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from jax_md._nn.nequip import NequIPEnergyModel
+
+
+
+def _dense_edges(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Static senders/receivers of all ordered pairs ``i != j`` (receiver = centre ``i``)."""
+    i, j = np.nonzero(~np.eye(n, dtype=bool))
+    return j.astype(np.int32), i.astype(np.int32)
+
+
+class NequIP(ZooModel):
+    """NequIP (jax-md implementation) on a dense masked graph.
+
+    Attributes:
+        num_layers: convolutions (jax-md ``graph_net_steps``); receptive field = num_layers x cutoff.
+        hidden_irreps: hidden features, e.g. ``"16x0e + 8x1o"``.
+        sh_irreps: edge spherical harmonics, e.g. ``"1x0e + 1x1o + 1x2e"``.
+        num_basis: Bessel basis functions.
+        radial_hidden, radial_layers: radial MLP width and depth.
+        avg_num_neighbors: jax-md's ``n_neighbors`` normalisation constant.
+        use_bias: keep the network's isolated-atom output (False: isolated atom = baseline).
+    """
+
+    cutoff: float = 5.0
+    num_layers: int = 2
+    hidden_irreps: str = "16x0e + 8x1o + 4x2e"
+    sh_irreps: str = "1x0e + 1x1o + 1x2e"
+    num_basis: int = 8
+    radial_hidden: int = 32
+    radial_layers: int = 2
+    avg_num_neighbors: float = 4.0
+
+    @property
+    def num_interactions(self) -> int:
+        return self.num_layers
+
+    def setup(self):
+        self.net = NequIPEnergyModel(
+            graph_net_steps=self.num_layers,
+            use_sc=True,
+            nonlinearities={"e": "raw_swish", "o": "tanh"},
+            n_elements=self.n_species,
+            hidden_irreps=self.hidden_irreps,
+            sh_irreps=self.sh_irreps,
+            num_basis=self.num_basis,
+            r_max=self.cutoff,
+            radial_net_nonlinearity="raw_swish",
+            radial_net_n_hidden=self.radial_hidden,
+            radial_net_n_layers=self.radial_layers,
+            shift=0.0,
+            scale=1.0,
+            n_neighbors=self.avg_num_neighbors,
+        )
+
+    def _per_node(self, onehot, edges, senders, receivers) -> jax.Array:
+        n = onehot.shape[0]
+        graph = jraph.GraphsTuple(
+            nodes=onehot,
+            edges=edges,
+            senders=senders,
+            receivers=receivers,
+            n_node=jnp.ones((n,), jnp.int32),
+            n_edge=jnp.asarray([senders.shape[0]] + [0] * (n - 1), jnp.int32),
+            globals=None,
+        )
+        return self.net(graph)[:, 0]
+
+    def atomic_energies(self, positions, species, mask) -> jax.Array:
+        """``[N]`` per-atom energies (eV); exactly 0 for masked atoms."""
+        _, idx, mask, pairs, base = self._prepare(positions, species, mask)
+        dt = pairs.vec.dtype
+        n = mask.shape[0]
+        senders, receivers = _dense_edges(n)
+        onehot = layers.one_hot_species(idx, self.n_species, dt)
+        # edge (sender j -> receiver i) carries r_j - r_i: jax-md only uses its norm and
+        # spherical harmonics, and its Bessel embedding vanishes at the dummy length 2*cutoff.
+        e = self._per_node(onehot, pairs.vec[receivers, senders], senders, receivers)
+        if not self.use_bias:
+            eye = jnp.eye(self.n_species, dtype=dt)
+            empty = jnp.zeros((0,), jnp.int32)
+            e_iso = self._per_node(eye, jnp.zeros((0, 3), dt), empty, empty)  # [S]
+            e = e - e_iso[idx]
+        return self._finish(mask, base, e.astype(dt))

@@ -1,0 +1,106 @@
+"""Analytic potentials obeying the energy-function contract; independent truths for tests.
+
+Each factory returns ``energy_fn(positions[N,3], species[N], mask[N]) -> scalar`` (eV) with
+attributes ``cutoff`` (Å, or None when infinite-ranged) and ``is_local``. Masked atoms are
+absent. Their many-body expansions are known exactly: a pair potential has ε(S) = 0 for
+|S| >= 3; the Axilrod–Teller term has ε(S) = 0 for |S| >= 4 and ε({i,j,k}) = its triple energy.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+
+Array = jnp.ndarray
+
+
+def _tag(fn: Callable, cutoff: float | None) -> Callable:
+    fn.cutoff = cutoff
+    fn.is_local = cutoff is not None
+    return fn
+
+
+def switch(r: Array, cutoff: float | None) -> Array:
+    """Smooth cosine switch: 1 at r = 0, 0 (with zero slope) at r >= cutoff; 1 if None."""
+    if cutoff is None:
+        return jnp.ones_like(r)
+    return jnp.where(r < cutoff, 0.5 * (jnp.cos(jnp.pi * jnp.minimum(r, cutoff) / cutoff) + 1), 0.0)
+
+
+def pair_distances(positions: Array, mask: Array) -> tuple[Array, Array]:
+    """Distances ``[N, N]`` (Å) safe to differentiate, and the pair mask (both present, i != j).
+
+    Absent pairs get a dummy distance of 1 so that neither values nor gradients become NaN.
+    """
+    n = positions.shape[0]
+    pair = mask[:, None] & mask[None, :] & ~jnp.eye(n, dtype=bool)
+    diff = positions[:, None, :] - positions[None, :, :]
+    d2 = jnp.where(pair, jnp.sum(diff**2, -1), 1.0)
+    return jnp.sqrt(d2), pair
+
+
+def morse(
+    depth: float = 4.75, alpha: float = 1.94, r0: float = 0.74, cutoff: float | None = None,
+    atom_energy: float = -13.6,
+) -> Callable:
+    """Morse pair potential (defaults loosely H2-like: eV, 1/Å, Å) plus a 1-body energy."""
+
+    def energy_fn(positions, species, mask):
+        r, pair = pair_distances(positions, mask)
+        x = jnp.exp(-alpha * (r - r0))
+        e = depth * (x * x - 2 * x) * switch(r, cutoff)
+        return 0.5 * jnp.sum(jnp.where(pair, e, 0.0)) + atom_energy * jnp.sum(mask)
+
+    return _tag(energy_fn, cutoff)
+
+
+def lennard_jones(epsilon: float = 1.0, sigma: float = 1.0, cutoff: float | None = None) -> Callable:
+    """Lennard-Jones pair potential (eV, Å), optionally smoothly switched off at ``cutoff``."""
+
+    def energy_fn(positions, species, mask):
+        r, pair = pair_distances(positions, mask)
+        s6 = (sigma / r) ** 6
+        e = 4 * epsilon * (s6 * s6 - s6) * switch(r, cutoff)
+        return 0.5 * jnp.sum(jnp.where(pair, e, 0.0))
+
+    return _tag(energy_fn, cutoff)
+
+
+def axilrod_teller_triple(ri: Array, rj: Array, rk: Array, c9: float) -> Array:
+    """Triple-dipole energy of one triple of positions ``[..., 3]`` (eV)."""
+    a, b, c = rj - ri, rk - rj, ri - rk
+    la, lb, lc = (jnp.linalg.norm(v, axis=-1) for v in (a, b, c))
+    cos_i = -jnp.sum(c * a, -1) / (lc * la)
+    cos_j = -jnp.sum(a * b, -1) / (la * lb)
+    cos_k = -jnp.sum(b * c, -1) / (lb * lc)
+    return c9 * (1 + 3 * cos_i * cos_j * cos_k) / (la * lb * lc) ** 3
+
+
+def axilrod_teller(c9: float = 1.0, cutoff: float | None = None) -> Callable:
+    """Axilrod–Teller–Muto triple-dipole energy Σ_{i<j<k} (switched by each pair's distance)."""
+
+    def energy_fn(positions, species, mask):
+        r, pair = pair_distances(positions, mask)
+        sw = jnp.where(pair, switch(r, cutoff), 0.0)
+        triple = pair[:, :, None] & pair[:, None, :] & pair[None, :, :]
+        # safe vectors: absent triples get an equilateral dummy
+        eq = jnp.asarray([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.866, 0.0]])
+        pi = jnp.where(triple[..., None], positions[:, None, None, :], eq[0])
+        pj = jnp.where(triple[..., None], positions[None, :, None, :], eq[1])
+        pk = jnp.where(triple[..., None], positions[None, None, :, :], eq[2])
+        e = axilrod_teller_triple(pi, pj, pk, c9)
+        weight = sw[:, :, None] * sw[:, None, :] * sw[None, :, :]
+        return jnp.sum(jnp.where(triple, e * weight, 0.0)) / 6.0
+
+    return _tag(energy_fn, cutoff)
+
+
+def combine(*energy_fns: Callable) -> Callable:
+    """Sum of energy functions; local (with the largest cutoff) only if all parts are local."""
+
+    def energy_fn(positions, species, mask):
+        return sum(f(positions, species, mask) for f in energy_fns)
+
+    cutoffs = [f.cutoff for f in energy_fns]
+    return _tag(energy_fn, None if None in cutoffs else max(cutoffs))

@@ -1,0 +1,283 @@
+"""The training loop: pure step at the core, data/checkpoints/logging around it.
+
+Exact resume: the data order of epoch e is a permutation seeded by (seed, e), the regularizer's
+clusters and PRNG key at step t are functions of (seed, t), and the checkpoint holds params,
+optimizer state, step, RNG key, early-stopping state and the partial epoch sums. Resuming from
+step t therefore replays steps t+1.. bit for bit (float64, same device count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jbo.data.batches import Record, batch_indices
+from jbo.train import dataset as ds
+from jbo.train import sharding
+from jbo.train.checkpoints import Checkpoints
+from jbo.train.config import TrainConfig
+from jbo.train.metrics import MetricsLog
+from jbo.train.losses import EnergyModel, batch_energy_forces, contract_energy_fn, energy_force_loss
+from jbo.train.model import create_module, energy_model, init_params
+from jbo.train.regularizers import body_order_penalty
+
+__all__ = ["train", "TrainResult", "TrainingDiverged", "lr_schedule", "make_optimizer", "make_step",
+           "evaluate"]
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss; the message names the batch, the last checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    params: Any  # parameters after the last step
+    best_params: Any  # lowest validation MAE (the final ones without validation data)
+    model: EnergyModel
+    module: Any
+    config: TrainConfig
+    history: list[dict[str, float]]  # one row per epoch (see MetricsLog.EPOCH_FIELDS)
+    steps: list[dict[str, float]]  # one row per optimizer step
+    data: ds.Datasets
+    stop_reason: str
+    seconds: float
+
+
+def lr_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:
+    """The learning rate as a function of the optimizer step."""
+    lr, total = config.lr, max(total_steps, 1)
+    if config.schedule == "constant":
+        return optax.constant_schedule(lr)
+    if config.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0 if config.warmup_steps else lr, lr, config.warmup_steps,
+            max(total, config.warmup_steps + 1), end_value=0.01 * lr)
+    return optax.exponential_decay(lr, total, config.decay_rate)
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """Adam with optional global-norm clipping and the configured learning-rate schedule."""
+    chain = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
+    return optax.chain(*chain, optax.scale_by_adam(),
+                       optax.scale_by_learning_rate(lr_schedule(config, total_steps)))
+
+
+def make_step(model: EnergyModel, optimizer: optax.GradientTransformation, config: TrainConfig
+              ) -> Callable:
+    """Pure ``step(params, opt_state, batch, reg_batch, key) -> (params, opt_state, metrics)``."""
+    rc = config.regularizer
+
+    def objective(params, batch, reg_batch, key):
+        loss, sums = energy_force_loss(params, batch, model, config.energy_weight,
+                                       config.force_weight)
+        reg = jnp.zeros((), jnp.float64)
+        if rc.lam > 0:
+            efn = contract_energy_fn(model, params, jnp.float64)
+            pen = body_order_penalty(
+                efn, reg_batch["positions"], reg_batch["species"], reg_batch["mask"], key,
+                order=rc.order, mode=rc.mode, weights=rc.weights, scale=model.scale,
+                exact_max_atoms=rc.exact_max_atoms, samples=rc.samples, max_order=rc.max_order)
+            w = reg_batch["weight"]
+            reg = jnp.sum(w * pen) / jnp.maximum(jnp.sum(w), 1e-12)
+        return loss + rc.lam * reg, (loss, reg, sums)
+
+    def step(params, opt_state, batch, reg_batch, key):
+        grads, (loss, reg, sums) = jax.grad(objective, has_aux=True)(params, batch, reg_batch, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        gnorm = optax.tree.norm(grads)
+        return params, opt_state, dict(loss=loss + rc.lam * reg, energy_loss=loss, reg=reg,
+                                       grad_norm=gnorm, **sums)
+    return step
+
+
+def evaluate(model: EnergyModel, params, records: list[Record], batch_size: int = 64,
+             mesh=None, energy_jit: Callable | None = None) -> dict[str, float]:
+    """Energy MAE/RMSE (meV/atom) of ``records``; ``{}`` when there are none."""
+    if not records:
+        return {}
+    fn = energy_jit or jax.jit(lambda p, b: batch_energy_forces(
+        model, p, b["positions"], b["species"], b["mask"])[0])
+    n_max = max(r.n_atoms for r in records)
+    errs = []
+    size = sharding.round_up(min(batch_size, len(records)), mesh)
+    for i in range(0, len(records), size):
+        chunk = records[i:i + size]
+        b = ds.padded(chunk, size, n_max)
+        e = np.asarray(fn(params, sharding.shard_batch(b, mesh)))[:len(chunk)]
+        errs.append((e - b["energy"][:len(chunk)]) / b["mask"][:len(chunk)].sum(-1))
+    err = np.concatenate(errs) * 1e3
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
+
+
+def _meta(config: TrainConfig, base: dict[int, float], scale: float, n_batches: int) -> dict:
+    return {"format": 1, "config": config.to_dict(), "model": config.model,
+            "hypers": config.hypers, "dtype": config.dtype, "scale": scale,
+            "baseline": {str(z): c for z, c in base.items()}, "n_batches": n_batches}
+
+
+_RESUME_IGNORED = {"epochs", "max_steps", "progress", "resume", "out_dir", "tensorboard",
+                   "checkpoint_every", "keep_checkpoints", "patience"}
+
+
+def _check_resumable(saved: dict, config: TrainConfig) -> None:
+    now = config.to_dict()
+    diff = sorted(k for k in now if k not in _RESUME_IGNORED
+                  and _json_norm(saved.get(k)) != _json_norm(now[k]))
+    if diff:
+        raise ValueError(f"cannot resume from {config.out_dir}: the checkpoint was trained with "
+                         f"different {diff}; use another out_dir or resume=False")
+
+
+def _json_norm(x):
+    import json
+    return json.loads(json.dumps(x))
+
+
+def train(config: TrainConfig, *, module=None, records: list[Record] | None = None,
+          on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train ``config.model`` on ``config.db`` (see :class:`TrainConfig`).
+
+    module: a flax module to train instead of ``jbo.models.create(config.model, **hypers)``.
+    records: labelled rows to use instead of reading ``config.db``.
+    on_step: called as ``on_step(step, metrics)`` after every step (may raise to interrupt).
+    Raises :class:`TrainingDiverged` on a non-finite loss (the last checkpoint is kept).
+    """
+    t0 = time.perf_counter()
+    data = ds.prepare(config, records)
+    base, scale = ds.normalization(config, data.train)
+    dtype = jnp.dtype(config.dtype)
+    mesh = sharding.data_mesh() if config.shard else None
+    bsz = sharding.round_up(min(config.batch_size, len(data.train)), mesh)
+    n_max = max(r.n_atoms for r in data.train)
+    n_batches = -(-len(data.train) // bsz)
+    total_steps = config.epochs * n_batches
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    rc = config.regularizer
+    reg_size = sharding.round_up(min(rc.batch_size, max(len(data.reg), 1)), mesh)
+    reg_nmax = max((r.n_atoms for r in data.reg), default=1)
+
+    module = module if module is not None else create_module(config.model, config.hypers,
+                                                             config.dtype)
+    params = init_params(module, ds.padded(data.train[:1], 1, n_max), config.seed, dtype)
+    model = energy_model(module, params, base, scale, dtype)
+    optimizer = make_optimizer(config, config.epochs * n_batches)
+    state = {"params": params, "opt_state": jax.jit(optimizer.init)(params), "step": np.int64(0),
+             "key": jax.random.PRNGKey(config.seed), "best_params": params,
+             "best_val": np.float64(np.inf), "bad_epochs": np.int64(0),
+             "epoch_sums": {k: np.float64(0.0) for k in ("loss", "reg", "weight", "abs_e",
+                                                         "sq_e", "n")}}
+    meta = _meta(config, base, scale, n_batches)
+    ckpt = Checkpoints(f"{config.out_dir}/checkpoints", config.keep_checkpoints) \
+        if config.out_dir else None
+    if ckpt and config.resume and ckpt.steps():
+        state, saved_meta, _ = ckpt.restore(state)
+        _check_resumable(saved_meta["config"], config)
+    step0 = int(state["step"])
+    log = MetricsLog(config.out_dir, resume_step=step0, tensorboard=config.tensorboard)
+
+    params = sharding.replicate(jax.tree_util.tree_map(jnp.asarray, state["params"]), mesh)
+    opt_state = sharding.replicate(jax.tree_util.tree_map(jnp.asarray, state["opt_state"]), mesh)
+    step_fn = jax.jit(make_step(model, optimizer, config))
+    energy_jit = jax.jit(lambda p, b: batch_energy_forces(
+        model, p, b["positions"], b["species"], b["mask"])[0])
+    lr_at = lr_schedule(config, config.epochs * n_batches)
+    sums = {k: float(v) for k, v in state["epoch_sums"].items()}
+    best_val, bad = float(state["best_val"]), int(state["bad_epochs"])
+    best_params = state["best_params"]
+    stop_reason = "max_steps" if step0 >= total_steps else "epochs"
+    pbar = _progress(config.progress, total_steps, step0)
+    step = step0
+    try:
+        while step < total_steps:
+            epoch, pos = divmod(step, n_batches)
+            idx = batch_indices(len(data.train), bsz, config.seed, epoch)[pos]
+            batch = ds.padded([data.train[i] for i in idx], bsz, n_max)
+            reg_batch = _reg_batch(data.reg, reg_size, reg_nmax, config.seed, step) \
+                if rc.lam > 0 else {}
+            key = jax.random.fold_in(jnp.asarray(state["key"]), step)
+            new_params, new_opt, m = step_fn(params, opt_state, sharding.shard_batch(batch, mesh),
+                                             sharding.shard_batch(reg_batch, mesh), key)
+            m = {k: float(v) for k, v in m.items()}
+            if not np.isfinite(m["loss"]):
+                names = ", ".join(f"{data.train[i].cluster}[subset={data.train[i].subset}]"
+                                  for i in idx)
+                raise TrainingDiverged(
+                    f"non-finite loss {m['loss']} at step {step + 1} (epoch {epoch}, batch {pos} "
+                    f"of {n_batches}: {names}); parameters not updated, last checkpoint kept"
+                    + (f" in {ckpt.directory}" if ckpt else "") + ". Lower lr or check the data.")
+            params, opt_state, step = new_params, new_opt, step + 1
+            for k in ("loss", "reg"):
+                sums[k] += m[k] * m["weight"]
+            for k in ("weight", "abs_e", "sq_e"):
+                sums[k] += m[k]
+            sums["n"] += 1
+            log.step(step, epoch, m)
+            if pbar is not None:
+                pbar.update(1)
+                pbar.set_postfix(loss=f"{m['loss']:.3g}", epoch=epoch)
+            if on_step is not None:
+                on_step(step, m)
+            end_of_epoch = step % n_batches == 0
+            stop = False
+            if end_of_epoch:
+                val = evaluate(model, params, data.val, mesh=mesh, energy_jit=energy_jit)
+                score = val.get("mae", -float(step))
+                if score < best_val:
+                    best_val, bad, best_params = score, 0, params
+                else:
+                    bad += 1
+                w = max(sums["weight"], 1e-12)
+                log.epoch(dict(epoch=epoch, step=step, lr=float(lr_at(step - 1)),
+                               train_loss=sums["loss"] / w, reg=sums["reg"] / w,
+                               train_mae=1e3 * sums["abs_e"] / w,
+                               train_rmse=1e3 * np.sqrt(sums["sq_e"] / w),
+                               val_mae=val.get("mae", np.nan), val_rmse=val.get("rmse", np.nan),
+                               seconds=time.perf_counter() - t0))
+                sums = dict.fromkeys(sums, 0.0)
+                if config.patience is not None and bad >= config.patience:
+                    stop, stop_reason = True, f"early stopping after epoch {epoch}"
+            due = (config.checkpoint_every and step % config.checkpoint_every == 0) or \
+                (end_of_epoch and not config.checkpoint_every) or stop or step == total_steps
+            if ckpt and due:
+                ckpt.save(step, {"params": params, "opt_state": opt_state,
+                                 "step": np.int64(step), "key": state["key"],
+                                 "best_params": best_params, "best_val": np.float64(best_val),
+                                 "bad_epochs": np.int64(bad),
+                                 "epoch_sums": {k: np.float64(v) for k, v in sums.items()}}, meta)
+            if stop:
+                break
+        else:
+            if config.max_steps is not None and step >= config.max_steps:
+                stop_reason = "max_steps"
+    finally:
+        if pbar is not None:
+            pbar.close()
+        log.close()
+    if not data.val:
+        best_params = params
+    return TrainResult(params, best_params, model, module, config, log.epochs, log.steps, data,
+                       stop_reason, time.perf_counter() - t0)
+
+
+def _reg_batch(reg: list[Record], size: int, n_max: int, seed: int, step: int
+               ) -> dict[str, np.ndarray]:
+    """``size`` training full clusters for the regularizer at ``step`` (a function of both)."""
+    rng = np.random.default_rng([seed, 1, step])
+    pick = rng.choice(len(reg), size=min(size, len(reg)), replace=False)
+    return ds.padded([reg[i] for i in pick], size, n_max)
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, desc="train", unit="step", leave=False)

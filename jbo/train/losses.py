@@ -1,0 +1,113 @@
+"""Pure energy/force losses and the trained-model energy function.
+
+The trained energy of a structure is
+
+    E(x) = Σ_i c_{Z_i} + s · model(x)          (eV)
+
+with a composition baseline c_Z (eV/atom, a pure one-body term) and a scale s (eV): both leave
+the body-order structure of the model untouched apart from the order-1 shift. Losses are in
+units of s per atom, so λ and the loss weights are dimensionless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["EnergyModel", "structure_energy", "batch_energy_forces", "energy_force_loss",
+           "cast_tree", "contract_energy_fn"]
+
+Params = Any
+
+
+def cast_tree(tree: Params, dtype) -> Params:
+    """Cast the floating leaves of a pytree to ``dtype`` (integers untouched)."""
+    def f(x):
+        x = jnp.asarray(x)
+        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    return jax.tree_util.tree_map(f, tree)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EnergyModel:
+    """A flax module plus the fixed energy baseline/scale (static; hashed by identity).
+
+    apply: ``module.apply(params, positions[N,3], species[N], mask[N]) -> scalar``.
+    baseline: ``[Zmax+1]`` eV per atom of element Z. scale: s in eV. dtype: model compute dtype.
+    """
+
+    apply: Callable[..., jnp.ndarray]
+    baseline: np.ndarray
+    scale: float
+    dtype: Any = jnp.float64
+    cutoff: float | None = None
+    is_local: bool = False
+    apply64: Callable[..., jnp.ndarray] | None = None  # float64 twin of apply (same params)
+
+
+def structure_energy(model: EnergyModel, params: Params, positions, species, mask,
+                     dtype=None) -> jnp.ndarray:
+    """Energy (eV, float64) of one structure ``positions[N,3]`` where ``mask[N]`` is True."""
+    dtype = jnp.dtype(dtype or model.dtype)
+    apply = model.apply64 if dtype == jnp.float64 and model.apply64 is not None else model.apply
+    out = apply(cast_tree(params, dtype), jnp.asarray(positions, dtype), species, mask)
+    base = jnp.asarray(model.baseline, jnp.float64)[species]
+    base = jnp.sum(jnp.where(mask, base, 0.0))
+    return base + model.scale * jnp.asarray(out, jnp.float64)
+
+
+def contract_energy_fn(model: EnergyModel, params: Params, dtype=jnp.float64
+                       ) -> Callable[..., jnp.ndarray]:
+    """``energy_fn(positions[N,3], species[N], mask[N]) -> eV`` per docs/CONTRACTS.md.
+
+    ``dtype`` is the compute dtype (float64 by default: subset energies feed alternating sums).
+    """
+    def energy_fn(positions, species, mask):
+        return structure_energy(model, params, positions, species, mask, dtype=dtype)
+    energy_fn.cutoff = model.cutoff
+    energy_fn.is_local = model.is_local
+    return energy_fn
+
+
+def batch_energy_forces(model: EnergyModel, params: Params, positions, species, mask,
+                        forces: bool = False):
+    """Energies ``[B]`` (eV) and, if ``forces``, forces ``[B,N,3]`` (eV/Å) of a padded batch."""
+    def one(pos, sp, m):
+        return structure_energy(model, params, pos, sp, m)
+    if not forces:
+        return jax.vmap(one)(positions, species, mask), None
+    e, g = jax.vmap(jax.value_and_grad(one))(positions, species, mask)
+    return e, -jnp.where(mask[..., None], g, 0.0)
+
+
+def energy_force_loss(params: Params, batch: dict[str, jnp.ndarray], model: EnergyModel,
+                      energy_weight: float = 1.0, force_weight: float = 0.0
+                      ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """Weighted MSE of per-atom energies (and forces), in units of the scale s.
+
+    loss = w_E Σ_b w_b ((E_b − Ê_b)/(n_b s))² / Σ_b w_b
+         + w_F Σ_{b,i} w_b |F_bi − F̂_bi|² / (3 s² Σ_b w_b n_b [b has forces])
+    Returns (loss, sums) where ``sums`` are additive over batches: ``weight``, ``abs_e``
+    (Σ w |ΔE|/n, eV/atom), ``sq_e`` ((eV/atom)²), ``sq_f``, ``n_f`` (force components).
+    """
+    use_f = force_weight > 0
+    mask = batch["mask"]
+    e, f = batch_energy_forces(model, params, batch["positions"], batch["species"], mask, use_f)
+    w = batch["weight"]
+    n = jnp.maximum(jnp.sum(mask, -1), 1)
+    de = (e - batch["energy"]) / n
+    wsum = jnp.sum(w)
+    loss = energy_weight * jnp.sum(w * de**2) / jnp.maximum(wsum, 1e-12) / model.scale**2
+    sums = {"weight": wsum, "abs_e": jnp.sum(w * jnp.abs(de)), "sq_e": jnp.sum(w * de**2)}
+    if use_f:
+        wf = w * batch["has_forces"]
+        sq = jnp.sum(jnp.where(mask[..., None], (f - batch["forces"]) ** 2, 0.0), (-1, -2))
+        n_f = 3.0 * jnp.sum(wf * n)
+        loss = loss + force_weight * jnp.sum(wf * sq) / jnp.maximum(n_f, 1e-12) / model.scale**2
+        sums.update(sq_f=jnp.sum(wf * sq), n_f=n_f)
+    return loss, sums

@@ -1,0 +1,105 @@
+"""Build a zoo model for training, and load a trained one back from its checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jbo.train.checkpoints import Checkpoints
+from jbo.train.dataset import baseline_array
+from jbo.train.losses import EnergyModel, cast_tree, contract_energy_fn
+
+__all__ = ["create_module", "init_params", "energy_model", "Trained", "load_trained"]
+
+
+def create_module(name: str, hypers: dict[str, Any], dtype: str | None = None):
+    """``jbo.models.create(name, **hypers)``; ``dtype`` sets the model's compute dtype."""
+    try:
+        from jbo import models
+    except ImportError as err:
+        raise ImportError("jbo.models is not installed; pass module= explicitly") from err
+    if name not in models.available():
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(models.available())}")
+    hypers = dict(hypers)
+    if dtype is not None and "dtype" in models.default_hypers(name):
+        if hypers.setdefault("dtype", dtype) != dtype:
+            raise ValueError(f"hypers dtype={hypers['dtype']!r} contradicts dtype={dtype!r}; "
+                             "set only TrainConfig.dtype")
+    return models.create(name, **hypers)
+
+
+def _float64_apply(module):
+    """``apply`` of a float64 twin of ``module`` (same parameter tree) for subset energies."""
+    if isinstance(getattr(module, "dtype", None), str) and module.dtype != "float64":
+        return module.clone(dtype="float64").apply
+    return module.apply
+
+
+def init_params(module, sample: dict[str, np.ndarray], seed: int, dtype) -> Any:
+    """Initialise on the first structure of a padded ``sample`` batch; cast to ``dtype``."""
+    init = jax.jit(lambda key, p, s, m: cast_tree(module.init(key, p, s, m), dtype))
+    return init(jax.random.PRNGKey(seed), jnp.asarray(sample["positions"][0], dtype),
+                jnp.asarray(sample["species"][0]), jnp.asarray(sample["mask"][0]))
+
+
+def _locality(module, params) -> tuple[float | None, bool]:
+    if not type(module).__module__.startswith("jbo.models"):
+        return getattr(module, "cutoff", None), bool(getattr(module, "is_local", False))
+    try:
+        from jbo import models
+        fn = models.energy_fn(module, params)
+        return getattr(fn, "cutoff", None), bool(getattr(fn, "is_local", False))
+    except Exception:  # custom modules outside the zoo
+        return getattr(module, "cutoff", None), bool(getattr(module, "is_local", False))
+
+
+def energy_model(module, params, baseline: dict[int, float], scale: float, dtype) -> EnergyModel:
+    """The :class:`EnergyModel` (baseline + s · module) of a trained or fresh model."""
+    cutoff, local = _locality(module, params)
+    return EnergyModel(apply=module.apply, baseline=baseline_array(baseline), scale=float(scale),
+                       dtype=jnp.dtype(dtype), cutoff=cutoff, is_local=local,
+                       apply64=_float64_apply(module))
+
+
+@dataclasses.dataclass
+class Trained:
+    """A trained model: ``energy_fn`` follows docs/CONTRACTS.md (float64, eV)."""
+
+    module: Any
+    params: Any
+    model: EnergyModel
+    meta: dict[str, Any]
+    step: int
+
+    @property
+    def energy_fn(self):
+        return contract_energy_fn(self.model, self.params)
+
+
+def load_trained(directory: str | Path, which: str = "best", module=None) -> Trained:
+    """Load ``<run>/checkpoints`` (or a checkpoint folder itself).
+
+    which: ``"best"`` (lowest validation MAE seen) or ``"latest"`` parameters.
+    module: the flax module, needed only for models outside the ``jbo.models`` zoo.
+    """
+    directory = Path(directory)
+    if (directory / "checkpoints").is_dir():
+        directory = directory / "checkpoints"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no checkpoint folder at {directory}; train with out_dir= first")
+    if which not in ("best", "latest"):
+        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+    state, meta, step = Checkpoints(directory).restore()
+    if module is None:
+        module = create_module(meta["model"], meta["hypers"], meta["dtype"])
+    dtype = jnp.dtype(meta["dtype"])
+    params = state["best_params" if which == "best" else "params"]
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    base = {int(z): float(c) for z, c in meta["baseline"].items()}
+    return Trained(module, params, energy_model(module, params, base, meta["scale"], dtype),
+                   meta, step)
