@@ -9,6 +9,7 @@ step t therefore replays steps t+1.. bit for bit (float64, same device count).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,14 +23,14 @@ from jbo.data.batches import Record, batch_indices
 from jbo.train import dataset as ds
 from jbo.train import sharding
 from jbo.train.checkpoints import Checkpoints
-from jbo.train.config import TrainConfig
+from jbo.train.config import RegularizerConfig, TrainConfig
 from jbo.train.metrics import MetricsLog
 from jbo.train.losses import EnergyModel, batch_energy_forces, contract_energy_fn, energy_force_loss
 from jbo.train.model import create_module, energy_model, init_params
 from jbo.train.regularizers import body_order_penalty
 
-__all__ = ["train", "TrainResult", "TrainingDiverged", "lr_schedule", "make_optimizer", "make_step",
-           "evaluate"]
+__all__ = ["train", "TrainResult", "TrainingDiverged", "OptSpec", "StepSpec", "make_optimizer",
+           "make_step", "train_step", "objective", "evaluate"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,68 +51,111 @@ class TrainResult:
     seconds: float
 
 
-def lr_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:
-    """The learning rate as a function of the optimizer step."""
-    lr, total = config.lr, max(total_steps, 1)
-    if config.schedule == "constant":
-        return optax.constant_schedule(lr)
-    if config.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(
-            0.0 if config.warmup_steps else lr, lr, config.warmup_steps,
-            max(total, config.warmup_steps + 1), end_value=0.01 * lr)
-    return optax.exponential_decay(lr, total, config.decay_rate)
+@dataclasses.dataclass(frozen=True)
+class OptSpec:
+    """Hashable optimizer settings (Adam + clipping + schedule over ``total_steps``)."""
+
+    lr: float
+    schedule: str
+    warmup_steps: int
+    decay_rate: float
+    grad_clip: float | None
+    total_steps: int
+
+    @classmethod
+    def of(cls, config: TrainConfig, total_steps: int) -> "OptSpec":
+        return cls(config.lr, config.schedule, config.warmup_steps, config.decay_rate,
+                   config.grad_clip, max(int(total_steps), 1))
+
+    def schedule_fn(self) -> optax.Schedule:
+        """The learning rate as a function of the optimizer step."""
+        if self.schedule == "constant":
+            return optax.constant_schedule(self.lr)
+        if self.schedule == "cosine":
+            return optax.warmup_cosine_decay_schedule(
+                0.0 if self.warmup_steps else self.lr, self.lr, self.warmup_steps,
+                max(self.total_steps, self.warmup_steps + 1), end_value=0.01 * self.lr)
+        return optax.exponential_decay(self.lr, self.total_steps, self.decay_rate)
+
+    def build(self) -> optax.GradientTransformation:
+        chain = [optax.clip_by_global_norm(self.grad_clip)] if self.grad_clip else []
+        return optax.chain(*chain, optax.scale_by_adam(),
+                           optax.scale_by_learning_rate(self.schedule_fn()))
 
 
 def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
     """Adam with optional global-norm clipping and the configured learning-rate schedule."""
-    chain = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
-    return optax.chain(*chain, optax.scale_by_adam(),
-                       optax.scale_by_learning_rate(lr_schedule(config, total_steps)))
+    return OptSpec.of(config, total_steps).build()
 
 
-def make_step(model: EnergyModel, optimizer: optax.GradientTransformation, config: TrainConfig
-              ) -> Callable:
-    """Pure ``step(params, opt_state, batch, reg_batch, key) -> (params, opt_state, metrics)``."""
-    rc = config.regularizer
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """Everything static about a training step (hashable: one compilation per distinct spec)."""
 
-    def objective(params, batch, reg_batch, key):
-        loss, sums = energy_force_loss(params, batch, model, config.energy_weight,
-                                       config.force_weight)
-        reg = jnp.zeros((), jnp.float64)
-        if rc.lam > 0:
-            efn = contract_energy_fn(model, params, jnp.float64)
-            pen = body_order_penalty(
-                efn, reg_batch["positions"], reg_batch["species"], reg_batch["mask"], key,
-                order=rc.order, mode=rc.mode, weights=rc.weights, scale=model.scale,
-                exact_max_atoms=rc.exact_max_atoms, samples=rc.samples, max_order=rc.max_order)
-            w = reg_batch["weight"]
-            reg = jnp.sum(w * pen) / jnp.maximum(jnp.sum(w), 1e-12)
-        return loss + rc.lam * reg, (loss, reg, sums)
+    model: EnergyModel
+    opt: OptSpec
+    reg: RegularizerConfig
+    energy_weight: float = 1.0
+    force_weight: float = 0.0
 
-    def step(params, opt_state, batch, reg_batch, key):
-        grads, (loss, reg, sums) = jax.grad(objective, has_aux=True)(params, batch, reg_batch, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        gnorm = optax.tree.norm(grads)
-        return params, opt_state, dict(loss=loss + rc.lam * reg, energy_loss=loss, reg=reg,
-                                       grad_norm=gnorm, **sums)
-    return step
+
+def objective(spec: StepSpec, params, batch, reg_batch, key):
+    """Pure loss: (loss + λ·penalty, (loss, penalty, additive metric sums))."""
+    rc, model = spec.reg, spec.model
+    loss, sums = energy_force_loss(params, batch, model, spec.energy_weight, spec.force_weight)
+    reg = jnp.zeros((), jnp.float64)
+    if rc.lam > 0:
+        efn = contract_energy_fn(model, params, jnp.float64)
+        pen = body_order_penalty(
+            efn, reg_batch["positions"], reg_batch["species"], reg_batch["mask"], key,
+            order=rc.order, mode=rc.mode, weights=rc.weights, scale=model.scale,
+            exact_max_atoms=rc.exact_max_atoms, samples=rc.samples, max_order=rc.max_order)
+        w = reg_batch["weight"]
+        reg = jnp.sum(w * pen) / jnp.maximum(jnp.sum(w), 1e-12)
+    return loss + rc.lam * reg, (loss, reg, sums)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def train_step(spec: StepSpec, params, opt_state, batch, reg_batch, key):
+    """One optimizer step -> (params, opt_state, metrics). Pure; jitted per distinct spec."""
+    grads, (loss, reg, sums) = jax.grad(objective, argnums=1, has_aux=True)(
+        spec, params, batch, reg_batch, key)
+    updates, opt_state = spec.opt.build().update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, dict(loss=loss + spec.reg.lam * reg, energy_loss=loss, reg=reg,
+                                   grad_norm=optax.tree.norm(grads), **sums)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_opt(opt: OptSpec, params):
+    return opt.build().init(params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _energies(model: EnergyModel, params, batch):
+    return batch_energy_forces(model, params, batch["positions"], batch["species"],
+                               batch["mask"])[0]
+
+
+def make_step(model: EnergyModel, config: TrainConfig, total_steps: int) -> Callable:
+    """``step(params, opt_state, batch, reg_batch, key) -> (params, opt_state, metrics)``."""
+    spec = StepSpec(model, OptSpec.of(config, total_steps), config.regularizer,
+                    config.energy_weight, config.force_weight)
+    return functools.partial(train_step, spec)
 
 
 def evaluate(model: EnergyModel, params, records: list[Record], batch_size: int = 64,
-             mesh=None, energy_jit: Callable | None = None) -> dict[str, float]:
+             mesh=None) -> dict[str, float]:
     """Energy MAE/RMSE (meV/atom) of ``records``; ``{}`` when there are none."""
     if not records:
         return {}
-    fn = energy_jit or jax.jit(lambda p, b: batch_energy_forces(
-        model, p, b["positions"], b["species"], b["mask"])[0])
     n_max = max(r.n_atoms for r in records)
     errs = []
     size = sharding.round_up(min(batch_size, len(records)), mesh)
     for i in range(0, len(records), size):
         chunk = records[i:i + size]
         b = ds.padded(chunk, size, n_max)
-        e = np.asarray(fn(params, sharding.shard_batch(b, mesh)))[:len(chunk)]
+        e = np.asarray(_energies(model, params, sharding.shard_batch(b, mesh)))[:len(chunk)]
         errs.append((e - b["energy"][:len(chunk)]) / b["mask"][:len(chunk)].sum(-1))
     err = np.concatenate(errs) * 1e3
     return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
@@ -169,8 +213,9 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
                                                              config.dtype)
     params = init_params(module, ds.padded(data.train[:1], 1, n_max), config.seed, dtype)
     model = energy_model(module, params, base, scale, dtype)
-    optimizer = make_optimizer(config, config.epochs * n_batches)
-    state = {"params": params, "opt_state": jax.jit(optimizer.init)(params), "step": np.int64(0),
+    opt = OptSpec.of(config, config.epochs * n_batches)
+    spec = StepSpec(model, opt, rc, config.energy_weight, config.force_weight)
+    state = {"params": params, "opt_state": _init_opt(opt, params), "step": np.int64(0),
              "key": jax.random.PRNGKey(config.seed), "best_params": params,
              "best_val": np.float64(np.inf), "bad_epochs": np.int64(0),
              "epoch_sums": {k: np.float64(0.0) for k in ("loss", "reg", "weight", "abs_e",
@@ -186,10 +231,7 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
 
     params = sharding.replicate(jax.tree_util.tree_map(jnp.asarray, state["params"]), mesh)
     opt_state = sharding.replicate(jax.tree_util.tree_map(jnp.asarray, state["opt_state"]), mesh)
-    step_fn = jax.jit(make_step(model, optimizer, config))
-    energy_jit = jax.jit(lambda p, b: batch_energy_forces(
-        model, p, b["positions"], b["species"], b["mask"])[0])
-    lr_at = lr_schedule(config, config.epochs * n_batches)
+    lr_at = opt.schedule_fn()
     sums = {k: float(v) for k, v in state["epoch_sums"].items()}
     best_val, bad = float(state["best_val"]), int(state["bad_epochs"])
     best_params = state["best_params"]
@@ -204,8 +246,9 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
             reg_batch = _reg_batch(data.reg, reg_size, reg_nmax, config.seed, step) \
                 if rc.lam > 0 else {}
             key = jax.random.fold_in(jnp.asarray(state["key"]), step)
-            new_params, new_opt, m = step_fn(params, opt_state, sharding.shard_batch(batch, mesh),
-                                             sharding.shard_batch(reg_batch, mesh), key)
+            new_params, new_opt, m = train_step(spec, params, opt_state,
+                                                sharding.shard_batch(batch, mesh),
+                                                sharding.shard_batch(reg_batch, mesh), key)
             m = {k: float(v) for k, v in m.items()}
             if not np.isfinite(m["loss"]):
                 names = ", ".join(f"{data.train[i].cluster}[subset={data.train[i].subset}]"
@@ -229,7 +272,7 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
             end_of_epoch = step % n_batches == 0
             stop = False
             if end_of_epoch:
-                val = evaluate(model, params, data.val, mesh=mesh, energy_jit=energy_jit)
+                val = evaluate(model, params, data.val, mesh=mesh)
                 score = val.get("mae", -float(step))
                 if score < best_val:
                     best_val, bad, best_params = score, 0, params

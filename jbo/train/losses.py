@@ -33,30 +33,34 @@ def cast_tree(tree: Params, dtype) -> Params:
     return jax.tree_util.tree_map(f, tree)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class EnergyModel:
-    """A flax module plus the fixed energy baseline/scale (static; hashed by identity).
+    """A flax module plus the fixed energy baseline/scale; hashable by value, so jitted
+    functions taking it as a static argument are compiled once per distinct model.
 
-    apply: ``module.apply(params, positions[N,3], species[N], mask[N]) -> scalar``.
-    baseline: ``[Zmax+1]`` eV per atom of element Z. scale: s in eV. dtype: model compute dtype.
+    module: ``module.apply(params, positions[N,3], species[N], mask[N]) -> scalar``.
+    baseline: ``[Zmax+1]`` eV per atom of element Z (a tuple). scale: s in eV.
+    dtype: model compute dtype name. module64: a float64 twin of ``module`` (same parameter
+    tree) used for subset energies, or None when ``module`` already computes in float64.
     """
 
-    apply: Callable[..., jnp.ndarray]
-    baseline: np.ndarray
+    module: Any
+    baseline: tuple[float, ...]
     scale: float
-    dtype: Any = jnp.float64
+    dtype: str = "float64"
     cutoff: float | None = None
     is_local: bool = False
-    apply64: Callable[..., jnp.ndarray] | None = None  # float64 twin of apply (same params)
+    module64: Any = None
 
 
 def structure_energy(model: EnergyModel, params: Params, positions, species, mask,
                      dtype=None) -> jnp.ndarray:
     """Energy (eV, float64) of one structure ``positions[N,3]`` where ``mask[N]`` is True."""
     dtype = jnp.dtype(dtype or model.dtype)
-    apply = model.apply64 if dtype == jnp.float64 and model.apply64 is not None else model.apply
-    out = apply(cast_tree(params, dtype), jnp.asarray(positions, dtype), species, mask)
-    base = jnp.asarray(model.baseline, jnp.float64)[species]
+    module = model.module64 if dtype == jnp.float64 and model.module64 is not None \
+        else model.module
+    out = module.apply(cast_tree(params, dtype), jnp.asarray(positions, dtype), species, mask)
+    base = jnp.asarray(np.asarray(model.baseline), jnp.float64)[species]
     base = jnp.sum(jnp.where(mask, base, 0.0))
     return base + model.scale * jnp.asarray(out, jnp.float64)
 

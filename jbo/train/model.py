@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +34,23 @@ def create_module(name: str, hypers: dict[str, Any], dtype: str | None = None):
     return models.create(name, **hypers)
 
 
-def _float64_apply(module):
-    """``apply`` of a float64 twin of ``module`` (same parameter tree) for subset energies."""
+def _float64_twin(module):
+    """A float64 twin of ``module`` (same parameter tree) for subset energies, or None."""
     if isinstance(getattr(module, "dtype", None), str) and module.dtype != "float64":
-        return module.clone(dtype="float64").apply
-    return module.apply
+        return module.clone(dtype="float64")
+    return None
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _init(module, key, positions, species, mask, dtype: str):
+    return cast_tree(module.init(key, positions, species, mask), jnp.dtype(dtype))
 
 
 def init_params(module, sample: dict[str, np.ndarray], seed: int, dtype) -> Any:
     """Initialise on the first structure of a padded ``sample`` batch; cast to ``dtype``."""
-    init = jax.jit(lambda key, p, s, m: cast_tree(module.init(key, p, s, m), dtype))
-    return init(jax.random.PRNGKey(seed), jnp.asarray(sample["positions"][0], dtype),
-                jnp.asarray(sample["species"][0]), jnp.asarray(sample["mask"][0]))
+    dtype = jnp.dtype(dtype).name
+    return _init(module, jax.random.PRNGKey(seed), jnp.asarray(sample["positions"][0], dtype),
+                 jnp.asarray(sample["species"][0]), jnp.asarray(sample["mask"][0]), dtype)
 
 
 def _locality(module, params) -> tuple[float | None, bool]:
@@ -61,9 +67,9 @@ def _locality(module, params) -> tuple[float | None, bool]:
 def energy_model(module, params, baseline: dict[int, float], scale: float, dtype) -> EnergyModel:
     """The :class:`EnergyModel` (baseline + s · module) of a trained or fresh model."""
     cutoff, local = _locality(module, params)
-    return EnergyModel(apply=module.apply, baseline=baseline_array(baseline), scale=float(scale),
-                       dtype=jnp.dtype(dtype), cutoff=cutoff, is_local=local,
-                       apply64=_float64_apply(module))
+    return EnergyModel(module=module, baseline=tuple(baseline_array(baseline).tolist()),
+                       scale=float(scale), dtype=jnp.dtype(dtype).name, cutoff=cutoff,
+                       is_local=local, module64=_float64_twin(module))
 
 
 @dataclasses.dataclass

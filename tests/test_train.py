@@ -1,0 +1,177 @@
+"""Training loop: loss decreases, exact resume, NaN stop, corrupt checkpoints, float32, sharding."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jbo.data.batches import batch_indices, read_db
+from jbo.train import (CheckpointError, Checkpoints, RegularizerConfig, TrainConfig,
+                       TrainingDiverged, train)
+from jbo.train.metrics import read_csv
+from tests.test_train_fixtures import ToyEAM, write_toy_db
+
+ROOT = Path(__file__).resolve().parents[1]
+REG = RegularizerConfig(lam=0.05, order=2, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def toy_db(tmp_path_factory) -> Path:
+    return write_toy_db(tmp_path_factory.mktemp("db") / "toy.db")
+
+
+def _cfg(db, **kw) -> TrainConfig:
+    base = dict(db=str(db), model="toy", makeup="up_to:2", epochs=3, batch_size=16, lr=1e-2,
+                progress=False, tensorboard=False, force_weight=0.1, regularizer=REG)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_loss_decreases_and_logs(toy_db, tmp_path):
+    res = train(_cfg(toy_db, out_dir=str(tmp_path), tensorboard=True), module=ToyEAM())
+    losses = [h["train_loss"] for h in res.history]
+    assert len(losses) == 3 and losses[2] < losses[1] < 0.9 * losses[0]
+    assert np.isfinite(res.history[-1]["val_mae"]) and res.history[-1]["reg"] > 0
+    rows = read_csv(tmp_path / "metrics.csv")
+    assert [r["epoch"] for r in rows] == list(range(3))
+    assert len(read_csv(tmp_path / "steps.csv")) == res.history[-1]["step"]
+    assert any((tmp_path / "tensorboard").iterdir())
+    assert all(r.split == "train" and r.cluster not in res.data.val_parents
+               for r in res.data.train)
+
+
+def test_resume_is_exact_after_interruption_at_random_step(toy_db, tmp_path):
+    """Interrupted at a random step (checkpoints only at epoch ends) and resumed: every
+    per-step loss of the uninterrupted run is reproduced bit for bit."""
+    straight = train(_cfg(toy_db, out_dir=str(tmp_path / "a")), module=ToyEAM())
+    n_steps = len(straight.steps)
+    stop_at = int(np.random.default_rng().integers(2, n_steps))
+
+    def interrupt(step, _):
+        if step == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(toy_db, out_dir=str(tmp_path / "b")), module=ToyEAM(), on_step=interrupt)
+    resumed = train(_cfg(toy_db, out_dir=str(tmp_path / "b")), module=ToyEAM())
+    a = read_csv(tmp_path / "a" / "steps.csv")
+    b = read_csv(tmp_path / "b" / "steps.csv")
+    assert a == b, f"resumed after step {stop_at} differs"
+    assert resumed.steps == straight.steps
+    assert [h["train_loss"] for h in resumed.history] == \
+        [h["train_loss"] for h in straight.history]
+    for x, y in zip(jax.tree_util.tree_leaves(straight.params),
+                    jax.tree_util.tree_leaves(resumed.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_max_steps_then_resume_matches(toy_db, tmp_path):
+    full = train(_cfg(toy_db), module=ToyEAM())
+    cfg = _cfg(toy_db, out_dir=str(tmp_path), checkpoint_every=1)
+    first = train(cfg.replace(max_steps=3), module=ToyEAM())
+    assert first.stop_reason == "max_steps" and len(first.steps) == 3
+    second = train(cfg, module=ToyEAM())
+    assert [s["loss"] for s in second.steps] == [s["loss"] for s in full.steps]
+
+
+def test_nan_loss_stops_naming_batch_and_keeps_checkpoint(toy_db, tmp_path):
+    records = read_db(toy_db)
+    cfg = _cfg(toy_db, out_dir=str(tmp_path), checkpoint_every=1)
+    from jbo.train import dataset as ds
+    train_rows = ds.prepare(cfg, records).train
+    third = batch_indices(len(train_rows), cfg.batch_size, cfg.seed, 0)[2]
+    bad = next(train_rows[i] for i in third if not train_rows[i].is_full)  # not in reg batches
+    nan_pos = np.full_like(bad.positions, np.nan)  # e.g. a corrupted geometry
+    records = [r if r is not bad else dataclasses.replace(r, positions=nan_pos) for r in records]
+    with pytest.raises(TrainingDiverged, match=rf"step 3 .*{bad.cluster}\[subset={bad.subset}\]"):
+        train(cfg, module=ToyEAM(), records=records)
+    ckpt = Checkpoints(tmp_path / "checkpoints")
+    assert ckpt.steps()[0] == 2
+    state, _, step = ckpt.restore()
+    assert step == 2
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state["params"]))
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(toy_db, tmp_path):
+    cfg = _cfg(toy_db, max_steps=3, out_dir=str(tmp_path), checkpoint_every=1)
+    train(cfg, module=ToyEAM())
+    ckpt = Checkpoints(tmp_path / "checkpoints")
+    assert ckpt.steps() == [3, 2, 1]
+    for f in (tmp_path / "checkpoints" / "3").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"\x00garbage")
+    with pytest.warns(RuntimeWarning, match=r"checkpoints/3 is unreadable"):
+        _, _, step = ckpt.restore()
+    assert step == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = train(cfg.replace(max_steps=4), module=ToyEAM())
+    assert [s["step"] for s in res.steps] == [1, 2, 3, 4]
+    ckpt = Checkpoints(tmp_path / "checkpoints")
+    assert ckpt.steps() == [4, 3, 2]
+    for f in (tmp_path / "checkpoints").rglob("*"):
+        if f.is_file() and f.parent.name != "checkpoints":
+            f.write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="no readable checkpoint"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ckpt.restore()
+
+
+def test_float32_training(toy_db):
+    res = train(_cfg(toy_db, dtype="float32", force_weight=0.0), module=ToyEAM())
+    leaves = jax.tree_util.tree_leaves(res.params)
+    assert all(x.dtype == np.float32 for x in leaves)
+    assert np.isfinite(res.history[-1]["train_loss"])
+
+
+def test_config_errors_are_clear(toy_db, tmp_path):
+    with pytest.raises(ValueError, match="makeup"):
+        train(_cfg(toy_db, makeup="dimers"), module=ToyEAM())
+    with pytest.raises(ValueError, match="dtype"):
+        _cfg(toy_db, dtype="float16")
+    train(_cfg(toy_db, max_steps=1, out_dir=str(tmp_path)), module=ToyEAM())
+    with pytest.raises(ValueError, match=r"cannot resume .*\['lr'\]"):
+        train(_cfg(toy_db, lr=0.5, out_dir=str(tmp_path)), module=ToyEAM())
+
+
+SHARDED = textwrap.dedent("""
+    import os, sys, json
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    sys.path.insert(0, {root!r})
+    import jax, jbo
+    from jbo.train import TrainConfig, RegularizerConfig, train
+    from tests.test_train_fixtures import ToyEAM
+    assert jax.device_count() == 8, jax.devices()
+    cfg = TrainConfig(db={db!r}, model="toy", makeup="up_to:2", epochs=1, batch_size=16,
+                      lr=1e-2, progress=False, tensorboard=False, force_weight=0.1,
+                      regularizer=RegularizerConfig(lam=0.05, order=2, batch_size=8))
+    out = {{}}
+    for shard in (False, True):
+        r = train(cfg.replace(shard=shard), module=ToyEAM())
+        out[str(shard)] = dict(steps=[s["loss"] for s in r.steps],
+                               val=[h["val_mae"] for h in r.history])
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_sharded_matches_single_device(toy_db):
+    code = SHARDED.format(root=str(ROOT), db=str(toy_db))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT")[-1])
+    single, sharded = out["False"], out["True"]
+    np.testing.assert_allclose(sharded["steps"], single["steps"], rtol=1e-9)
+    np.testing.assert_allclose(sharded["val"], single["val"], rtol=1e-9)
