@@ -3,8 +3,8 @@
 ``body_orders(energy_fn, positions)`` evaluates ``energy_fn`` on subclusters in isolation (by
 masks), Möbius-inverts the subset energies into interaction terms ε(S) and sums them by order:
 
-* **exhaustive** (default): all 2^N − 1 subsets, one batched evaluation (``lax.map`` over
-  chunks of vmapped masks), fast Möbius transform, O(N 2^N).
+* **exhaustive** (default): all 2^N − 1 subsets, batched evaluations (``lax.map`` over vmapped
+  chunks; one compact ``[C(N,k), k]`` gather per subset size k), fast Möbius transform, O(N 2^N).
 * **truncated** (``max_order=K``): the subsets of size <= K gathered into padded ``[M, K]``
   arrays; E^(k) from closed-form coefficients of the per-size energy sums; polynomial cost.
 * **connected** (``cutoff=r``): only subsets connected in the cutoff graph (ε vanishes exactly on
@@ -35,7 +35,7 @@ Array = jax.Array
 EnergyFn = Callable[[Array, Array, Array], Array]
 
 #: Evaluations per vmapped chunk inside ``lax.map``.
-DEFAULT_CHUNK = 1024
+DEFAULT_CHUNK = 256
 
 
 def memory_limit() -> int:
@@ -212,23 +212,41 @@ def _energy(energy_fn: EnergyFn, grads: bool):
 
 @partial(jax.jit, static_argnums=(0, 4, 5, 6))
 def _exhaustive(energy_fn, pos, spec, amask, forces, want_terms, chunk) -> BodyOrders:
+    """All subsets, evaluated size by size on compact ``[C(N,k), k]`` gathers, then Möbius."""
     n_clusters, n = amask.shape
     size = 1 << n
-    bits = jnp.arange(n)
     f = _energy(energy_fn, forces)
+    rows = lattice.combinations_up_to(n, n)
+    sizes = lattice.subset_sizes(rows)
+    energies = jnp.zeros((n_clusters, size))
+    grads = jnp.zeros((n_clusters, size, n, 3)) if forces else None
+    for k in range(1, n + 1):
+        idx = rows[sizes == k, :k]  # [C, k] static
+        bits = (1 << idx.astype(np.int64)).sum(1)
+        count = len(idx)
+        members = jnp.asarray(idx)
 
-    def one(i):
-        b, s = i // size, i % size
-        return f(pos[b], spec[b], ((s >> bits) & 1).astype(bool) & amask[b])
+        def one(i, members=members, count=count):
+            b, c = i // count, i % count
+            at = members[c]
+            return f(pos[b][at], spec[b][at], amask[b][at])
 
-    out = jax.lax.map(one, jnp.arange(n_clusters * size), batch_size=min(chunk, n_clusters * size))
-    energies = (out[0] if forces else out).reshape(n_clusters, size)
-    eps = lattice.mobius(energies, axis=1)
+        total = n_clusters * count
+        out = jax.lax.map(one, jnp.arange(total), batch_size=min(chunk, total))
+        e = (out[0] if forces else out).reshape(n_clusters, count)
+        energies = energies.at[:, bits].set(e)
+        if forces:
+            g = out[1].reshape(n_clusters, count, k, 3)
+            grads = grads.at[:, bits[:, None], idx].set(g)
+    # subsets holding padding atoms have ε = 0 exactly (their energies repeat smaller subsets')
+    real_bits = jnp.sum(jnp.where(amask, 1 << jnp.arange(n, dtype=jnp.int64), 0), axis=-1)
+    inside = (jnp.arange(size, dtype=jnp.int64)[None, :] & ~real_bits[:, None]) == 0  # [B, 2^N]
+    eps = jnp.where(inside, lattice.mobius(energies, axis=1), 0.0)
     per_order = lattice.order_sums(eps, n, axis=1)
     force = None
     if forces:
-        grads = out[1].reshape(n_clusters, size, n, 3)
-        force = -lattice.order_sums(lattice.mobius(grads, axis=1), n, axis=1)
+        eps_grad = jnp.where(inside[..., None, None], lattice.mobius(grads, axis=1), 0.0)
+        force = -lattice.order_sums(eps_grad, n, axis=1)
     return BodyOrders(
         per_order=per_order,
         truncated=jnp.cumsum(per_order, axis=-1),
