@@ -7,7 +7,8 @@
   way, each subcluster extracted and evaluated alone), and their ratio;
 * truncated K = 3, 4 and connected K = 4 on H systems of 50–500 atoms (what fits in memory).
 
-Energies come from an analytic local potential (Morse + Axilrod–Teller, 2.5 Å cutoff) or, with
+Energies come from an analytic local many-body potential (Morse + EAM-like embedding, 2.5 Å
+cutoff; O(N^2) like a neural potential, every order non-zero) or, with
 ``--model``, from a freshly initialised zoo model. Timings exclude compilation (one warm-up).
 """
 
@@ -44,8 +45,8 @@ def h_system(n: int, density: float, seed: int, min_dist: float = 0.8) -> np.nda
 def energy_function(model: str | None):
     if model is None:
         return potentials.combine(
-            potentials.morse(cutoff=CUTOFF), potentials.axilrod_teller(0.5, cutoff=CUTOFF)
-        ), "morse+axilrod_teller"
+            potentials.morse(cutoff=CUTOFF), potentials.embedded_atom(1.0, cutoff=CUTOFF)
+        ), "morse+embedded_atom"
     from jbo import models
 
     module = models.create(model)

@@ -96,6 +96,21 @@ def axilrod_teller(c9: float = 1.0, cutoff: float | None = None) -> Callable:
     return _tag(energy_fn, cutoff)
 
 
+def embedded_atom(strength: float = 1.0, cutoff: float = 2.5) -> Callable:
+    """An EAM-like many-body term Σ_i −A (sqrt(1 + ρ_i) − 1), ρ_i = Σ_j switch(r_ij).
+
+    Local and O(N²), zero for an isolated atom, with interaction terms at every order (the
+    square root couples all neighbours of an atom): a cheap stand-in for a neural potential.
+    """
+
+    def energy_fn(positions, species, mask):
+        r, pair = pair_distances(positions, mask)
+        rho = jnp.sum(jnp.where(pair, switch(r, cutoff), 0.0), axis=1)
+        return -strength * jnp.sum(jnp.where(mask, jnp.sqrt(1.0 + rho) - 1.0, 0.0))
+
+    return _tag(energy_fn, cutoff)
+
+
 def combine(*energy_fns: Callable) -> Callable:
     """Sum of energy functions; local (with the largest cutoff) only if all parts are local."""
 

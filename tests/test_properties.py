@@ -33,17 +33,11 @@ def local_potentials(draw):
     c9 = draw(st.floats(-2.0, 2.0))
     many = draw(st.floats(0.0, 0.5))
 
-    def extra(p, s, m):  # a smooth genuinely many-body local term: exp(-coordination)
-        r, pair = potentials.pair_distances(p, m)
-        coord = jnp.sum(jnp.where(pair, potentials.switch(r, cutoff), 0.0), axis=1)
-        return many * jnp.sum(jnp.where(m, jnp.exp(-coord), 0.0))
-
-    fn = potentials.combine(
-        potentials.morse(depth=depth, cutoff=cutoff), potentials.axilrod_teller(c9, cutoff=cutoff)
+    return potentials.combine(
+        potentials.morse(depth=depth, cutoff=cutoff),
+        potentials.axilrod_teller(c9, cutoff=cutoff),
+        potentials.embedded_atom(many, cutoff=cutoff),  # genuinely many-body: every order
     )
-    total = lambda p, s, m: fn(p, s, m) + extra(p, s, m)  # noqa: E731
-    total.cutoff, total.is_local = cutoff, True
-    return total
 
 
 @SETTINGS
