@@ -102,6 +102,7 @@ def body_orders(
     plan: SubsetPlan | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     min_distance: float = geometry.MIN_DISTANCE,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> BodyOrders:
     """Decompose the energy of one cluster or a padded batch into body orders.
 
@@ -118,6 +119,8 @@ def body_orders(
       plan: a precomputed :func:`connected_plan` (needed under ``jit``/``grad`` w.r.t. positions).
       chunk_size: subset evaluations per vmapped chunk (bounds memory).
       min_distance: atoms closer than this (Å) are rejected as duplicates.
+      mesh: split a batch of clusters over the first axis of this device mesh (data parallel;
+        exhaustive and truncated modes). The batch is padded to a multiple of the axis size.
     """
     pos, spec, amask, batched = geometry.as_batch(positions, species, atom_mask)
     n_clusters, n = amask.shape
@@ -134,26 +137,42 @@ def body_orders(
 
     if plan is None and cutoff is None and max_order is None:
         _check_exhaustive_fits(n_clusters, n, forces)
-        result = _exhaustive(energy_fn, pos, spec, amask, forces, terms, chunk_size)
+
+        def run(p, s, a):
+            return _exhaustive(energy_fn, p, s, a, forces, terms, chunk_size)
+
+    elif plan is None and cutoff is None:
+        need = plan_bytes(n_clusters * lattice.n_subsets_up_to(n, k), k, terms, forces)
+        if need > memory_limit():
+            raise MemoryError(_too_big(n_clusters, n, k, need, forces))
+
+        def run(p, s, a):
+            local = truncated_plan(p.shape[0], n, k)
+            return _family(energy_fn, p, s, a, local, forces, terms, chunk_size)
+
     else:
-        if plan is None and cutoff is not None:
+        if plan is None:
             if not concrete:
                 raise ValueError(
                     "connected mode builds its subset graph from concrete positions; under "
                     "jit/grad pass plan=connected_plan(positions, cutoff, max_order) built outside"
                 )
             plan = connected_plan(pos, cutoff, k, amask, memory_limit(), with_operator=terms)
-        elif plan is None:
-            need = plan_bytes(n_clusters * lattice.n_subsets_up_to(n, k), k, terms, forces)
-            if need > memory_limit():
-                raise MemoryError(_too_big(n_clusters, n, k, need, forces))
-            plan = truncated_plan(n_clusters, n, k)
         if plan.n_atoms != n or plan.n_clusters != n_clusters or plan.max_order != k:
             raise ValueError(
                 f"plan was built for {plan.n_clusters} cluster(s) of {plan.n_atoms} atoms up to "
                 f"order {plan.max_order}, not {n_clusters} of {n} up to {k}; rebuild it"
             )
-        result = _family(energy_fn, pos, spec, amask, plan, forces, terms, chunk_size)
+        if mesh is not None:
+            raise ValueError(
+                "mesh= shards the exhaustive and truncated modes; a connected plan is built per "
+                "geometry, so decompose each shard's clusters with their own plan instead"
+            )
+
+        def run(p, s, a):
+            return _family(energy_fn, p, s, a, plan, forces, terms, chunk_size)
+
+    result = run(pos, spec, amask) if mesh is None else _sharded(mesh, run, pos, spec, amask)
     if not batched:
         result = _unbatch(result)
     return result
@@ -305,6 +324,33 @@ def _family(energy_fn, pos, spec, amask, plan: SubsetPlan, forces, want_terms, c
         cluster=None if plan.mode == "truncated" else jnp.asarray(plan.cluster),
         mode=plan.mode,
     )
+
+
+def _sharded(mesh: jax.sharding.Mesh, run, pos, spec, amask) -> BodyOrders:
+    """``run`` on each device's share of the batch (``shard_map`` over the mesh's first axis)."""
+    from jax.sharding import PartitionSpec as P
+
+    axis = mesh.axis_names[0]
+    n_clusters = pos.shape[0]
+    pad = (-n_clusters) % mesh.shape[axis]
+    if pad:  # repeat the first cluster; its copies are cut off again below
+
+        def pad_batch(x):
+            return jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)])
+
+        pos, spec, amask = pad_batch(pos), pad_batch(spec), pad_batch(amask)
+    shape = jax.eval_shape(run, pos[:1], spec[:1], amask[:1])
+    split = jax.tree.map(lambda _: P(axis), shape)
+    out_specs = split.replace(subsets=P(), cluster=None)
+    mapped = jax.shard_map(run, mesh=mesh, in_specs=(P(axis),) * 3, out_specs=out_specs)
+    placed = jax.device_put((pos, spec, amask), jax.sharding.NamedSharding(mesh, P(axis)))
+    result = jax.jit(mapped)(*placed)
+    if not pad:
+        return result
+    whole = jax.sharding.NamedSharding(mesh, P())
+    return jax.tree.map(
+        lambda x: jax.device_put(x, whole)[:n_clusters], result.replace(subsets=None)
+    ).replace(subsets=result.subsets)
 
 
 def _unbatch(r: BodyOrders) -> BodyOrders:
