@@ -129,7 +129,8 @@ def test_corrupt_checkpoint_falls_back_to_previous(toy_db, tmp_path):
 
 
 def test_float32_training(toy_db):
-    res = train(_cfg(toy_db, dtype="float32", force_weight=0.0), module=ToyEAM())
+    res = train(_cfg(toy_db, dtype="float32", force_weight=0.0, regularizer=RegularizerConfig()),
+                module=ToyEAM())
     leaves = jax.tree_util.tree_leaves(res.params)
     assert all(x.dtype == np.float32 for x in leaves)
     assert np.isfinite(res.history[-1]["train_loss"])
@@ -154,7 +155,7 @@ SHARDED = textwrap.dedent("""
     from tests.test_train_fixtures import ToyEAM
     assert jax.device_count() == 8, jax.devices()
     cfg = TrainConfig(db={db!r}, model="toy", makeup="up_to:2", epochs=1, batch_size=16,
-                      lr=1e-2, progress=False, tensorboard=False, force_weight=0.1,
+                      lr=1e-2, progress=False, tensorboard=False,
                       regularizer=RegularizerConfig(lam=0.05, order=2, batch_size=8))
     out = {{}}
     for shard in (False, True):

@@ -21,6 +21,10 @@ class RegularizerConfig:
       exhaustive lattice; larger ones use the stochastic estimator with ``samples`` subsets per
       order up to ``max_order``.
     batch_size: clusters drawn from the training full clusters per step for the penalty.
+    every: evaluate the penalty on every n-th step only, weighted by n (same expected
+      gradient, 1/n of the cost).
+    backend: ``"engine"`` (jbo.decompose, fastest steps) or ``"masks"`` (one vmap over subset
+      masks: same values, much faster to compile); see :mod:`jbo.train.regularizers`.
     """
 
     lam: float = 0.0
@@ -31,6 +35,8 @@ class RegularizerConfig:
     samples: int = 4
     max_order: int = 6
     batch_size: int = 4
+    every: int = 1
+    backend: str = "engine"
 
     def __post_init__(self):
         if self.mode not in ("terms", "truncation"):
@@ -39,6 +45,11 @@ class RegularizerConfig:
             raise ValueError(f"regularizer order K must be >= 1, got {self.order}")
         if self.lam < 0:
             raise ValueError(f"regularizer strength must be >= 0, got {self.lam}")
+        if self.every < 1 or self.batch_size < 1:
+            raise ValueError("regularizer every and batch_size must be >= 1")
+        if self.backend not in ("engine", "masks"):
+            raise ValueError(f"regularizer backend must be 'engine' or 'masks', "
+                             f"got {self.backend!r}")
 
 
 @dataclasses.dataclass(frozen=True)

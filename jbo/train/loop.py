@@ -99,30 +99,44 @@ class StepSpec:
     force_weight: float = 0.0
 
 
-def objective(spec: StepSpec, params, batch, reg_batch, key):
-    """Pure loss: (loss + λ·penalty, (loss, penalty, additive metric sums))."""
+def objective(spec: StepSpec, params, batch, reg_batch, key, step=0):
+    """Pure loss: (loss + λ·every·penalty, (loss, penalty, additive metric sums)).
+
+    With ``reg.every = n > 1`` the penalty is evaluated (``lax.cond``) only when
+    ``step % n == 0`` and weighted by n; on the other steps it is reported as 0.
+    """
     rc, model = spec.reg, spec.model
     loss, sums = energy_force_loss(params, batch, model, spec.energy_weight, spec.force_weight)
     reg = jnp.zeros((), jnp.float64)
     if rc.lam > 0:
-        efn = contract_energy_fn(model, params, jnp.float64)
-        pen = body_order_penalty(
-            efn, reg_batch["positions"], reg_batch["species"], reg_batch["mask"], key,
-            order=rc.order, mode=rc.mode, weights=rc.weights, scale=model.scale,
-            exact_max_atoms=rc.exact_max_atoms, samples=rc.samples, max_order=rc.max_order)
-        w = reg_batch["weight"]
-        reg = jnp.sum(w * pen) / jnp.maximum(jnp.sum(w), 1e-12)
-    return loss + rc.lam * reg, (loss, reg, sums)
+        def penalty(p):
+            pen = body_order_penalty(
+                contract_energy_fn(model, p, jnp.float64), reg_batch["positions"],
+                reg_batch["species"], reg_batch["mask"], key, order=rc.order, mode=rc.mode,
+                weights=rc.weights, scale=model.scale, exact_max_atoms=rc.exact_max_atoms,
+                samples=rc.samples, max_order=rc.max_order, backend=rc.backend)
+            w = reg_batch["weight"]
+            return jnp.sum(w * pen) / jnp.maximum(jnp.sum(w), 1e-12)
+        if rc.every == 1:
+            reg = penalty(params)
+        else:
+            reg = jax.lax.cond(step % rc.every == 0, penalty,
+                               lambda p: jnp.zeros((), jnp.float64), params)
+    return loss + rc.lam * rc.every * reg, (loss, reg, sums)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def train_step(spec: StepSpec, params, opt_state, batch, reg_batch, key):
-    """One optimizer step -> (params, opt_state, metrics). Pure; jitted per distinct spec."""
+def train_step(spec: StepSpec, params, opt_state, batch, reg_batch, key, step=0):
+    """One optimizer step -> (params, opt_state, metrics). Pure; jitted per distinct spec.
+
+    ``step`` (the 0-based index of this step) only matters for ``reg.every > 1``.
+    """
     grads, (loss, reg, sums) = jax.grad(objective, argnums=1, has_aux=True)(
-        spec, params, batch, reg_batch, key)
+        spec, params, batch, reg_batch, key, step)
     updates, opt_state = spec.opt.build().update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return params, opt_state, dict(loss=loss + spec.reg.lam * reg, energy_loss=loss, reg=reg,
+    total = loss + spec.reg.lam * spec.reg.every * reg
+    return params, opt_state, dict(loss=total, energy_loss=loss, reg=reg,
                                    grad_norm=optax.tree.norm(grads), **sums)
 
 
@@ -248,7 +262,8 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
             key = jax.random.fold_in(jnp.asarray(state["key"]), step)
             new_params, new_opt, m = train_step(spec, params, opt_state,
                                                 sharding.shard_batch(batch, mesh),
-                                                sharding.shard_batch(reg_batch, mesh), key)
+                                                sharding.shard_batch(reg_batch, mesh), key,
+                                                jnp.asarray(step))
             m = {k: float(v) for k, v in m.items()}
             if not np.isfinite(m["loss"]):
                 names = ", ".join(f"{data.train[i].cluster}[subset={data.train[i].subset}]"

@@ -7,7 +7,10 @@ For a cluster of n atoms with interaction terms ε(S) = Σ_{T⊆S} (−1)^{|S|�
 * ``truncation``: P = ((E − E_MBE(K)) / (n s))²,  E_MBE(K) = Σ_{|S|≤K} ε(S)
 
 Exact mode evaluates the whole subset lattice (2^n energies; H_4..H_8 training clusters need
-at most 256) through the engine's batched exhaustive decomposition. For larger clusters the
+at most 256), by default through the engine's batched exhaustive decomposition
+(``backend="engine"``: compact per-size gathers, fastest per step) or as one vmap over N-wide
+subset masks followed by :func:`jbo.lattice.mobius` (``backend="masks"``: the same numbers,
+~2x slower per step but ~10x faster to compile, which wins for short runs). For larger clusters the
 ``terms`` penalty is *estimated*: for each order k = K+1..k_max draw m subsets S_1..S_m
 independently and uniformly among the C(n, k) subsets of size k, and use
 
@@ -15,8 +18,9 @@ independently and uniformly among the C(n, k) subsets of size k, and use
 
 each ε(S_j) computed exactly from the 2^k subsets of S_j. Gradients are unbiased too (the
 estimator is linear in the sampled ε²). Orders above k_max are not penalized. The truncation
-penalty never needs sampling: the engine's ``max_order=K`` mode gives E_MBE(K) from the
-subsets of size ≤ K. Energies and alternating sums are in float64 whatever the model dtype.
+penalty never needs sampling: the engine's ``max_order=K`` mode gives E_MBE(K) exactly from the
+1 + Σ_{k≤K} C(n, k) subsets of size ≤ K (cheap at any n). Energies and alternating sums are in
+float64 whatever the model dtype.
 """
 
 from __future__ import annotations
@@ -29,30 +33,32 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbo import lattice
+from jbo.decompose import body_orders
 
-__all__ = ["exhaustive_terms", "order_weights", "exact_penalty", "sampled_terms_penalty",
-           "truncation_penalty", "body_order_penalty"]
+__all__ = ["exhaustive_terms", "order_weights", "penalty_from_terms", "exact_penalty",
+           "sampled_terms_penalty", "truncation_penalty", "body_order_penalty"]
 
 EnergyFn = Callable[..., jnp.ndarray]
 
 
-def exhaustive_terms(energy_fn: EnergyFn, positions, species, mask) -> jnp.ndarray:
-    """Interaction terms ``[B, 2^N]`` (eV, indexed by bitmask) of a padded batch ``[B, N]``."""
-    try:
-        from jbo.decompose import body_orders
-    except ImportError:  # engine not present: the same computation, inline
-        return _lattice_terms(energy_fn, positions, species, mask)
-    res = body_orders(energy_fn, positions, species, atom_mask=mask)
-    return jnp.asarray(res.terms, jnp.float64)
+BACKENDS = ("engine", "masks")
 
 
-def _lattice_terms(energy_fn: EnergyFn, positions, species, mask) -> jnp.ndarray:
+def exhaustive_terms(energy_fn: EnergyFn, positions, species, mask, backend: str = "engine"
+                     ) -> jnp.ndarray:
+    """Interaction terms ``[B, 2^N]`` (eV, indexed by bitmask) of a padded batch ``[B, N]``
+    (float64, differentiable; zero on subsets that hold padding atoms)."""
+    if backend == "engine":
+        res = body_orders(energy_fn, positions, species, atom_mask=mask)
+        return jnp.asarray(res.terms, jnp.float64)
+    if backend != "masks":
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     n = positions.shape[-2]
     members = jnp.asarray(lattice.bitmask_members(np.arange(1 << n), n))  # [2^N, N]
 
     def one(pos, sp, m):
-        energies = jax.vmap(lambda s: energy_fn(pos, sp, m & s))(members)
-        return lattice.mobius(jnp.asarray(energies, jnp.float64), axis=0)
+        e = jax.vmap(lambda s: jnp.asarray(energy_fn(pos, sp, m & s), jnp.float64))(members)
+        return lattice.mobius(jnp.where(jnp.any(members & m, -1), e, 0.0), axis=0)
     return jax.vmap(one)(positions, species, mask)
 
 
@@ -65,19 +71,27 @@ def order_weights(n: int, order: int, weights: Sequence[float] = ()) -> np.ndarr
     return w
 
 
-def exact_penalty(energy_fn: EnergyFn, positions, species, mask, *, order: int,
-                  mode: str = "terms", weights: Sequence[float] = (), scale: float = 1.0
-                  ) -> jnp.ndarray:
-    """Exact penalty per cluster ``[B]`` from the full lattice (see module docstring)."""
-    n_max = positions.shape[-2]
-    terms = exhaustive_terms(energy_fn, positions, species, mask)  # [B, 2^N]
+def penalty_from_terms(terms, mask, *, order: int, mode: str = "terms",
+                       weights: Sequence[float] = (), scale: float = 1.0) -> jnp.ndarray:
+    """Penalty per cluster ``[B]`` from lattice-indexed terms ``[B, 2^N]`` (eV) and ``mask``."""
+    n_max = mask.shape[-1]
     pc = lattice.popcount(np.arange(1 << n_max))
     n = jnp.maximum(jnp.sum(mask, -1), 1)
     if mode == "terms":
         w = order_weights(n_max, order, weights)[pc]  # [2^N]
         return jnp.sum(jnp.asarray(w) * terms**2, -1) / (n * scale**2)
+    if mode != "truncation":
+        raise ValueError(f"mode must be 'terms' or 'truncation', got {mode!r}")
     high = jnp.asarray(pc > order, jnp.float64)
     return (jnp.sum(high * terms, -1) / (n * scale)) ** 2
+
+
+def exact_penalty(energy_fn: EnergyFn, positions, species, mask, *, order: int,
+                  mode: str = "terms", weights: Sequence[float] = (), scale: float = 1.0,
+                  backend: str = "engine") -> jnp.ndarray:
+    """Exact penalty per cluster ``[B]`` from the full lattice (see module docstring)."""
+    terms = exhaustive_terms(energy_fn, positions, species, mask, backend)  # [B, 2^N]
+    return penalty_from_terms(terms, mask, order=order, mode=mode, weights=weights, scale=scale)
 
 
 def _sample_subsets(key, mask, k: int, m: int) -> jnp.ndarray:
@@ -91,7 +105,7 @@ def _sample_subsets(key, mask, k: int, m: int) -> jnp.ndarray:
 
 def sampled_terms_penalty(energy_fn: EnergyFn, positions, species, mask, key, *, order: int,
                           max_order: int, samples: int, weights: Sequence[float] = (),
-                          scale: float = 1.0) -> jnp.ndarray:
+                          scale: float = 1.0, backend: str = "engine") -> jnp.ndarray:
     """Unbiased estimate ``[B]`` of the ``terms`` penalty for orders K+1..max_order.
 
     Cost: ``B * samples * Σ_k 2^k`` energy evaluations of k-atom subsets.
@@ -109,7 +123,7 @@ def sampled_terms_penalty(energy_fn: EnergyFn, positions, species, mask, key, *,
         sp = jnp.take_along_axis(species[:, None], idx, axis=2)
         valid = jnp.take_along_axis(mask[:, None], idx, axis=2)
         flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
-        terms = exhaustive_terms(energy_fn, flat(pos), flat(sp), flat(valid))  # [B*m, 2^k]
+        terms = exhaustive_terms(energy_fn, flat(pos), flat(sp), flat(valid), backend)
         eps = terms[:, -1].reshape(idx.shape[:2])  # ε(S_j): the full set of each sample
         count = jnp.asarray(binom[:, k])[n_atoms]  # C(n_b, k), 0 when n_b < k
         total = total + w[k] * count * jnp.mean(eps**2, -1)
@@ -119,9 +133,8 @@ def sampled_terms_penalty(energy_fn: EnergyFn, positions, species, mask, key, *,
 def truncation_penalty(energy_fn: EnergyFn, positions, species, mask, *, order: int,
                        scale: float = 1.0) -> jnp.ndarray:
     """Exact ((E − E_MBE(K)) / (n s))² per cluster ``[B]`` from subsets of size ≤ K only."""
-    from jbo.decompose import body_orders
-
-    res = body_orders(energy_fn, positions, species, max_order=order, atom_mask=mask)
+    res = body_orders(energy_fn, positions, species, max_order=order, atom_mask=mask,
+                      terms=False)
     n = jnp.maximum(jnp.sum(mask, -1), 1)
     gap = jnp.asarray(res.total, jnp.float64) - jnp.asarray(res.truncated, jnp.float64)[..., -1]
     return (gap / (n * scale)) ** 2
@@ -129,23 +142,26 @@ def truncation_penalty(energy_fn: EnergyFn, positions, species, mask, *, order: 
 
 def body_order_penalty(energy_fn: EnergyFn, positions, species, mask, key=None, *, order: int,
                        mode: str = "terms", weights: Sequence[float] = (), scale: float = 1.0,
-                       exact_max_atoms: int = 10, samples: int = 4, max_order: int = 6
-                       ) -> jnp.ndarray:
+                       exact_max_atoms: int = 10, samples: int = 4, max_order: int = 6,
+                       backend: str = "engine") -> jnp.ndarray:
     """Penalty per cluster ``[B]`` (dimensionless; average it with the batch weights).
 
-    Exact when the padded size N ≤ ``exact_max_atoms``; otherwise the ``terms`` mode uses
-    :func:`sampled_terms_penalty` (needs ``key``) and the ``truncation`` mode
-    :func:`truncation_penalty`.
+    ``truncation`` mode: always exact via the engine's truncated expansion. ``terms`` mode:
+    exact when the padded size N ≤ ``exact_max_atoms``, else :func:`sampled_terms_penalty`
+    (needs ``key``).
     """
     n_max = positions.shape[-2]
-    if n_max <= exact_max_atoms:
-        return exact_penalty(energy_fn, positions, species, mask, order=order, mode=mode,
-                             weights=weights, scale=scale)
     if mode == "truncation":
-        return truncation_penalty(energy_fn, positions, species, mask, order=order, scale=scale)
+        return truncation_penalty(energy_fn, positions, species, mask, order=min(order, n_max),
+                                  scale=scale)
+    if mode != "terms":
+        raise ValueError(f"mode must be 'terms' or 'truncation', got {mode!r}")
+    if n_max <= exact_max_atoms:
+        return exact_penalty(energy_fn, positions, species, mask, order=order, weights=weights,
+                             scale=scale, backend=backend)
     if key is None:
         raise ValueError(f"clusters of {n_max} > exact_max_atoms={exact_max_atoms} atoms need "
                          "a PRNG key for the stochastic estimate; pass key=")
     return sampled_terms_penalty(energy_fn, positions, species, mask, key, order=order,
                                  max_order=max_order, samples=samples, weights=weights,
-                                 scale=scale)
+                                 scale=scale, backend=backend)

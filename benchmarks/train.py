@@ -1,0 +1,130 @@
+"""Cost of the body-order regularizer: plain training step vs regularized step, same run.
+
+    python benchmarks/train.py [--model soap_bpnn] [--reg-batch-size 4] [--out ...]
+
+Writes ``results/benchmarks/train.json``: compile time and median wall time per step of both
+steps (same model, parameters, batch), their ratio (goal: <= 3), and the setup. Uses the
+training rows of ``data/h_clusters.db`` (full clusters H_4..H_8); without that file, random
+H_8 clusters with dummy labels (timing does not depend on the labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jbo  # noqa: E402,F401
+from jbo.data.batches import Record, read_db  # noqa: E402
+from jbo.train import RegularizerConfig, TrainConfig  # noqa: E402
+from jbo.train import dataset as ds  # noqa: E402
+from jbo.train.loop import OptSpec, StepSpec, _init_opt, train_step  # noqa: E402
+from jbo.train.model import create_module, energy_model, init_params  # noqa: E402
+
+DEFAULT_HYPERS = {"max_radial": 4, "max_angular": 3, "hidden": [32, 32]}
+
+
+def _synthetic(n: int = 8, count: int = 32) -> list[Record]:
+    from jbo.data.clusters import random_cluster
+    return [Record(np.asarray(random_cluster(n, "high", s).positions), np.ones(n, np.int32),
+                   -13.6 * n, None, f"bench-{s}", (1 << n) - 1, n, "train")
+            for s in range(count)]
+
+
+def _records(db: str, makeup: str) -> tuple[list[Record], list[Record], str]:
+    """(training rows, H_8 clusters for the regularizer, where they came from)."""
+    if Path(db).exists():
+        from jbo.data.batches import select_makeup
+        rows = [r for r in read_db(db) if r.split == "train"]
+        h8 = [r for r in rows if r.is_full and r.n_atoms == 8]
+        if rows and h8:
+            return select_makeup(rows, makeup), h8, db
+    rec = _synthetic()
+    return rec, rec, "synthetic random H_8 clusters"
+
+
+def _time(fn, repeats: int) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return compile_s, float(np.median(times))
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--db", default=str(ROOT / "data" / "h_clusters.db"))
+    p.add_argument("--model", default="soap_bpnn")
+    p.add_argument("--hypers", default=json.dumps(DEFAULT_HYPERS))
+    p.add_argument("--makeup", default="full")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--reg-batch-size", type=int, default=4)
+    p.add_argument("--order", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--force-weight", type=float, default=0.0)
+    p.add_argument("--only", default="", help="comma-separated variants (default: all)")
+    p.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "train.json"))
+    args = p.parse_args(argv)
+
+    train_rows, reg_rows, source = _records(args.db, args.makeup)
+    hypers = json.loads(args.hypers)
+    module = create_module(args.model, hypers, "float64")
+    n_max = max(r.n_atoms for r in train_rows)
+    batch = ds.padded(train_rows[:args.batch_size], args.batch_size, n_max)
+    reg_batch = ds.padded(reg_rows[:args.reg_batch_size], args.reg_batch_size)
+    base, scale = ds.normalization(TrainConfig(), train_rows)
+    params = init_params(module, batch, 0, jnp.float64)
+    model = energy_model(module, params, base, scale, jnp.float64)
+    opt = OptSpec.of(TrainConfig(), 1000)
+    opt_state = _init_opt(opt, params)
+    key = jax.random.PRNGKey(0)
+    out = {"data": source, "model": args.model, "hypers": hypers, "batch_size": args.batch_size,
+           "reg_batch_size": args.reg_batch_size, "reg_cluster_atoms": int(reg_batch["mask"]
+                                                                          .sum(1).max()),
+           "order_K": args.order, "train_batch_max_atoms": n_max,
+           "device": str(jax.devices()[0]), "jax": jax.__version__,
+           "machine": platform.processor() or platform.machine()}
+    variants = [("plain", None, None), ("terms_engine", "terms", "engine"),
+                ("terms_masks", "terms", "masks"), ("truncation", "truncation", "engine")]
+    for name, mode, backend in variants:
+        if args.only and name not in args.only.split(",") + ["plain"]:
+            continue
+        reg = RegularizerConfig(lam=0.0 if mode is None else 1.0, order=args.order,
+                                mode=mode or "terms", backend=backend or "engine",
+                                batch_size=args.reg_batch_size)
+        spec = StepSpec(model, opt, reg, 1.0, args.force_weight)
+        c, t = _time(lambda spec=spec: train_step(spec, params, opt_state, batch, reg_batch,
+                                                  key), args.repeats)
+        out[name] = {"compile_s": c, "step_ms": 1e3 * t}
+        if mode is not None:
+            ratio = t / (1e-3 * out["plain"]["step_ms"])
+            out[name]["cost_ratio"] = ratio
+            # evaluated every n-th step only (RegularizerConfig.every): amortized ratio
+            out[name]["every_for_3x"] = max(1, int(np.ceil((ratio - 1) / 2)))
+        print(name, out[name], flush=True)
+    out["goal_ratio"] = 3.0
+    out["note"] = ("cost_ratio = regularized / plain step wall time (median), same batch and "
+                   "parameters; with RegularizerConfig.every=n the amortized ratio is "
+                   "1 + (cost_ratio - 1) / n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()

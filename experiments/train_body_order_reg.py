@@ -1,0 +1,221 @@
+"""Does the body-order regularizer make a model lower-body-order, and at what accuracy cost?
+
+    python experiments/train_body_order_reg.py            # shipped data, a few minutes on CPU
+    python experiments/train_body_order_reg.py --quick    # CI: under 2 minutes
+    python experiments/train_body_order_reg.py --model pet --makeup up_to:3 --lam 0.3 --order 3
+
+Trains the same model twice on ``data/h_clusters.db`` (same data, split, seed): without and
+with the body-order regularizer λ Σ_{k>K} Σ_{|S|=k} ε(S)² / n. Then decomposes both (the
+parameters with the best validation MAE) on the held-out clusters (``split="heldout"``, H_9..)
+and on the validation parents, whose reference MBE is known because every subcluster is
+labelled. Writes to ``results/train_body_order_reg/``:
+
+* ``summary.json``: validation/test energy MAE (meV/atom) of each run, E^(k) per order
+  (mean and mean |E^(k)|/n, meV/atom; and per cluster in eV) of each run on the test clusters,
+  the same on the validation parents next to the reference's E^(k), the high-order (k > K)
+  contributions, the accuracy cost, timings;
+* ``learning_curves.png``, ``body_order_spectrum.png``;
+* ``runs/{plain,regularized}/``: metrics.csv, steps.csv (checkpoints/ and tensorboard/ are
+  not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import jbo  # noqa: E402,F401  (float64)
+from jbo.data.batches import read_db  # noqa: E402
+from jbo.train import RegularizerConfig, TrainConfig, evaluate, train  # noqa: E402
+from jbo.train.analysis import (high_order_stats, model_per_order,  # noqa: E402
+                                reference_per_order, spectrum_summary)
+
+DEFAULT_OUT = ROOT / "results" / "train_body_order_reg"
+HYPERS = {"soap_bpnn": {"max_radial": 4, "max_angular": 3, "hidden": [32, 32]}}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", default=str(ROOT / "data" / "h_clusters.db"))
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--model", default="soap_bpnn", help="any of jbo.models.available()")
+    p.add_argument("--hypers", default=None, help="model hyperparameters (JSON); default: a "
+                   "small model that trains in minutes on a laptop CPU")
+    p.add_argument("--makeup", default="full", help="full | up_to:M | ...+atoms | all")
+    p.add_argument("--lam", type=float, default=1.0, help="regularizer strength λ")
+    p.add_argument("--order", type=int, default=2, help="K: orders k > K are penalized")
+    p.add_argument("--reg-mode", default="terms", choices=["terms", "truncation"])
+    p.add_argument("--reg-batch", type=int, default=4, help="clusters per step in the penalty")
+    p.add_argument("--backend", default="masks", choices=["engine", "masks"],
+                   help="how the penalty evaluates the subset lattice (masks: fast compile)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--force-weight", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-clusters", type=int, default=None,
+                   help="decompose at most this many held-out clusters (smallest first)")
+    p.add_argument("--quick", action="store_true", help="CI mode: fewer epochs and clusters")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+    args = p.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 15 if args.quick else 150
+    if args.test_clusters is None:
+        args.test_clusters = 6 if args.quick else 10**6
+    args.hypers = json.loads(args.hypers) if args.hypers else HYPERS.get(args.model, {})
+    return args
+
+
+def _configs(args) -> dict[str, TrainConfig]:
+    base = TrainConfig(db=args.db, model=args.model, hypers=args.hypers, makeup=args.makeup,
+                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       force_weight=args.force_weight, seed=args.seed, resume=False,
+                       progress=args.progress, tensorboard=True)
+    reg = RegularizerConfig(lam=args.lam, order=args.order, mode=args.reg_mode,
+                            batch_size=args.reg_batch, backend=args.backend)
+    return {"plain": base.replace(out_dir=f"{args.out}/runs/plain"),
+            "regularized": base.replace(out_dir=f"{args.out}/runs/regularized",
+                                        regularizer=reg)}
+
+
+def _spectra(res, params, rows, order: int) -> dict:
+    dec = model_per_order(res.model, params, rows)
+    return {"spectrum": spectrum_summary(dec["per_order"], dec["n"]),
+            "high_order": high_order_stats(dec["per_order"], dec["n"], order, dec.get("eps_sq")),
+            "per_cluster": [{"cluster": r.cluster, "n": int(n), "per_order_ev": p[:n].tolist()}
+                            for r, p, n in zip(rows, dec["per_order"], dec["n"])]}
+
+
+def run(args) -> dict:
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = read_db(args.db)
+    runs, summary = {}, {"runs": {}}
+    for name, cfg in _configs(args).items():
+        print(f"[{name}] training {cfg.model} ({cfg.makeup}, λ={cfg.regularizer.lam})",
+              flush=True)
+        runs[name] = res = train(cfg, records=records)
+        print(f"[{name}] {res.stop_reason}, {len(res.steps)} steps, {res.seconds:.1f} s",
+              flush=True)
+    data = runs["plain"].data
+    test = sorted(data.test, key=lambda r: (r.n_atoms, r.cluster))[:args.test_clusters]
+    val_full = sorted(data.val, key=lambda r: r.cluster)
+    ref = reference_per_order([r for r in records if r.cluster in set(data.val_parents)
+                               and r.split == "train"])
+    val_rows = [r for r in val_full if r.cluster in ref]
+    for name, res in runs.items():
+        t1 = time.perf_counter()
+        val = evaluate(res.model, res.best_params, data.val)
+        tst = evaluate(res.model, res.best_params, test)
+        entry = {"val_mae_mev_per_atom": val.get("mae"), "val_rmse_mev_per_atom": val.get("rmse"),
+                 "test_mae_mev_per_atom": tst.get("mae"),
+                 "test_rmse_mev_per_atom": tst.get("rmse"),
+                 "train_seconds": res.seconds, "steps": len(res.steps),
+                 "epochs": len(res.history), "stop_reason": res.stop_reason,
+                 "lambda": res.config.regularizer.lam}
+        entry["test"] = _spectra(res, res.best_params, test, args.order) if test else None
+        entry["val"] = _spectra(res, res.best_params, val_rows, args.order) if val_rows else None
+        entry["decompose_seconds"] = time.perf_counter() - t1
+        summary["runs"][name] = entry
+        print(f"[{name}] val MAE {entry['val_mae_mev_per_atom']:.2f} meV/atom, decomposed in "
+              f"{entry['decompose_seconds']:.1f} s", flush=True)
+    if val_rows:
+        n = np.array([ref[r.cluster]["n"] for r in val_rows])
+        k = max(n)
+        per = np.array([np.pad(ref[r.cluster]["per_order"], (0, k - len(ref[r.cluster]
+                                                                         ["per_order"])))
+                        for r in val_rows])
+        sq = np.array([np.pad(ref[r.cluster]["eps_sq"], (0, k - len(ref[r.cluster]["eps_sq"])))
+                       for r in val_rows])
+        summary["reference"] = {"val": {"spectrum": spectrum_summary(per, n),
+                                        "high_order": high_order_stats(per, n, args.order, sq),
+                                        "clusters": [r.cluster for r in val_rows]}}
+    p, r = summary["runs"]["plain"], summary["runs"]["regularized"]
+    summary["comparison"] = _compare(p, r)
+    summary.update(
+        config={k: v for k, v in vars(args).items()}, K=args.order, lam=args.lam,
+        n_train_rows=len(data.train), n_val_clusters=len(data.val), n_test_clusters=len(test),
+        test_clusters=[t.cluster for t in test], seconds_total=time.perf_counter() - t0)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    _plots(out, runs, summary, args.order)
+    print(json.dumps(summary["comparison"], indent=1))
+    print(f"wrote {out}/summary.json and figures in {summary['seconds_total']:.0f} s")
+    return summary
+
+
+def _compare(p: dict, r: dict) -> dict:
+    c = {"accuracy_cost_val_mae_mev_per_atom": r["val_mae_mev_per_atom"]
+         - p["val_mae_mev_per_atom"]}
+    for where in ("test", "val"):
+        if p.get(where) and r.get(where):
+            hp, hr = p[where]["high_order"], r[where]["high_order"]
+            for key in hp:
+                c[f"{where}_high_order_{key}"] = {"plain": hp[key], "regularized": hr[key],
+                                                  "ratio": hr[key] / max(hp[key], 1e-300)}
+    if "test_high_order_sum_abs_mev_per_atom" in c:
+        d = c["test_high_order_sum_abs_mev_per_atom"]
+        c["regularized_has_smaller_high_order_on_test"] = d["regularized"] < d["plain"]
+    return c
+
+
+def _plots(out: Path, runs: dict, summary: dict, order: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"plain": "C0", "regularized": "C3", "reference": "k"}
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    for name, res in runs.items():
+        ep = [h["epoch"] + 1 for h in res.history]
+        ax[0].semilogy(ep, [h["train_loss"] for h in res.history], color=colors[name],
+                       label=f"{name} (total)")
+        if res.config.regularizer.lam > 0:
+            ax[0].semilogy(ep, [max(h["reg"], 1e-300) for h in res.history], "--",
+                           color=colors[name], label=f"{name} penalty")
+        ax[1].semilogy(ep, [h["val_mae"] for h in res.history], color=colors[name], label=name)
+    ax[0].set(xlabel="epoch", ylabel="training loss (units of s²)", title="training loss")
+    ax[1].set(xlabel="epoch", ylabel="validation MAE (meV/atom)", title="validation error")
+    for a in ax:
+        a.legend()
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = (("val", "validation parents (reference MBE known)"),
+              ("test", "held-out clusters"))
+    for a, (where, title) in zip(ax, panels):
+        series = [(n, summary["runs"][n].get(where)) for n in ("plain", "regularized")]
+        if where == "val" and "reference" in summary:
+            series.insert(0, ("reference", summary["reference"]["val"]))
+        for name, s in series:
+            if not s:
+                continue
+            y = np.maximum(s["spectrum"]["mean_abs_mev_per_atom"], 1e-6)
+            a.semilogy(np.arange(1, len(y) + 1), y, "o-", color=colors[name], label=name)
+        a.axvline(order + 0.5, color="gray", ls=":", label=f"K = {order}")
+        a.set(xlabel="body order k", ylabel="mean |E^(k)| / n (meV/atom)", title=title)
+        a.legend()
+    fig.tight_layout()
+    fig.savefig(out / "body_order_spectrum.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    run(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

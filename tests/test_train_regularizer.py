@@ -1,0 +1,139 @@
+"""The body-order regularizer: explicit values, gradients, the unbiased stochastic estimator."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jbo.train.losses import EnergyModel, cast_tree, contract_energy_fn
+from jbo.train.regularizers import (body_order_penalty, exact_penalty, exhaustive_terms,
+                                    penalty_from_terms, truncation_penalty)
+from tests.test_train_fixtures import ToyEAM, toy_cluster
+
+SCALE = 0.7
+
+
+def _setup(sizes=(4, 5), seed=0):
+    n_max = max(sizes)
+    pos = np.zeros((len(sizes), n_max, 3))
+    mask = np.zeros((len(sizes), n_max), bool)
+    for b, n in enumerate(sizes):
+        pos[b, :n], mask[b, :n] = toy_cluster(n, 10 + b + seed), True
+        pos[b, n:] = 50.0 + np.arange(n_max - n)[:, None]  # padding: far, distinct, masked
+    species = np.where(mask, 1, 0).astype(np.int32)
+    module = ToyEAM()
+    params = module.init(jax.random.PRNGKey(seed), jnp.asarray(pos[0]), jnp.asarray(species[0]),
+                         jnp.asarray(mask[0]))
+    params = cast_tree(params, jnp.float64)
+    model = EnergyModel(module=module, baseline=(0.0, -13.6), scale=SCALE)
+    return model, params, jnp.asarray(pos), jnp.asarray(species), jnp.asarray(mask)
+
+
+def _explicit_terms(model, params, pos, species, n):
+    """ε(S) for every non-empty S ⊆ {0..n-1} by explicit inclusion–exclusion (no lattice code)."""
+    efn = jax.jit(contract_energy_fn(model, params))
+    energy = {}
+    for k in range(1, n + 1):
+        for s in combinations(range(n), k):
+            m = np.zeros(pos.shape[0], bool)
+            m[list(s)] = True
+            energy[s] = float(efn(pos, species, jnp.asarray(m)))
+    eps = {}
+    for s in energy:
+        eps[s] = sum((-1) ** (len(s) - len(t)) * energy[t]
+                     for k in range(1, len(s) + 1) for t in combinations(s, k))
+    return eps, energy
+
+
+def test_exact_penalty_equals_explicit_sum():
+    model, params, pos, species, mask = _setup()
+    efn = contract_energy_fn(model, params)
+    weights = (1.0, 0.5, 2.0)
+    terms = exhaustive_terms(efn, pos, species, mask)
+    explicit = [_explicit_terms(model, params, pos[b], species[b], int(mask[b].sum()))
+                for b in range(pos.shape[0])]
+    for order in (1, 2, 3):
+        got_terms = penalty_from_terms(terms, mask, order=order, weights=weights, scale=SCALE)
+        got_trunc = penalty_from_terms(terms, mask, order=order, mode="truncation", scale=SCALE)
+        for b, (eps, energy) in enumerate(explicit):
+            n = int(mask[b].sum())
+            w = {k: (weights[k - order - 1] if k - order - 1 < len(weights) else 1.0)
+                 for k in range(order + 1, n + 1)}
+            want = sum(w[len(s)] * e**2 for s, e in eps.items() if len(s) > order)
+            np.testing.assert_allclose(got_terms[b], want / (n * SCALE**2), rtol=1e-9)
+            gap = energy[tuple(range(n))] - sum(e for s, e in eps.items() if len(s) <= order)
+            np.testing.assert_allclose(got_trunc[b], (gap / (n * SCALE)) ** 2, rtol=1e-8)
+    # end to end, and the large-cluster truncation path (engine's max_order=K mode)
+    np.testing.assert_allclose(exact_penalty(efn, pos, species, mask, order=2, scale=SCALE),
+                               penalty_from_terms(terms, mask, order=2, scale=SCALE), rtol=1e-12)
+    np.testing.assert_allclose(truncation_penalty(efn, pos, species, mask, order=2, scale=SCALE),
+                               penalty_from_terms(terms, mask, order=2, mode="truncation",
+                                                  scale=SCALE), rtol=1e-8)
+
+
+def test_penalty_gradient_matches_finite_differences():
+    model, params, pos, species, mask = _setup()
+
+    @jax.jit
+    def f(p):
+        efn = contract_energy_fn(model, p)
+        return (jnp.mean(body_order_penalty(efn, pos, species, mask, order=2, scale=SCALE))
+                + jnp.mean(body_order_penalty(efn, pos, species, mask, order=3,
+                                              mode="truncation", scale=SCALE)))
+
+    grad = jax.jit(jax.grad(f))(params)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    rng = np.random.default_rng(0)
+    direction = tree.unflatten([rng.normal(size=np.shape(x)) for x in leaves])
+    h = 1e-5
+    shifted = [jax.tree_util.tree_map(lambda x, d, s=s: x + s * h * d, params, direction)
+               for s in (1.0, -1.0)]
+    fd = (f(shifted[0]) - f(shifted[1])) / (2 * h)
+    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grad),
+                                                  jax.tree_util.tree_leaves(direction)))
+    assert abs(float(f(params))) > 0
+    np.testing.assert_allclose(float(analytic), float(fd), rtol=1e-6)
+
+
+def test_stochastic_estimator_is_unbiased():
+    """E[C(n,k) mean_j ε(S_j)²] = Σ_{|S|=k} ε(S)²: the average of many independent estimates
+    matches the exact value within 4 standard errors (orders 3..5; a 4-atom cluster in the
+    batch has no 5-subsets and must contribute 0 there)."""
+    model, params, pos, species, mask = _setup(sizes=(6, 4, 7), seed=3)
+    efn = contract_energy_fn(model, params)
+    weights = (1.0, 1.0, 1.0, 0.0, 0.0)  # orders 3, 4, 5 only
+    exact = exact_penalty(efn, pos, species, mask, order=2, weights=weights, scale=SCALE)
+
+    @jax.jit
+    def estimate(key):  # dispatches to the sampled estimator: clusters > exact_max_atoms
+        return body_order_penalty(efn, pos, species, mask, key, order=2, exact_max_atoms=3,
+                                  max_order=5, samples=2, scale=SCALE)
+    keys = jax.random.split(jax.random.PRNGKey(42), 600)
+    est = np.asarray(jax.lax.map(estimate, keys))  # [600, B]
+    mean, sem = est.mean(0), est.std(0) / np.sqrt(len(est))
+    assert np.all(est.std(0) > 0)  # really random
+    np.testing.assert_array_less(np.abs(mean - exact), 4 * sem + 1e-12)
+    with pytest.raises(ValueError, match="PRNG key"):
+        body_order_penalty(efn, pos, species, mask, None, order=2, exact_max_atoms=3)
+
+
+def test_subset_energies_are_float64_when_training_float32():
+    """A float32 zoo model is evaluated by its float64 twin inside the regularizer."""
+    from jbo import models
+    from jbo.train.model import energy_model
+
+    module = models.create("soap_bpnn", max_radial=3, max_angular=2, hidden=(8,),
+                           dtype="float32")
+    _, _, pos, species, mask = _setup(sizes=(4,))
+    params = models.init(module, jax.random.PRNGKey(0))
+    m32 = energy_model(module, params, {1: -13.6}, SCALE, "float32")
+    assert m32.module64 is not None and m32.module64.dtype == "float64"
+    m64 = energy_model(module.clone(dtype="float64"), params, {1: -13.6}, SCALE, "float64")
+    p64 = cast_tree(params, jnp.float64)
+    a = exact_penalty(contract_energy_fn(m32, params), pos, species, mask, order=2, scale=SCALE)
+    b = exact_penalty(contract_energy_fn(m64, p64), pos, species, mask, order=2, scale=SCALE)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
