@@ -8,6 +8,7 @@
     python -m jbo.data label --db refs.db --clusters c.extxyz --scheduler tcp://host:8786
     python -m jbo.data mbe --db data/h_clusters.db
     python -m jbo.data summary --db data/h_clusters.db --markdown
+    python -m jbo.data compact --db data/h_clusters.db --drop-indices
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["main", "parse_sizes"]
+__all__ = ["main", "parse_sizes", "parse_count"]
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -33,12 +34,20 @@ def parse_sizes(text: str) -> list[int]:
     return out
 
 
+def parse_count(text: str) -> int | dict[int, int]:
+    """``"10"`` -> 10 per size; ``"4:40,5:20"`` -> {4: 40, 5: 20} (per size)."""
+    if ":" not in text:
+        return int(text)
+    return {int(k): int(v) for k, v in (p.split(":") for p in text.split(","))}
+
+
 def _add_generation(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--sizes", type=parse_sizes, required=required,
                    help="cluster sizes, e.g. 4-8 or 9,10,12")
     p.add_argument("--regimes", default="low,high",
                    help="comma-separated density regimes (low: NN 1.5-2.5 A, high: 0.7-1.2 A)")
-    p.add_argument("--count", type=int, default=10, help="clusters per (size, regime)")
+    p.add_argument("--count", type=parse_count, default=10,
+                   help="clusters per (size, regime): N, or per size as 4:40,5:20,...")
     p.add_argument("--seed", type=int, default=0, help="first generator seed")
     p.add_argument("--split", default="train", help="split name stored with each cluster")
 
@@ -121,7 +130,7 @@ def _cmd_summary(args) -> int:
     db = connect(args.db)
     rows = list(db.select(include_data=False, columns=["id", "key_value_pairs"]))
     key = lambda r: (r.get("split", ""), r.get("regime", ""), int(r.n_parent))  # noqa: E731
-    parents, n_ok, n_fail, wall = defaultdict(set), Counter(), Counter(), Counter()
+    parents, n_ok, n_fail = defaultdict(set), Counter(), Counter()
     spins, methods, reasons = Counter(), Counter(), Counter()
     for r in rows:
         if "cluster" not in r:
@@ -129,7 +138,6 @@ def _cmd_summary(args) -> int:
         k = key(r)
         parents[k].add(r.cluster)
         methods[(r.method, r.basis)] += 1
-        wall[k] += float(r.get("wall", 0.0))
         if r.status == "ok":
             n_ok[k] += 1
             if int(r.subset) == (1 << int(r.n_parent)) - 1:
@@ -138,20 +146,28 @@ def _cmd_summary(args) -> int:
             n_fail[k] += 1
             reasons[r.get("reason", "?")[:80]] += 1
     md = args.markdown
-    head = ("split", "regime", "n", "parents", "rows ok", "failed", "label CPU s")
+    head = ("split", "regime", "n", "parents", "rows ok", "failed")
     print(("| " + " | ".join(head) + " |\n|" + "---|" * len(head)) if md else
           "  ".join(f"{h:>11}" for h in head))
     for k in sorted(parents):
-        vals = (*k, len(parents[k]), n_ok[k], n_fail[k], f"{wall[k]:.0f}")
+        vals = (*k, len(parents[k]), n_ok[k], n_fail[k])
         print(("| " + " | ".join(map(str, vals)) + " |") if md else
               "  ".join(f"{v!s:>11}" for v in vals))
-    tot = (len(rows), sum(n_ok.values()), sum(n_fail.values()), sum(wall.values()))
-    print(f"\n{tot[0]} rows: {tot[1]} ok, {tot[2]} failed; labels took {tot[3]:.0f} CPU s")
+    tot = (len(rows), sum(n_ok.values()), sum(n_fail.values()))
+    print(f"\n{tot[0]} rows: {tot[1]} ok, {tot[2]} failed")
     print("method/basis:", dict(methods))
     print("full-cluster spin (2S) by electron parity:",
           {f"{'odd' if p else 'even'} N, 2S={s}": c for (p, s), c in sorted(spins.items())})
     for why, c in reasons.most_common(10):
         print(f"  failure x{c}: {why}")
+    return 0
+
+
+def _cmd_compact(args) -> int:
+    from jbo.data.store import compact
+
+    before, after = compact(args.db, args.drop_indices)
+    print(f"{args.db}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")
     return 0
 
 
@@ -188,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--db", required=True)
     s.add_argument("--markdown", action="store_true")
     s.set_defaults(fn=_cmd_summary)
+    c = sub.add_parser("compact", help="VACUUM a SQLite database (for shipping)")
+    c.add_argument("--db", required=True)
+    c.add_argument("--drop-indices", action="store_true",
+                   help="drop ase's secondary key indices (a third of a small file)")
+    c.set_defaults(fn=_cmd_compact)
     return ap
 
 

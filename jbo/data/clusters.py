@@ -82,9 +82,10 @@ def random_cluster(n: int, regime: str | Regime, seed: int) -> Atoms:
     return atoms
 
 
-def generate(sizes: Iterable[int], regimes: Iterable[str], count: int, seed: int = 0,
-             split: str = "train") -> list[Atoms]:
-    """``count`` clusters per (size, regime), with distinct seeds ``seed, seed+1, ...``.
+def generate(sizes: Iterable[int], regimes: Iterable[str], count: int | dict[int, int],
+             seed: int = 0, split: str = "train") -> list[Atoms]:
+    """``count`` clusters per (size, regime) (an int, or ``{size: count}``), with distinct
+    seeds ``seed, seed+1, ...``.
 
     Seeds are assigned regime-major, then size, then index; each cluster's seed is in its id
     (``cluster_id``), so any single cluster can be regenerated with ``random_cluster``.
@@ -93,7 +94,7 @@ def generate(sizes: Iterable[int], regimes: Iterable[str], count: int, seed: int
     s = seed
     for reg in regimes:
         for n in sizes:
-            for _ in range(count):
+            for _ in range(count if isinstance(count, int) else count.get(n, 0)):
                 atoms = random_cluster(n, reg, s)
                 atoms.info["split"] = split
                 out.append(atoms)

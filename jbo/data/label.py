@@ -179,12 +179,11 @@ def label(db_url: str, parents: Sequence[Atoms], method: str = "fci", basis: str
                     if f is not None and len(job.tasks) > 1:
                         f = np.zeros((1, 3))  # a lone atom: no force
                     write_row(db, p, mask, method, basis, energy=res["energy"], forces=f,
-                              spin=res["spin"], s2=res["s2"], wall=res["wall"],
-                              note=res["note"], done=done)
+                              spin=res["spin"], s2=res["s2"], note=res["note"], done=done)
                     report.written_ok += 1
                 else:
                     write_row(db, p, mask, method, basis, energy=None, reason=res["reason"],
-                              wall=res.get("wall"), done=done)
+                              done=done)
                     report.written_failed += 1
                     report.failures.append((TaskKey(p.info["cluster"], mask, method, basis),
                                             res["reason"]))

@@ -34,14 +34,15 @@ class ReferenceMBE:
 
 
 def mbe_from_energies(energies: np.ndarray, cluster: str = "", **info) -> ReferenceMBE:
-    """MBE of a full lattice of subset energies ``[2^n]`` (eV, entry 0 = empty set = 0)."""
+    """MBE of a full lattice of subset energies ``[2^n]`` (eV; entry 0, the empty set, is
+    taken as 0 whatever it holds)."""
     e = np.asarray(energies, dtype=np.float64)
     n = e.shape[0].bit_length() - 1
     if e.shape != (1 << n,):
         raise ValueError(f"need 2**n subset energies, got shape {e.shape}")
-    if np.isnan(e).any():
+    if np.isnan(e[1:]).any():
         raise ValueError(f"{cluster}: missing subset energies "
-                         f"{np.flatnonzero(np.isnan(e)).tolist()[:10]}")
+                         f"{(np.flatnonzero(np.isnan(e[1:])) + 1).tolist()[:10]}")
     e = e.copy()
     e[0] = 0.0
     terms = np.asarray(lattice.mobius(e))
