@@ -226,3 +226,15 @@ def test_connected_mode_refuses_non_local_or_short_cutoff():
         body_orders(potentials.morse(), pos, cutoff=2.0)
     with pytest.raises(ValueError, match="smaller than the model's own cutoff"):
         body_orders(potentials.morse(cutoff=3.0), pos, cutoff=2.0)
+
+
+def test_exhaustive_layouts_agree():
+    fn = local_potential()
+    pos = np.stack([cluster(5, 15), cluster(5, 16)])
+    mask = np.array([[True] * 5, [True] * 3 + [False] * 2])
+    a = body_orders(fn, pos, atom_mask=mask, forces=True, layout="compact")
+    b = body_orders(fn, pos, atom_mask=mask, forces=True, layout="masks")
+    for x, y in [(a.per_order, b.per_order), (a.terms, b.terms), (a.forces, b.forces)]:
+        np.testing.assert_allclose(x, y, atol=1e-10)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        body_orders(fn, pos[0], layout="dense")
