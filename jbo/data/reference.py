@@ -79,6 +79,7 @@ class Settings:
     stability_rounds: int = 6
     cc_max_cycle: int = 150
     ci_max_cycle: int = 200
+    ci_max_space: int = 40
     fci_scf_max_cycle: int = 30  # fci: RHF only provides starting orbitals
     ci_conv_tol: float = 1e-10
     dmrg_bond_dim: int = 250
@@ -144,18 +145,28 @@ def _one_electron(mol) -> float:
 
 # ---------------------------------------------------------------- FCI
 def _fci_sector(mol, h1, eri, norb: int, nelec: tuple[int, int], st: "Settings"):
-    """Lowest FCI root in one (n_alpha, n_beta) sector: (energy Ha, CI vector, note)."""
+    """Lowest FCI root in one (n_alpha, n_beta) sector: (energy Ha, CI vector, note).
+
+    Near the atomic limit the low spectrum is dense and Davidson is slow: an unconverged run
+    is continued from its last vector with a larger subspace, then retried with 3 roots.
+    """
     from pyscf import fci
 
-    for i, (nroots, space) in enumerate(((1, 30), (3, 60))):
+    ci_prev = None
+    space = st.ci_max_space
+    attempts = ((1, space, 1), (1, 2 * space, 2), (3, space, 2))  # roots, subspace, cycles
+    for i, (nroots, space, cycles) in enumerate(attempts):
         solver = fci.direct_spin1.FCI(mol)
-        solver.max_cycle, solver.conv_tol = st.ci_max_cycle * (i + 1), st.ci_conv_tol
+        solver.max_cycle, solver.conv_tol = st.ci_max_cycle * cycles, st.ci_conv_tol
         solver.nroots, solver.max_space = nroots, space
-        e, ci = solver.kernel(h1, eri, norb, nelec, ecore=mol.energy_nuc())
+        e, ci = solver.kernel(h1, eri, norb, nelec, ecore=mol.energy_nuc(),
+                              ci0=ci_prev if nroots == 1 else None)
         if nroots > 1:
             e, ci = e[0], ci[0]
         if np.all(solver.converged):
-            return float(e), ci, ("" if i == 0 else f"Davidson retried (3 roots) for {nelec}")
+            how = ("", "Davidson continued", "Davidson retried with 3 roots")[i]
+            return float(e), ci, f"{how} for {nelec}" if i else ""
+        ci_prev = ci
     raise LabelError(f"FCI Davidson did not converge in sector (n_a, n_b) = {nelec}")
 
 
