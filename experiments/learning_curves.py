@@ -1,0 +1,115 @@
+"""Learning curves: test error versus training-set size, per model and dataset makeup.
+
+Each (model, makeup, number of training parents, seed) cell trains on the first n parents of a
+seeded order (nested subsets), decomposes the held-out test clusters and records the MAE of the
+total energy and of each E^(k) per atom against the reference MBE. Cells of the largest size
+are shared with ``body_order_trends`` (same cache key) when its cache exists.
+
+``python -m experiments.learning_curves [--quick]`` writes ``results/learning_curves/``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from experiments import common
+from jbo import plots
+
+NAME = "learning_curves"
+K_ERR = 4  # per-order errors reported for k = 1..K_ERR
+
+
+def _sizes(text: str) -> list[int | None]:
+    return [None if t == "all" else int(t) for t in common._csv(text)]
+
+
+def summarize(cell: dict) -> dict:
+    t = cell["tests"]["test"]
+    c = cell["cell"]
+    return dict(model=c["model"], makeup=c["makeup"], seed=c["seed"],
+                n_train_parents=cell["n_train_parents"], n_train_rows=cell["n_train_rows"],
+                total_mae=common.total_mae(t), order_mae=common.order_mae(t, K_ERR))
+
+
+def _mean_over_seeds(rows: list[dict], key, idx=None) -> dict:
+    acc: dict = {}
+    for r in rows:
+        v = r[key] if idx is None else r[key][idx]
+        acc.setdefault((r["model"], r["makeup"], r["n_train_parents"]), []).append(
+            (r["n_train_rows"], v))
+    return {k: (sum(a for a, _ in v) / len(v), sum(b for _, b in v) / len(v))
+            for k, v in acc.items()}
+
+
+def figures(rows: list[dict], out) -> list[str]:
+    files = []
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    makeups = list(dict.fromkeys(r["makeup"] for r in rows))
+    tot = _mean_over_seeds(rows, "total_mae")
+    panels = {}
+    for mk in makeups:
+        panels[f"makeup {mk}"] = {
+            m: tuple(zip(*sorted((n, e) for (mm, kk, _), (n, e) in tot.items()
+                                 if mm == m and kk == mk)))
+            for m in models}
+    files.append(plots.curve_grid(panels, out / "learning_curves.png",
+                                  "training structures", "test MAE of E (meV/atom)",
+                                  "Learning curves (total energy, held-out test clusters)",
+                                  ncols=min(4, len(panels)), logx=True, logy=True,
+                                  sharey=True).name)
+    per = {k: _mean_over_seeds(rows, "order_mae", k) for k in range(K_ERR)}
+    panels = {}
+    for m in models:
+        for mk in makeups:
+            series = {"total E": tuple(zip(*sorted((n, e) for (mm, kk, _), (n, e)
+                                                   in tot.items() if mm == m and kk == mk)))}
+            for k in range(K_ERR):
+                series[f"E^({k + 1})"] = tuple(zip(*sorted(
+                    (n, e) for (mm, kk, _), (n, e) in per[k].items() if mm == m and kk == mk)))
+            panels[f"{m}, {mk}"] = series
+    files.append(plots.curve_grid(panels, out / "learning_curves_orders.png",
+                                  "training structures", "test MAE (meV/atom)",
+                                  "Learning curves per body order", ncols=len(makeups),
+                                  logx=True, logy=True, sharey=True).name)
+    return files
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = common.parser(NAME, __doc__)
+    common.add_training_args(p, models="soap_bpnn,linear_ace,pet",
+                             makeups="full,up_to:4+atoms")
+    p.add_argument("--sizes", type=_sizes, default=_sizes("8,24,all"),
+                   help="training parents per cell ('all' = every training parent)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.models, args.makeups, args.sizes = ["linear_ace"], ["full"], [2, 6]
+        args.steps, args.max_test, args.max_train_atoms = 60, 6, 6
+    out = common.out_dir(args, NAME)
+    t0 = time.perf_counter()
+    data = common.load_data(args.db, args.test_fraction, 0, args.max_train_atoms,
+                            (4, 5) if args.quick else None)
+    trends = common.ROOT / "results" / "body_order_trends" / "cells"
+    cache = common.CellCache(out / "cells", args.redo, fallbacks=[] if args.quick else [trends])
+    cells = []
+    for seed in args.seeds:
+        for model in args.models:
+            for makeup in args.makeups:
+                for n in args.sizes:
+                    cell = common.Cell(model, makeup, n, seed, args.steps,
+                                       regimes=tuple(args.regimes) if args.regimes else None,
+                                       batch_size=args.batch_size, lr=args.lr)
+                    cells.append(common.run_cell(cell, data, cache, args.max_test, ("test",)))
+    rows = [summarize(c) for c in cells]
+    result = dict(db=args.db, quick=args.quick, config=vars(args), rows=rows,
+                  n_test=len(cells[0]["tests"]["test"]["n"]) if cells else 0,
+                  cells=[c["key"] for c in cells])
+    result["figures"] = figures(rows, out)
+    result["seconds"] = time.perf_counter() - t0
+    common.write_json(out / f"{NAME}.json", result)
+    print(f"{NAME}: {len(cells)} cells in {result['seconds']:.0f} s -> {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
