@@ -19,8 +19,8 @@ energy equals that of the extracted subcluster to rounding. jax-md's ``shift``/`
 
 jax-md's network gives an isolated atom a non-zero energy (node embedding -> self-connection
 -> gate -> linear readout all act without neighbours). With ``use_bias=False`` (default) we
-subtract that per-species constant, evaluated on an edgeless one-node-per-species graph with
-the same parameters, so an isolated atom predicts exactly ``atom_energies``; ``use_bias=True``
+subtract that per-species constant, read off ``S`` extra edgeless "ghost" nodes (one per
+species) evaluated in the same graph, so an isolated atom predicts exactly ``atom_energies``; ``use_bias=True``
 keeps it (it then acts as a learned per-species shift).
 """
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import warnings
 
-import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
 import jraph
@@ -93,32 +92,30 @@ class NequIP(ZooModel):
             n_neighbors=self.avg_num_neighbors,
         )
 
-    def _per_node(self, onehot, edges, senders, receivers) -> jax.Array:
-        n = onehot.shape[0]
-        graph = jraph.GraphsTuple(
-            nodes=onehot,
-            edges=edges,
-            senders=senders,
-            receivers=receivers,
-            n_node=jnp.ones((n,), jnp.int32),
-            n_edge=jnp.asarray([senders.shape[0]] + [0] * (n - 1), jnp.int32),
-            globals=None,
-        )
-        return self.net(graph)[:, 0]
-
     def atomic_energies(self, positions, species, mask) -> jax.Array:
         """``[N]`` per-atom energies (eV); exactly 0 for masked atoms."""
         _, idx, mask, pairs, base = self._prepare(positions, species, mask)
         dt = pairs.vec.dtype
-        n = mask.shape[0]
+        n, s = mask.shape[0], self.n_species
         senders, receivers = _dense_edges(n)
-        onehot = layers.one_hot_species(idx, self.n_species, dt)
-        # edge (sender j -> receiver i) carries r_j - r_i: jax-md only uses its norm and
-        # spherical harmonics, and its Bessel embedding vanishes at the dummy length 2*cutoff.
-        e = self._per_node(onehot, pairs.vec[receivers, senders], senders, receivers)
+        # nodes: the N atoms, then one edgeless "ghost" atom per species whose output is the
+        # network's isolated-atom energy (same evaluation, so no second compiled graph)
+        nodes = jnp.concatenate(
+            [layers.one_hot_species(idx, s, dt), jnp.eye(s, dtype=dt)], axis=0
+        )
+        graph = jraph.GraphsTuple(
+            nodes=nodes,
+            # edge (sender j -> receiver i) carries r_j - r_i: jax-md uses its norm and
+            # spherical harmonics; its Bessel embedding vanishes at the dummy length 2*cutoff
+            edges=pairs.vec[receivers, senders],
+            senders=jnp.asarray(senders),
+            receivers=jnp.asarray(receivers),
+            n_node=jnp.ones((n + s,), jnp.int32),  # one "graph" per node: per-atom outputs
+            n_edge=jnp.asarray([senders.shape[0]] + [0] * (n + s - 1), jnp.int32),
+            globals=None,
+        )
+        out = self.net(graph)[:, 0].astype(dt)  # [N + S]
+        e = out[:n]
         if not self.use_bias:
-            eye = jnp.eye(self.n_species, dtype=dt)
-            empty = jnp.zeros((0,), jnp.int32)
-            e_iso = self._per_node(eye, jnp.zeros((0, 3), dt), empty, empty)  # [S]
-            e = e - e_iso[idx]
-        return self._finish(mask, base, e.astype(dt))
+            e = e - out[n:][idx]
+        return self._finish(mask, base, e)

@@ -61,7 +61,7 @@ class TransformerBlock(nn.Module):
         q = dense(self.d_model, "q")(x).reshape(n, t, self.num_heads, dh)
         k = dense(self.d_model, "k")(x).reshape(n, t, self.num_heads, dh)
         v = dense(self.d_model, "v")(x).reshape(n, t, self.num_heads, dh)
-        s = jnp.einsum("ithd,iuhd->ihtu", q, k) / np.sqrt(dh)
+        s = jnp.einsum("ithd,iuhd->ihtu", q, k) / float(np.sqrt(dh))
         alpha = cutoff_weighted_softmax(s, key_weight[:, None, None, :], valid[:, None, None, :])
         att = jnp.einsum("ihtu,iuhd->ithd", alpha, v).reshape(n, t, self.d_model)
         tokens = tokens + dense(self.d_model, "o")(att)
@@ -111,7 +111,7 @@ class PET(ZooModel):
         geom = jnp.concatenate(
             [
                 pairs.vec / self.cutoff,
-                layers.radial_basis(pairs.r, self.num_radial, self.cutoff) * np.sqrt(self.cutoff / 2),
+                layers.radial_basis(pairs.r, self.num_radial, self.cutoff) * float(np.sqrt(self.cutoff / 2)),
                 jnp.broadcast_to(onehot[:, None, :], (n, n, self.n_species)),  # centre species
                 jnp.broadcast_to(onehot[None, :, :], (n, n, self.n_species)),  # neighbour species
             ],

@@ -36,7 +36,7 @@ def power_spectrum(density, max_l: int) -> jax.Array:
     feats = []
     for l, chunk in zip(range(max_l + 1), density.chunks):
         c = chunk[..., 0, :]  # [N, K, 2l+1] (multiplicity 1 per l)
-        p = jnp.einsum("ikm,ijm->ikj", c, c) / np.sqrt(2 * l + 1)
+        p = jnp.einsum("ikm,ijm->ikj", c, c) / float(np.sqrt(2 * l + 1))
         feats.append(p[:, iu, ju])
     return jnp.concatenate(feats, axis=-1)
 
