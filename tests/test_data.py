@@ -86,6 +86,21 @@ def _far(*parts, gap=12.0):
     return out
 
 
+def test_uccsd_t_is_exact_for_a_stretched_pair():
+    """Two electrons: CCSD is exact, even where its equations on a broken-symmetry UHF stall."""
+    pair = h2(4.05)
+    assert ha(pair, "uccsd(t)") == pytest.approx(ha(pair), abs=1e-9)
+    assert ha(pair, "uhf") > ha(pair) + 1e-6
+
+
+@pytest.mark.slow
+def test_uccsd_t_non_convergence_is_a_recorded_failure():
+    """A stretched H_3 (subset 26 of low-n5-s0040) where UCCSD does not converge."""
+    sub = clusters.subcluster(clusters.random_cluster(5, "low", 40), 26)
+    with pytest.raises(LabelError, match="UCCSD did not converge"):
+        compute(sub, "uccsd(t)")
+
+
 def test_fci_size_consistency_far_fragments():
     a = clusters.random_cluster(3, "high", 1)
     b = clusters.random_cluster(2, "low", 2)

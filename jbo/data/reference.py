@@ -13,7 +13,9 @@ and Bohr inside). Methods:
   patterns of atomic H densities); each is converged (DIIS, then Newton, then level shift) and
   followed down its internal instabilities; the lowest stable solution wins. ``spin`` = 2M_S of
   the winning determinant (<S^2> is in ``s2``). Analytic forces.
-* ``uccsd(t)``: UCCSD(T) on the best UHF of each 2M_S; the lowest total wins. No forces.
+* ``uccsd(t)``: UCCSD(T) on the best UHF of each 2M_S; the lowest total wins. No forces. For
+  two electrons, where it is exact, the FCI number is returned (spin = 2S then): its
+  equations on a stretched broken-symmetry pair do not converge.
 * ``dmrg``: optional, through block2 (``pip install block2``, which needs MKL); SZ symmetry,
   lowest S_z sector, random initial MPS. Not exercised where block2 is absent (its tests
   are skipped then); ``LabelError`` says so when it is called without block2.

@@ -173,6 +173,14 @@ def _uccsd_t(mf, st: Settings) -> tuple[float, str]:
 def uhf_family(atoms: Atoms, basis: str, method: str, want_forces: bool, st: Settings):
     """(energy Ha, 2M_S, <S^2>, forces eV/Å or None, note) of the best UHF / UCCSD(T)."""
     nelec = int(sum(atoms.numbers))
+    if method == "uccsd(t)" and nelec == 2:
+        # CCSD is exact for two electrons and (T) vanishes, but from a broken-symmetry UHF of
+        # a stretched pair its amplitude equations are too stiff to converge (or stall near
+        # t = 0, a few uEh off): use the exact answer they would reach.
+        from jbo.data.reference import _fci
+
+        e, two_s, s2, _, note = _fci(atoms, basis, False, st)
+        return e, two_s, s2, None, "two electrons: UCCSD(T) = FCI" + (f"; {note}" if note else "")
     cands = []
     for twoms in _spin_values(nelec, st):
         mf, how = _best_uhf(atoms, basis, twoms, st)
