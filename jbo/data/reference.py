@@ -6,13 +6,16 @@ and Bohr inside). Methods:
 * ``fci``: full CI with ``fci.direct_spin1`` (no spin constraint) in the lowest S_z sector,
   n_alpha - n_beta = N mod 2. Every spin multiplet has a component there, so the lowest root is
   the ground state over all multiplicities, and FCI is exact in the basis (hence
-  size-consistent). The CI runs in RHF/ROHF orbitals, but any orthonormal orbitals give the
-  same energy, so an unconverged SCF does not matter. ``spin`` = 2S from <S^2>. Analytic forces.
-* ``uhf`` (:mod:`jbo.data.uhf`): unrestricted HF, searched over 2M_S in {N mod 2, N mod 2 + 2, ...} and over several
-  starting densities (the default guess, an antiferromagnetic and random broken-symmetry
-  patterns of atomic H densities); each is converged (DIIS, then Newton, then level shift) and
-  followed down its internal instabilities; the lowest stable solution wins. ``spin`` = 2M_S of
-  the winning determinant (<S^2> is in ``s2``). Analytic forces.
+  size-consistent). For even N the M_S = 1 sector is solved too: Davidson started from
+  closed-shell determinants stays spin-flip even (S = 0, 2, ...) and would miss triplets.
+  Any orthonormal orbitals give the same energy (RHF/ROHF ones above 400 determinants,
+  Lowdin-orthogonalised AOs below), so an unconverged SCF does not matter. ``spin`` = 2S
+  from <S^2>. Analytic forces (full-space CASSCF gradient).
+* ``uhf`` (:mod:`jbo.data.uhf`): unrestricted HF, searched over 2M_S in {N mod 2,
+  N mod 2 + 2} and over several starting densities (the default guess, antiferromagnetic and
+  random broken-symmetry patterns of atomic H densities); each is converged (DIIS, then
+  Newton, then level shift) and followed down its internal instabilities; the lowest stable
+  solution wins. ``spin`` = 2M_S of the winning determinant (<S^2> in ``s2``). Analytic forces.
 * ``uccsd(t)``: UCCSD(T) on the best UHF of each 2M_S; the lowest total wins. No forces. For
   two electrons, where it is exact, the FCI number is returned (spin = 2S then): its
   equations on a stretched broken-symmetry pair do not converge.
@@ -97,10 +100,15 @@ def normalize_method(method: str) -> str:
 
 def check_basis(basis: str, element: str = "H") -> str:
     """Canonical (lower-case) basis name; ``ValueError`` if PySCF does not know it."""
+    import warnings
+
     from pyscf import gto
 
     try:
-        if not gto.basis.load(basis, element):
+        with warnings.catch_warnings():  # pyscf suggests basis-set-exchange for unknown names
+            warnings.simplefilter("ignore")
+            found = gto.basis.load(basis, element)
+        if not found:
             raise KeyError(basis)
     except Exception as exc:  # pyscf raises various errors for unknown names
         raise ValueError(f"unknown basis {basis!r} for {element}") from exc
