@@ -387,6 +387,8 @@ def test_cli_generate_label_mbe_summary(tmp_path, capsys):
     assert main(["mbe", "--db", db, "--split", "heldout"]) == 0
     assert main(["label", "--db", db, "--clusters", xyz, "--method", "nope",
                  "--workers", "0"]) == 2
+    assert main(["summary", "--db", str(tmp_path / "missing.db")]) == 2
+    assert not (tmp_path / "missing.db").exists()
 
 
 # ------------------------------------------------------------------ the shipped dataset

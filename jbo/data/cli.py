@@ -6,6 +6,7 @@
     python -m jbo.data label --db data/h_clusters.db --sizes 4-8 --regimes low,high \\
         --count 30 --seed 0 --split train --subsets all --method fci --basis sto-3g
     python -m jbo.data label --db refs.db --clusters c.extxyz --scheduler tcp://host:8786
+        (the workers of an existing cluster need jbo and PySCF importable)
     python -m jbo.data mbe --db data/h_clusters.db
     python -m jbo.data summary --db data/h_clusters.db --markdown
     python -m jbo.data compact --db data/h_clusters.db --drop-indices
@@ -93,7 +94,7 @@ def _cmd_mbe(args) -> int:
     from jbo.data.mbe import all_mbe, reference_mbe
     from jbo.data.store import connect
 
-    db = connect(args.db)
+    db = connect(args.db, create=False)
     if args.cluster:
         r = reference_mbe(db, args.cluster, args.method, args.basis)
         print(f"{r.cluster}: n={r.n} total={r.total:.6f} eV")
@@ -127,7 +128,7 @@ def _cmd_mbe(args) -> int:
 def _cmd_summary(args) -> int:
     from jbo.data.store import connect
 
-    db = connect(args.db)
+    db = connect(args.db, create=False)
     rows = list(db.select(include_data=False, columns=["id", "key_value_pairs"]))
     key = lambda r: (r.get("split", ""), r.get("regime", ""), int(r.n_parent))  # noqa: E731
     parents, n_ok, n_fail = defaultdict(set), Counter(), Counter()
@@ -214,9 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    from jbo.data.store import StoreError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

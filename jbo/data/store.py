@@ -40,13 +40,14 @@ class StoreError(RuntimeError):
     """Database problems: locked by another writer, duplicate rows, inconsistent parents."""
 
 
-def connect(url: str):
-    """Open (creating if needed) an ase.db: a file path / ``sqlite:`` name or a DB URL."""
+def connect(url: str, create: bool = True):
+    """Open an ase.db: a file path or a DB URL; a missing file is created only if ``create``."""
     import ase.db
 
     if "://" not in url:
-        d = os.path.dirname(os.path.abspath(url))
-        os.makedirs(d, exist_ok=True)
+        if not create and not os.path.exists(url):
+            raise ValueError(f"no such database: {url}")
+        os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
     return ase.db.connect(url, use_lock_file=False)
 
 
