@@ -98,7 +98,7 @@ def test_body_order_trends_quick(out):
     assert np.isfinite(s["total_mae"]) and 0 <= s["high_order_weight"] <= 1
     # resumable: a second run loads every cell from the cache
     again = body_order_trends.main(["--quick", "--out", str(out / "body_order_trends")])
-    assert again["summary"] == r["summary"]
+    assert json.dumps(again["summary"]) == json.dumps(r["summary"])
 
 
 @pytest.mark.experiment
@@ -132,6 +132,6 @@ def test_report_quick(out):
 
     text = report.main(["--quick", "--results", str(out), "--out", str(out)])
     assert (out / "REPORT.md").exists()
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4."):
-        assert heading in text
+    for i, study in enumerate(report.STUDIES):  # a section for every study that ran
+        assert ((out / study).exists()) == (f"## {i + 1}." in text)
     assert "![" in text
