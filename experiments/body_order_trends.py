@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             for makeup in args.makeups:
                 cell = common.Cell(model, makeup, args.n_train, seed, args.steps,
                                    regimes=tuple(args.regimes) if args.regimes else None,
-                                   batch_size=args.batch_size, lr=args.lr)
+                                   batch_size=args.batch_size, lr=args.lr,
+                                   extra_hypers=common.extra(args))
                 cells.append(common.run_cell(cell, data, cache, args.max_test, ("test",)))
     result = dict(db=args.db, quick=args.quick, config=vars(args),
                   n_train_parents=cells[0]["n_train_parents"] if cells else 0,

@@ -88,6 +88,10 @@ def add_training_args(p: argparse.ArgumentParser, *, models: str, makeups: str,
                    help="use training parents of at most this many atoms")
     p.add_argument("--regimes", type=_csv, default=None,
                    help="training regimes (default: all in the dataset)")
+    p.add_argument("--use-bias", action="store_true",
+                   help="models with a readout bias: the isolated-atom energy becomes learnable "
+                        "(the zoo default predicts exactly 0 for it, so E^(1) is the "
+                        "least-squares composition baseline of the training rows)")
 
 
 def out_dir(args, name: str) -> Path:
@@ -242,6 +246,10 @@ class Cell:
     regimes: tuple[str, ...] | None = None  # training regimes (None: all)
     batch_size: int = 32
     lr: float = 3e-3
+    extra_hypers: tuple[tuple[str, Any], ...] = ()  # overrides of STUDY_HYPERS
+
+    def hypers(self) -> dict[str, Any]:
+        return {**STUDY_HYPERS.get(self.model, {}), **dict(self.extra_hypers)}
 
     def key(self) -> str:
         mk = self.makeup.replace(":", "").replace("+", "-")
@@ -253,7 +261,13 @@ class Cell:
             parts.append("on-" + "-".join(self.regimes))
         if (self.batch_size, self.lr) != (32, 3e-3):
             parts.append(f"b{self.batch_size}lr{self.lr:g}")
+        parts += [f"{k}{v}" for k, v in self.extra_hypers]
         return "_".join(parts)
+
+
+def extra(args) -> tuple[tuple[str, Any], ...]:
+    """Hyperparameter overrides requested on the command line."""
+    return (("use_bias", True),) if getattr(args, "use_bias", False) else ()
 
 
 def train_cell(cell: Cell, data: Data):
@@ -272,7 +286,7 @@ def train_cell(cell: Cell, data: Data):
     epochs = max(1, math.ceil(cell.steps / n_batches))
     reg = RegularizerConfig(lam=cell.lam, order=cell.reg_order, batch_size=4) if cell.lam \
         else RegularizerConfig()
-    cfg = TrainConfig(db=data.db, model=cell.model, hypers=STUDY_HYPERS.get(cell.model, {}),
+    cfg = TrainConfig(db=data.db, model=cell.model, hypers=cell.hypers(),
                       makeup=cell.makeup, val_fraction=0.0, seed=cell.seed, epochs=epochs,
                       batch_size=bsz, lr=cell.lr, progress=False, tensorboard=False,
                       shard=len(jax.local_devices()) > 1, regularizer=reg)
@@ -281,7 +295,7 @@ def train_cell(cell: Cell, data: Data):
     info = dict(n_train_parents=len(parents), n_train_rows=len(rows), epochs=epochs,
                 steps=int(res.history[-1]["step"]), train_seconds=time.perf_counter() - t0,
                 train_mae=float(res.history[-1]["train_mae"]), devices=len(jax.local_devices()),
-                hypers=STUDY_HYPERS.get(cell.model, {}))
+                hypers=cell.hypers())
     return contract_energy_fn(res.model, res.params), info
 
 

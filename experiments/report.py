@@ -46,8 +46,18 @@ def _figs(name: str, res: dict, rel: str) -> str:
     return "\n\n".join(f"![{f}]({rel}/{name}/{f})" for f in res.get("figures", []))
 
 
+BIAS_NOTE = ("The zoo models predict exactly their `atom_energies` (here 0) for an isolated atom "
+             "(`use_bias=False`), so in section 2 every model's E^(1) is n·c_H with c_H the "
+             "least-squares composition baseline of its training rows: identical across models "
+             "and only nudged by adding isolated atoms. With `use_bias=True` the readout bias "
+             "makes the one-body energy learnable:")
+
+
 def _load(results: Path) -> dict:
     out = {}
+    p = results / "body_order_trends_bias" / "body_order_trends.json"
+    if p.exists():
+        out["body_order_trends_bias"] = json.loads(p.read_text())
     for s in STUDIES:
         p = results / s / f"{s}.json"
         if p.exists():
@@ -100,8 +110,9 @@ def reference_section(r: dict, rel: str) -> str:
     return "\n".join(lines)
 
 
-def trends_section(r: dict, rel: str) -> str:
-    lines = ["## 2. Body-order trends of the models", ""]
+def trends_section(r: dict, rel: str, folder: str = "body_order_trends",
+                   title: str = "## 2. Body-order trends of the models") -> str:
+    lines = [title, ""]
     rows = []
     for s in r["summary"]:
         rows.append([s["model"], s["makeup"], s["seed"], s["n_train_rows"], _f(s["total_mae"]),
@@ -113,19 +124,28 @@ def trends_section(r: dict, rel: str) -> str:
               f"(H_4..H_8 parents never trained on). w_>2 = Σ_(k>2)|E^(k)| / Σ_(k≥2)|E^(k)| of the "
               f"model's own decomposition (reference: {_f(ref_w, 2)}).", ""]
     read = []
-    for m in dict.fromkeys(s["model"] for s in r["summary"]):
-        ss = [s for s in r["summary"] if s["model"] == m]
-        best = min(ss, key=lambda s: s["total_mae"])
-        best_o = min(ss, key=lambda s: np.nanmean(s["order_mae"][1:4]))
-        ws = ", ".join(f"{s['makeup']} {_f(s['high_order_weight'], 2)}" for s in ss)
-        read.append(f"**{m}**: lowest total error with `{best['makeup']}` "
-                    f"({_f(best['total_mae'])} meV/atom), closest E^(2..4) with "
-                    f"`{best_o['makeup']}` (mean MAE {_f(np.nanmean(best_o['order_mae'][1:4]))}"
-                    f" meV/atom); high-order weight by makeup: {ws}.")
-    lines += ["**Reading.** The total energy does not determine the body orders: models with "
-              "similar total errors split the energy into very different E^(k), and the split "
-              "moves with the dataset makeup (subclusters in training pin the low orders). "
-              + " ".join(read), "", _figs("body_order_trends", r, rel)]
+    summ = r["summary"]
+    if summ:
+        tot = np.nanmedian([s["total_mae"] for s in summ])
+        per = np.nanmedian([np.nanmean(s["order_mae"][1:4]) for s in summ])
+        read.append(f"Median total-energy MAE {_f(tot)} meV/atom against a median E^(2..4) MAE "
+                    f"of {_f(per)} meV/atom: the models reach their totals through body orders "
+                    "that differ from the reference's and largely cancel.")
+    for m in dict.fromkeys(s["model"] for s in summ):
+        ss = {s["makeup"]: s for s in summ if s["model"] == m}
+        best = min(ss.values(), key=lambda s: s["total_mae"])
+        ws = ", ".join(f"{k} {_f(s['high_order_weight'], 2)}" for k, s in ss.items())
+        txt = (f"**{m}**: lowest total error with `{best['makeup']}` "
+               f"({_f(best['total_mae'])} meV/atom); w_>2 by makeup: {ws}")
+        if "full" in ss and "up_to:2" in ss:
+            txt += (f"; adding dimers moves the E^(2) MAE {_f(ss['full']['order_mae'][1])} → "
+                    f"{_f(ss['up_to:2']['order_mae'][1])}")
+        if "up_to:4" in ss and "up_to:4+atoms" in ss:
+            txt += (f"; adding isolated atoms moves the E^(1) MAE "
+                    f"{_f(ss['up_to:4']['order_mae'][0])} → "
+                    f"{_f(ss['up_to:4+atoms']['order_mae'][0])}")
+        read.append(txt + ".")
+    lines += ["**Reading.** " + " ".join(read), "", _figs(folder, r, rel)]
     return "\n".join(lines)
 
 
@@ -238,6 +258,10 @@ def build(results: Path, rel: str = ".", quick: bool = False, note: str = "") ->
                      ("generalization", generalization_section)):
         if name in res:
             parts += ["", fn(res[name], rel)]
+        if name == "body_order_trends" and "body_order_trends_bias" in res:
+            parts += ["", BIAS_NOTE, "", trends_section(
+                res["body_order_trends_bias"], rel, "body_order_trends_bias",
+                "### 2b. The same with a learnable isolated-atom energy (`--use-bias`)")]
     return "\n".join(parts) + "\n"
 
 
