@@ -22,7 +22,7 @@ from jbo.train.metrics import read_csv
 from tests.test_train_fixtures import ToyEAM, write_toy_db
 
 ROOT = Path(__file__).resolve().parents[1]
-REG = RegularizerConfig(lam=0.05, order=2, batch_size=2)
+REG = RegularizerConfig(lam=0.05, order=2, batch_size=2, backend="masks")  # fast to compile
 
 
 @pytest.fixture(scope="module")
@@ -128,12 +128,17 @@ def test_corrupt_checkpoint_falls_back_to_previous(toy_db, tmp_path):
         ckpt.restore()
 
 
-def test_float32_training(toy_db):
-    res = train(_cfg(toy_db, dtype="float32", force_weight=0.0, regularizer=RegularizerConfig()),
+def test_float32_training_with_amortized_masks_regularizer(toy_db):
+    reg = RegularizerConfig(lam=0.05, order=2, batch_size=2, every=2, backend="masks")
+    res = train(_cfg(toy_db, dtype="float32", force_weight=0.0, regularizer=reg),
                 module=ToyEAM())
     leaves = jax.tree_util.tree_leaves(res.params)
     assert all(x.dtype == np.float32 for x in leaves)
     assert np.isfinite(res.history[-1]["train_loss"])
+    pen = np.array([s["reg"] for s in res.steps])  # evaluated on 0-based steps 0, 2, 4, ...
+    assert np.all(pen[0::2] > 0) and np.all(pen[1::2] == 0)
+    total = np.array([s["loss"] - s["energy_loss"] for s in res.steps])
+    np.testing.assert_allclose(total, 0.05 * 2 * pen, rtol=1e-6, atol=1e-12)
 
 
 def test_config_errors_are_clear(toy_db, tmp_path):
@@ -151,28 +156,27 @@ SHARDED = textwrap.dedent("""
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     sys.path.insert(0, {root!r})
     import jax, jbo
-    from jbo.train import TrainConfig, RegularizerConfig, train
+    from jbo.train import TrainConfig, train
     from tests.test_train_fixtures import ToyEAM
     assert jax.device_count() == 8, jax.devices()
-    cfg = TrainConfig(db={db!r}, model="toy", makeup="up_to:2", epochs=1, batch_size=16,
-                      lr=1e-2, progress=False, tensorboard=False,
-                      regularizer=RegularizerConfig(lam=0.05, order=2, batch_size=8))
-    out = {{}}
-    for shard in (False, True):
-        r = train(cfg.replace(shard=shard), module=ToyEAM())
-        out[str(shard)] = dict(steps=[s["loss"] for s in r.steps],
-                               val=[h["val_mae"] for h in r.history])
-    print("RESULT" + json.dumps(out))
+    cfg = TrainConfig.from_dict(json.loads({cfg!r}))
+    r = train(cfg, module=ToyEAM())
+    print("RESULT" + json.dumps(dict(steps=[s["loss"] for s in r.steps],
+                                     val=[h["val_mae"] for h in r.history])))
 """)
 
 
 def test_sharded_matches_single_device(toy_db):
-    code = SHARDED.format(root=str(ROOT), db=str(toy_db))
+    """8 fake CPU devices (batch split, params replicated; forces and the regularizer on)
+    give the single-device losses and validation errors to rounding."""
+    cfg = _cfg(toy_db)
+    single = train(cfg, module=ToyEAM())  # same spec as the other tests: compiled already
+    code = SHARDED.format(root=str(ROOT), cfg=cfg.replace(shard=True).to_json())
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.split("RESULT")[-1])
-    single, sharded = out["False"], out["True"]
-    np.testing.assert_allclose(sharded["steps"], single["steps"], rtol=1e-9)
-    np.testing.assert_allclose(sharded["val"], single["val"], rtol=1e-9)
+    sharded = json.loads(proc.stdout.split("RESULT")[-1])
+    np.testing.assert_allclose(sharded["steps"], [s["loss"] for s in single.steps], rtol=1e-9)
+    np.testing.assert_allclose(sharded["val"], [h["val_mae"] for h in single.history],
+                               rtol=1e-9)

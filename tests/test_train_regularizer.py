@@ -53,7 +53,7 @@ def test_exact_penalty_equals_explicit_sum():
     model, params, pos, species, mask = _setup()
     efn = contract_energy_fn(model, params)
     weights = (1.0, 0.5, 2.0)
-    terms = exhaustive_terms(efn, pos, species, mask)
+    terms = exhaustive_terms(efn, pos, species, mask, backend="masks")
     explicit = [_explicit_terms(model, params, pos[b], species[b], int(mask[b].sum()))
                 for b in range(pos.shape[0])]
     for order in (1, 2, 3):
@@ -67,8 +67,12 @@ def test_exact_penalty_equals_explicit_sum():
             np.testing.assert_allclose(got_terms[b], want / (n * SCALE**2), rtol=1e-9)
             gap = energy[tuple(range(n))] - sum(e for s, e in eps.items() if len(s) <= order)
             np.testing.assert_allclose(got_trunc[b], (gap / (n * SCALE)) ** 2, rtol=1e-8)
+    # the compact layout (backend="engine") gives the same lattice
+    np.testing.assert_allclose(exhaustive_terms(efn, pos, species, mask), terms,
+                               rtol=1e-9, atol=1e-12)
     # end to end, and the large-cluster truncation path (engine's max_order=K mode)
-    np.testing.assert_allclose(exact_penalty(efn, pos, species, mask, order=2, scale=SCALE),
+    np.testing.assert_allclose(exact_penalty(efn, pos, species, mask, order=2, scale=SCALE,
+                                             backend="masks"),
                                penalty_from_terms(terms, mask, order=2, scale=SCALE), rtol=1e-12)
     np.testing.assert_allclose(truncation_penalty(efn, pos, species, mask, order=2, scale=SCALE),
                                penalty_from_terms(terms, mask, order=2, mode="truncation",
@@ -81,7 +85,8 @@ def test_penalty_gradient_matches_finite_differences():
     @jax.jit
     def f(p):
         efn = contract_energy_fn(model, p)
-        return (jnp.mean(body_order_penalty(efn, pos, species, mask, order=2, scale=SCALE))
+        return (jnp.mean(body_order_penalty(efn, pos, species, mask, order=2, scale=SCALE,
+                                            backend="masks"))
                 + jnp.mean(body_order_penalty(efn, pos, species, mask, order=3,
                                               mode="truncation", scale=SCALE)))
 
@@ -106,14 +111,15 @@ def test_stochastic_estimator_is_unbiased():
     model, params, pos, species, mask = _setup(sizes=(6, 4, 7), seed=3)
     efn = contract_energy_fn(model, params)
     weights = (1.0, 1.0, 1.0, 0.0, 0.0)  # orders 3, 4, 5 only
-    exact = exact_penalty(efn, pos, species, mask, order=2, weights=weights, scale=SCALE)
+    exact = exact_penalty(efn, pos, species, mask, order=2, weights=weights, scale=SCALE,
+                          backend="masks")
 
     @jax.jit
     def estimate(key):  # dispatches to the sampled estimator: clusters > exact_max_atoms
         return body_order_penalty(efn, pos, species, mask, key, order=2, exact_max_atoms=3,
-                                  max_order=5, samples=2, scale=SCALE)
-    keys = jax.random.split(jax.random.PRNGKey(42), 600)
-    est = np.asarray(jax.lax.map(estimate, keys))  # [600, B]
+                                  max_order=5, samples=2, scale=SCALE, backend="masks")
+    keys = jax.random.split(jax.random.PRNGKey(42), 400)
+    est = np.asarray(jax.lax.map(estimate, keys))  # [400, B]
     mean, sem = est.mean(0), est.std(0) / np.sqrt(len(est))
     assert np.all(est.std(0) > 0)  # really random
     np.testing.assert_array_less(np.abs(mean - exact), 4 * sem + 1e-12)
@@ -122,8 +128,10 @@ def test_stochastic_estimator_is_unbiased():
 
 
 def test_subset_energies_are_float64_when_training_float32():
-    """A float32 zoo model is evaluated by its float64 twin inside the regularizer."""
+    """A float32 zoo model is evaluated by its float64 twin in the energy_fn the regularizer
+    (and the engine) sees: same parameters, float64 arithmetic."""
     from jbo import models
+    from jbo.train.losses import structure_energy
     from jbo.train.model import energy_model
 
     module = models.create("soap_bpnn", max_radial=3, max_angular=2, hidden=(8,),
@@ -133,7 +141,10 @@ def test_subset_energies_are_float64_when_training_float32():
     m32 = energy_model(module, params, {1: -13.6}, SCALE, "float32")
     assert m32.module64 is not None and m32.module64.dtype == "float64"
     m64 = energy_model(module.clone(dtype="float64"), params, {1: -13.6}, SCALE, "float64")
-    p64 = cast_tree(params, jnp.float64)
-    a = exact_penalty(contract_energy_fn(m32, params), pos, species, mask, order=2, scale=SCALE)
-    b = exact_penalty(contract_energy_fn(m64, p64), pos, species, mask, order=2, scale=SCALE)
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    args = (pos[0], species[0], mask[0])
+    e_reg = jax.jit(contract_energy_fn(m32, params))(*args)
+    e_64 = jax.jit(contract_energy_fn(m64, cast_tree(params, jnp.float64)))(*args)
+    e_32 = jax.jit(lambda *a: structure_energy(m32, params, *a))(*args)  # training dtype
+    assert e_reg.dtype == jnp.float64
+    assert float(e_reg) == float(e_64)
+    assert abs(float(e_32) - float(e_64)) < 1e-3  # same model, float32 rounding

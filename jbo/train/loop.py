@@ -213,15 +213,20 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
     base, scale = ds.normalization(config, data.train)
     dtype = jnp.dtype(config.dtype)
     mesh = sharding.data_mesh() if config.shard else None
-    bsz = sharding.round_up(min(config.batch_size, len(data.train)), mesh)
+    # batch composition never depends on the device count: arrays are padded with weight-0
+    # rows up to a multiple of it (so sharded and single-device runs see the same data)
+    bsz = min(config.batch_size, len(data.train))
+    bsz_dev = sharding.round_up(bsz, mesh)
     n_max = max(r.n_atoms for r in data.train)
     n_batches = -(-len(data.train) // bsz)
     total_steps = config.epochs * n_batches
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     rc = config.regularizer
-    reg_size = sharding.round_up(min(rc.batch_size, max(len(data.reg), 1)), mesh)
-    reg_nmax = max((r.n_atoms for r in data.reg), default=1)
+    reg_size = min(rc.batch_size, max(len(data.reg), 1))
+    reg_dev = sharding.round_up(reg_size, mesh)
+    train_arr = ds.padded(data.train, len(data.train), n_max)
+    reg_arr = ds.padded(data.reg, len(data.reg)) if rc.lam > 0 else {}
 
     module = module if module is not None else create_module(config.model, config.hypers,
                                                              config.dtype)
@@ -256,9 +261,9 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
         while step < total_steps:
             epoch, pos = divmod(step, n_batches)
             idx = batch_indices(len(data.train), bsz, config.seed, epoch)[pos]
-            batch = ds.padded([data.train[i] for i in idx], bsz, n_max)
-            reg_batch = _reg_batch(data.reg, reg_size, reg_nmax, config.seed, step) \
-                if rc.lam > 0 else {}
+            batch = _take(train_arr, idx, bsz_dev)
+            reg_batch = _take(reg_arr, _reg_indices(len(data.reg), reg_size, config.seed, step),
+                              reg_dev) if rc.lam > 0 else {}
             key = jax.random.fold_in(jnp.asarray(state["key"]), step)
             new_params, new_opt, m = train_step(spec, params, opt_state,
                                                 sharding.shard_batch(batch, mesh),
@@ -326,12 +331,17 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
                        stop_reason, time.perf_counter() - t0)
 
 
-def _reg_batch(reg: list[Record], size: int, n_max: int, seed: int, step: int
-               ) -> dict[str, np.ndarray]:
-    """``size`` training full clusters for the regularizer at ``step`` (a function of both)."""
-    rng = np.random.default_rng([seed, 1, step])
-    pick = rng.choice(len(reg), size=min(size, len(reg)), replace=False)
-    return ds.padded([reg[i] for i in pick], size, n_max)
+def _reg_indices(n: int, size: int, seed: int, step: int) -> np.ndarray:
+    """Which training full clusters the regularizer sees at ``step`` (a function of both)."""
+    return np.random.default_rng([seed, 1, step]).choice(n, size=min(size, n), replace=False)
+
+
+def _take(arrays: dict[str, np.ndarray], idx: np.ndarray, size: int) -> dict[str, np.ndarray]:
+    """Rows ``idx`` of padded arrays, filled up to ``size`` rows with weight-0 copies."""
+    full = np.concatenate([idx, np.full(size - len(idx), idx[0], idx.dtype)])
+    out = {k: v[full] for k, v in arrays.items()}
+    out["weight"] = np.where(np.arange(size) < len(idx), out["weight"], 0.0)
+    return out
 
 
 def _progress(enabled: bool, total: int, initial: int):

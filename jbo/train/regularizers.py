@@ -7,10 +7,10 @@ For a cluster of n atoms with interaction terms ε(S) = Σ_{T⊆S} (−1)^{|S|�
 * ``truncation``: P = ((E − E_MBE(K)) / (n s))²,  E_MBE(K) = Σ_{|S|≤K} ε(S)
 
 Exact mode evaluates the whole subset lattice (2^n energies; H_4..H_8 training clusters need
-at most 256), by default through the engine's batched exhaustive decomposition
-(``backend="engine"``: compact per-size gathers, fastest per step) or as one vmap over N-wide
-subset masks followed by :func:`jbo.lattice.mobius` (``backend="masks"``: the same numbers,
-~2x slower per step but ~10x faster to compile, which wins for short runs). For larger clusters the
+at most 256), through the engine's batched exhaustive decomposition, in its compact layout
+(``backend="engine"``: per-size gathers, fastest per step) or its N-wide mask layout
+(``backend="masks"``: the same numbers, ~2x slower per step but ~10x faster to compile, which
+wins for short runs). For larger clusters the
 ``terms`` penalty is *estimated*: for each order k = K+1..k_max draw m subsets S_1..S_m
 independently and uniformly among the C(n, k) subsets of size k, and use
 
@@ -47,19 +47,14 @@ BACKENDS = ("engine", "masks")
 def exhaustive_terms(energy_fn: EnergyFn, positions, species, mask, backend: str = "engine"
                      ) -> jnp.ndarray:
     """Interaction terms ``[B, 2^N]`` (eV, indexed by bitmask) of a padded batch ``[B, N]``
-    (float64, differentiable; zero on subsets that hold padding atoms)."""
-    if backend == "engine":
-        res = body_orders(energy_fn, positions, species, atom_mask=mask)
-        return jnp.asarray(res.terms, jnp.float64)
-    if backend != "masks":
+    from the engine's batched exhaustive decomposition (float64, differentiable; zero on
+    subsets holding padding atoms). ``backend``: ``"engine"`` = compact layout, ``"masks"`` =
+    the engine's N-wide mask layout."""
+    if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    n = positions.shape[-2]
-    members = jnp.asarray(lattice.bitmask_members(np.arange(1 << n), n))  # [2^N, N]
-
-    def one(pos, sp, m):
-        e = jax.vmap(lambda s: jnp.asarray(energy_fn(pos, sp, m & s), jnp.float64))(members)
-        return lattice.mobius(jnp.where(jnp.any(members & m, -1), e, 0.0), axis=0)
-    return jax.vmap(one)(positions, species, mask)
+    layout = "compact" if backend == "engine" else "masks"
+    res = body_orders(energy_fn, positions, species, atom_mask=mask, layout=layout)
+    return jnp.asarray(res.terms, jnp.float64)
 
 
 def order_weights(n: int, order: int, weights: Sequence[float] = ()) -> np.ndarray:

@@ -1,0 +1,34 @@
+"""Smoke test of experiments/train_body_order_reg.py --quick on a tiny labelled db."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_train_fixtures import write_toy_db
+
+
+@pytest.mark.experiment
+def test_main_job_quick_on_tiny_db(tmp_path):
+    from experiments.train_body_order_reg import parse_args, run
+
+    db = write_toy_db(tmp_path / "toy.db", train_sizes=(4, 4, 5, 5, 4), heldout_sizes=(6,),
+                      forces=False)
+    out = tmp_path / "out"
+    summary = run(parse_args([
+        "--quick", "--db", str(db), "--out", str(out), "--epochs", "2", "--order", "2",
+        "--hypers", json.dumps({"max_radial": 2, "max_angular": 1, "hidden": [4]})]))
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["K"] == 2 and set(saved["runs"]) == {"plain", "regularized"}
+    for name in ("plain", "regularized"):
+        r = saved["runs"][name]
+        assert r["val_mae_mev_per_atom"] > 0
+        assert len(r["test"]["spectrum"]["mean_mev_per_atom"]) == 6
+        assert len(r["test"]["per_cluster"][0]["per_order_ev"]) == 6
+    assert len(saved["reference"]["val"]["spectrum"]["mean_abs_mev_per_atom"]) >= 4
+    assert "accuracy_cost_val_mae_mev_per_atom" in saved["comparison"]
+    assert "test_high_order_sum_abs_mev_per_atom" in summary["comparison"]
+    for png in ("learning_curves.png", "body_order_spectrum.png"):
+        assert (out / png).stat().st_size > 1000
+    assert (out / "runs" / "regularized" / "metrics.csv").exists()
