@@ -114,7 +114,9 @@ class NequIP(ZooModel):
             n_edge=jnp.asarray([senders.shape[0]] + [0] * (n + s - 1), jnp.int32),
             globals=None,
         )
-        out = self.net(graph)[:, 0].astype(dt)  # [N + S]
+        with warnings.catch_warnings():  # jax-md calls deprecated e3nn aliases while tracing
+            warnings.simplefilter("ignore", DeprecationWarning)
+            out = self.net(graph)[:, 0].astype(dt)  # [N + S]
         e = out[:n]
         if not self.use_bias:
             e = e - out[n:][idx]
