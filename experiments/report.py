@@ -50,7 +50,8 @@ BIAS_NOTE = ("The zoo models predict exactly their `atom_energies` (here 0) for 
              "(`use_bias=False`), so in section 2 every model's E^(1) is n·c_H with c_H the "
              "least-squares composition baseline of its training rows: identical across models "
              "and only nudged by adding isolated atoms. With `use_bias=True` the readout bias "
-             "makes the one-body energy learnable:")
+             "makes the one-body energy learnable for SOAP-BPNN, linear ACE and MACE (PET's "
+             "isolated atom keeps its baseline by construction, whatever `use_bias`):")
 
 
 def _load(results: Path) -> dict:
@@ -199,10 +200,9 @@ def generalization_section(r: dict, rel: str) -> str:
                             f"{_f(x['high_order_weight'], 2)} and the H_9..H_12 error "
                             f"{_f(b['heldout_mae'])} → {_f(x['heldout_mae'])} meV/atom "
                             f"(test {_f(b['test_mae'])} → {_f(x['test_mae'])}).")
-    if r.get("train_body_order_reg"):
-        read.append("The main regularized training job's own summary is carried in "
-                    "`generalization.json` (key `train_body_order_reg`); see "
-                    "`results/train_body_order_reg/`.")
+    if r["rows"]:
+        read.append(f"The reference's own w_>2 on the same test clusters is "
+                    f"{_f(r['rows'][0]['ref_high_order_weight'], 2)}.")
     lines += ["", "MAE in meV/atom. λ = 0: unregularized.", "",
               "**Reading.** " + " ".join(read), "", _figs("generalization", r, rel)]
     return "\n".join(lines)
@@ -258,6 +258,11 @@ def build(results: Path, rel: str = ".", quick: bool = False, note: str = "") ->
                      ("generalization", generalization_section)):
         if name in res:
             parts += ["", fn(res[name], rel)]
+        if name == "generalization" and (results / "train_body_order_reg" / "summary.json").exists():
+            parts += ["", "The main body-order-regularized training job "
+                      "(`python -m experiments.train_body_order_reg`, owned by the training "
+                      f"work) reports its own runs in `{rel}/train_body_order_reg/summary.json` "
+                      "and figures next to it."]
         if name == "body_order_trends" and "body_order_trends_bias" in res:
             parts += ["", BIAS_NOTE, "", trends_section(
                 res["body_order_trends_bias"], rel, "body_order_trends_bias",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -84,6 +85,7 @@ def _draw_curves(ax, series: Mapping[str, tuple[Sequence[float], Sequence[float]
         ax.plot(np.asarray(x, float), y, label=label, **st)
     if logx:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if logy:
         ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
