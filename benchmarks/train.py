@@ -31,7 +31,7 @@ from jbo.train import dataset as ds  # noqa: E402
 from jbo.train.loop import OptSpec, StepSpec, _init_opt, train_step  # noqa: E402
 from jbo.train.model import create_module, energy_model, init_params  # noqa: E402
 
-DEFAULT_HYPERS = {"max_radial": 4, "max_angular": 3, "hidden": [32, 32]}
+DEFAULT_HYPERS = {"max_radial": 6, "max_angular": 4, "hidden": [64, 64]}  # the experiment's
 
 
 def _synthetic(n: int = 8, count: int = 32) -> list[Record]:

@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hypers", default=None, help="model hyperparameters (JSON); default: a "
                    "small model that trains in minutes on a laptop CPU")
     p.add_argument("--makeup", default="full", help="full | up_to:M | ...+atoms | all")
-    p.add_argument("--lam", type=float, default=1.0, help="regularizer strength λ")
+    p.add_argument("--lam", type=float, default=0.1, help="regularizer strength λ")
     p.add_argument("--order", type=int, default=2, help="K: orders k > K are penalized")
     p.add_argument("--reg-mode", default="terms", choices=["terms", "truncation"])
     p.add_argument("--reg-batch", type=int, default=4, help="clusters per step in the penalty")
@@ -91,12 +91,26 @@ def _configs(args) -> dict[str, TrainConfig]:
                                         regularizer=reg)}
 
 
+def _stats(per_order, n, order: int, eps_sq=None) -> dict:
+    return {"spectrum": spectrum_summary(per_order, n),
+            "high_order": high_order_stats(per_order, n, order, eps_sq)}
+
+
+def _by_regime(rows, per_order, n, order: int, eps_sq=None) -> dict:
+    out = {}
+    for regime in sorted({r.regime for r in rows}):
+        sel = np.array([r.regime == regime for r in rows])
+        out[regime] = _stats(per_order[sel], n[sel], order,
+                             None if eps_sq is None else eps_sq[sel])
+    return out
+
+
 def _spectra(res, params, rows, order: int, layout: str) -> dict:
     dec = model_per_order(res.model, params, rows, layout=layout)
-    return {"spectrum": spectrum_summary(dec["per_order"], dec["n"]),
-            "high_order": high_order_stats(dec["per_order"], dec["n"], order, dec.get("eps_sq")),
-            "per_cluster": [{"cluster": r.cluster, "n": int(n), "per_order_ev": p[:n].tolist()}
-                            for r, p, n in zip(rows, dec["per_order"], dec["n"])]}
+    per, n, sq = dec["per_order"], dec["n"], dec.get("eps_sq")
+    return {**_stats(per, n, order, sq), "by_regime": _by_regime(rows, per, n, order, sq),
+            "per_cluster": [{"cluster": r.cluster, "regime": r.regime, "n": int(k),
+                             "per_order_ev": p[:k].tolist()} for r, p, k in zip(rows, per, n)]}
 
 
 def run(args) -> dict:
@@ -143,8 +157,8 @@ def run(args) -> dict:
                         for r in val_rows])
         sq = np.array([np.pad(ref[r.cluster]["eps_sq"], (0, k - len(ref[r.cluster]["eps_sq"])))
                        for r in val_rows])
-        summary["reference"] = {"val": {"spectrum": spectrum_summary(per, n),
-                                        "high_order": high_order_stats(per, n, args.order, sq),
+        summary["reference"] = {"val": {**_stats(per, n, args.order, sq),
+                                        "by_regime": _by_regime(val_rows, per, n, args.order, sq),
                                         "clusters": [r.cluster for r in val_rows]}}
     p, r = summary["runs"]["plain"], summary["runs"]["regularized"]
     summary["comparison"] = _compare(p, r)
@@ -160,14 +174,22 @@ def run(args) -> dict:
 
 
 def _compare(p: dict, r: dict) -> dict:
-    c = {"accuracy_cost_val_mae_mev_per_atom": r["val_mae_mev_per_atom"]
-         - p["val_mae_mev_per_atom"]}
+    """Regularized vs plain: accuracy cost (meV/atom) and high-order (k > K) content."""
+    c = {f"accuracy_cost_{w}_mae_mev_per_atom": r[f"{w}_mae_mev_per_atom"]
+         - p[f"{w}_mae_mev_per_atom"] for w in ("val", "test")
+         if p[f"{w}_mae_mev_per_atom"] is not None and r[f"{w}_mae_mev_per_atom"] is not None}
     for where in ("test", "val"):
-        if p.get(where) and r.get(where):
-            hp, hr = p[where]["high_order"], r[where]["high_order"]
-            for key in hp:
-                c[f"{where}_high_order_{key}"] = {"plain": hp[key], "regularized": hr[key],
-                                                  "ratio": hr[key] / max(hp[key], 1e-300)}
+        if not (p.get(where) and r.get(where)):
+            continue
+        hp, hr = p[where]["high_order"], r[where]["high_order"]
+        for key in hp:
+            c[f"{where}_high_order_{key}"] = {"plain": hp[key], "regularized": hr[key],
+                                              "ratio": hr[key] / max(hp[key], 1e-300)}
+        for regime, sp in p[where]["by_regime"].items():
+            a = sp["high_order"]["sum_abs_mev_per_atom"]
+            b = r[where]["by_regime"][regime]["high_order"]["sum_abs_mev_per_atom"]
+            c[f"{where}_{regime}_high_order_sum_abs_mev_per_atom"] = {
+                "plain": a, "regularized": b, "ratio": b / max(a, 1e-300)}
     if "test_high_order_sum_abs_mev_per_atom" in c:
         d = c["test_high_order_sum_abs_mev_per_atom"]
         c["regularized_has_smaller_high_order_on_test"] = d["regularized"] < d["plain"]
@@ -185,9 +207,13 @@ def _plots(out: Path, runs: dict, summary: dict, order: int) -> None:
         ep = [h["epoch"] + 1 for h in res.history]
         ax[0].semilogy(ep, [h["train_loss"] for h in res.history], color=colors[name],
                        label=f"{name} (total)")
-        if res.config.regularizer.lam > 0:
+        rc = res.config.regularizer
+        if rc.lam > 0:
+            ax[0].semilogy(ep, [h["train_loss"] - rc.lam * rc.every * h["reg"]
+                                for h in res.history], ":", color=colors[name],
+                           label=f"{name} (energy part)")
             ax[0].semilogy(ep, [max(h["reg"], 1e-300) for h in res.history], "--",
-                           color=colors[name], label=f"{name} penalty")
+                           color=colors[name], label=f"{name} penalty P (λ={rc.lam:g})")
         ax[1].semilogy(ep, [h["val_mae"] for h in res.history], color=colors[name], label=name)
     ax[0].set(xlabel="epoch", ylabel="training loss (units of s²)", title="training loss")
     ax[1].set(xlabel="epoch", ylabel="validation MAE (meV/atom)", title="validation error")

@@ -255,6 +255,8 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
     best_val, bad = float(state["best_val"]), int(state["bad_epochs"])
     best_params = state["best_params"]
     stop_reason = "max_steps" if step0 >= total_steps else "epochs"
+    if config.patience is not None and bad >= config.patience and step0 % n_batches == 0:
+        total_steps, stop_reason = step0, f"early stopping after epoch {step0 // n_batches - 1}"
     pbar = _progress(config.progress, total_steps, step0)
     step = step0
     try:

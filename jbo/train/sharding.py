@@ -1,14 +1,23 @@
 """Data parallelism with ``jax.sharding``: batch axis split over devices, parameters replicated.
 
-Works unchanged on any set of local devices (CPU, GPU, TPU). On a Colab TPU runtime::
-
-    pip install "jax[tpu]" -e .        # then, in the notebook
-    from jbo.train import TrainConfig, train
-    train(TrainConfig(shard=True, batch_size=64, ...))   # batch_size divisible by 8 cores
-
 ``jax.jit`` partitions the step from the input shardings (GSPMD): each device computes its
-slice of the per-structure losses and the reductions become all-reduces. To test on a CPU-only
-machine, set ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` *before* importing jax.
+slice of the per-structure losses (and of the regularizer's clusters) and the reductions become
+all-reduces. The batch composition never depends on the device count (arrays are padded with
+weight-0 rows to a multiple of it), so a sharded run reproduces the single-device losses to
+rounding. The same code runs on any set of local devices (CPU, GPU, TPU).
+
+Colab TPU (unchanged code): Runtime > Change runtime type > TPU, then in a cell::
+
+    !git clone <this repo> jbo && pip install -q -e jbo "jax[tpu]"
+    import jax; print(jax.devices())          # 8 TPU cores (restart the runtime if not)
+    from jbo.train import TrainConfig, train
+    train(TrainConfig(db="jbo/data/h_clusters.db", shard=True, batch_size=64,
+                      dtype="float32", out_dir="run"))
+    # or: !jbo train --db jbo/data/h_clusters.db --shard --dtype float32 --out run
+
+TPUs emulate float64 slowly: train the model in float32 (the regularizer's subset energies and
+Möbius sums stay float64 by design). To test sharding on a CPU-only machine, set
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` *before* importing jax.
 """
 
 from __future__ import annotations
