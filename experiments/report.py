@@ -96,17 +96,19 @@ def reference_section(r: dict, rel: str) -> str:
         read.append(f"{reg}: {100 * sp['fraction_not_lowest']:.1f}% of the labelled structures "
                     "have a spin ground state above the lowest multiplicity.")
     for cid, res in lim["clusters"].items():
-        parts = []
+        parts, vanish, spurious = [], [], []
         for m, rows_ in res.items():
             last = rows_[-1]
             hi = max(abs(x) for x in last["per_order"][1:]) * 1e3
+            (vanish if hi < 1e-3 else spurious).append(m)
             parts.append(f"{m}: E(A∪B)−E(A)−E(B) = {_f(last['binding'] * 1e3)} meV, "
                          f"max |E^(k≥2)| = {_f(hi)} meV")
         read.append(f"Atomic limit ({cid} stretched ×{lim['stretches'][-1]:g}): "
-                    + "; ".join(parts) + ". Only a size-consistent choice (FCI in its spin "
-                    "ground state) makes the interaction terms vanish; restricted HF at the "
-                    "lowest multiplicity leaves spurious terms of every order (on the log plots, "
-                    "values below 10⁻⁶ meV — zero to round-off — are not drawn).")
+                    + "; ".join(parts) + f". The interaction terms vanish for "
+                    f"{', '.join(vanish) or 'no method'}; {', '.join(spurious) or 'none'} "
+                    "leaves spurious terms of every order, which a model trained on such labels "
+                    "would have to learn (on the log plots, values below 10⁻⁶ meV — zero to "
+                    "round-off — are not drawn).")
     lines += ["**Reading.** " + " ".join(read), "", _figs("reference_mbe", r, rel)]
     return "\n".join(lines)
 
