@@ -109,7 +109,8 @@ def body_orders(
 
     Args:
       energy_fn: ``(positions[N,3], species[N], mask[N] bool) -> scalar`` energy (eV) of the
-        atoms where mask is True, as if the others did not exist.
+        atoms where mask is True, as if the others did not exist. If it has a ``validate(
+        positions, species, mask)`` method (zoo models do), it is called on concrete input.
       positions: ``[N, 3]`` or ``[B, N, 3]`` (Å).
       species: ``[N]`` / ``[B, N]`` atomic numbers (default: all hydrogen).
       max_order: highest order K (default N: the full expansion).
@@ -131,6 +132,9 @@ def body_orders(
     concrete = geometry.is_concrete(pos, spec, amask)
     if concrete:
         geometry.check_values(pos, spec, amask, min_distance)
+        validate = getattr(energy_fn, "validate", None)  # e.g. a model's known species
+        if validate is not None:
+            validate(pos, spec, amask)
     k = n if max_order is None else int(max_order)
     if not 1 <= k <= n:
         raise ValueError(

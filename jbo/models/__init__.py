@@ -157,10 +157,15 @@ class EnergyFn:
         self._energy = jax.jit(module.apply)
         self._atomic = jax.jit(functools.partial(module.apply, method="atomic_energies"))
 
+    def validate(self, positions, species, mask) -> None:
+        """Raise ValueError for present atoms of an element the model does not know (concrete
+        inputs; the engine calls this once per decomposition, before tracing)."""
+        layers.check_species(species, mask, self.module.species)
+
     def __call__(self, positions, species, mask=None):
         if mask is None:
             mask = jnp.ones(jnp.shape(species), bool)
-        layers.check_species(species, mask, self.module.species)
+        self.validate(positions, species, mask)
         return self._energy(self.params, positions, species, mask)
 
     def atomic_energies(self, positions, species, mask=None):
