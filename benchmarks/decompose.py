@@ -27,6 +27,8 @@ import jbo  # noqa: F401
 from jbo import lattice, potentials
 from jbo.decompose import body_orders, connected_plan
 
+from benchmarks.common import best_time
+
 CUTOFF = 2.5
 
 
@@ -55,16 +57,6 @@ def energy_function(model: str | None):
     return models.energy_fn(module, params), model
 
 
-def timed(fn, repeat: int = 3) -> float:
-    jax.block_until_ready(fn())  # compile / warm up
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def naive(single, pos: np.ndarray) -> np.ndarray:
     """One jitted call per subset on the extracted subcluster, then Möbius: the naive way."""
     n = len(pos)
@@ -81,7 +73,7 @@ def bench_exhaustive(fn, sizes, naive_max: int) -> list[dict]:
     for n in sizes:
         pos = h_system(n, 0.09, n)
         engine = jax.jit(lambda p: body_orders(fn, p).per_order)
-        t_engine = timed(lambda: engine(pos))
+        t_engine = best_time(lambda: engine(pos))
         row = {"n_atoms": n, "subsets": 2**n - 1, "engine_s": t_engine,
                "engine_subsets_per_s": (2**n - 1) / t_engine}
         if n <= naive_max:

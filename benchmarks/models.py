@@ -19,11 +19,12 @@ import platform
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import jbo  # noqa: F401  (float64)
 from jbo import models
+
+from benchmarks.common import best_time
 
 N_ATOMS = 8
 
@@ -37,17 +38,6 @@ def h_cluster(n: int = N_ATOMS, seed: int = 0, box: float = 3.0, dmin: float = 0
         if all(np.linalg.norm(p - q) >= dmin for q in pts):
             pts.append(p)
     return np.array(pts)
-
-
-def best_time(fn, repeat: int) -> float:
-    """Best wall time (s) of ``fn()`` over ``repeat`` runs, after one warm-up call."""
-    jax.block_until_ready(fn())
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:

@@ -107,10 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                   test_clusters=cells[0]["tests"]["test"]["cluster"] if cells else [],
                   summary=[summarize(c) for c in cells], cells=[c["key"] for c in cells])
     result["figures"] = figures(cells, out)
-    result["seconds"] = time.perf_counter() - t0
-    common.write_json(out / f"{NAME}.json", result)
-    print(f"{NAME}: {len(cells)} cells in {result['seconds']:.0f} s -> {out}")
-    return result
+    return common.finish(NAME, result, out, t0, len(cells))
 
 
 if __name__ == "__main__":

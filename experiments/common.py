@@ -137,6 +137,14 @@ def write_json(path: str | Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
+def finish(name: str, result: dict, out: Path, t0: float, n_cells: int) -> dict:
+    """Stamp the wall time, write ``out/NAME.json`` and say where it went."""
+    result["seconds"] = time.perf_counter() - t0
+    write_json(out / f"{name}.json", result)
+    print(f"{name}: {n_cells} cells in {result['seconds']:.0f} s -> {out}")
+    return result
+
+
 def _jsonable(x):
     if isinstance(x, np.ndarray):
         return x.tolist()

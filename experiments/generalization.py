@@ -126,10 +126,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     result = dict(db=args.db, quick=args.quick, config=vars(args), rows=rows,
                   cells=[c["key"] for c in cells], train_body_order_reg=training_summary())
     result["figures"] = figures(rows, out) if rows else []
-    result["seconds"] = time.perf_counter() - t0
-    common.write_json(out / f"{NAME}.json", result)
-    print(f"{NAME}: {len(cells)} cells in {result['seconds']:.0f} s -> {out}")
-    return result
+    return common.finish(NAME, result, out, t0, len(cells))
 
 
 if __name__ == "__main__":
