@@ -59,12 +59,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--order", type=int, default=2, help="K: orders k > K are penalized")
     p.add_argument("--reg-mode", default="truncation", choices=["terms", "truncation"],
                    help="truncation: λ((E − E_MBE(K))/(n s))², exact from subsets of size <= K "
-                   "(~1.2x a plain step); terms: λ Σ_{k>K} Σ_{|S|=k} ε(S)²/(n s²), exact over "
-                   "all 2^n subsets (~20x; see benchmarks/train.py)")
+                   "(~2.5x a plain step); terms: λ Σ_{k>K} Σ_{|S|=k} ε(S)²/(n s²), exact over "
+                   "all 2^n subsets (~15x; see benchmarks/train.py)")
     p.add_argument("--reg-batch", type=int, default=4, help="clusters per step in the penalty")
     p.add_argument("--backend", default=None, choices=["engine", "masks"],
                    help="subset-lattice layout of the penalty: engine (compact, fastest steps; "
-                   "default) or masks (~10x faster to compile; default with --quick)")
+                   "default) or masks (3-10x faster to compile; default with --quick)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)

@@ -9,8 +9,11 @@ For a cluster of n atoms with interaction terms ε(S) = Σ_{T⊆S} (−1)^{|S|�
 Exact mode evaluates the whole subset lattice (2^n energies; H_4..H_8 training clusters need
 at most 256), through the engine's batched exhaustive decomposition, in its compact layout
 (``backend="engine"``: per-size gathers, fastest per step) or its N-wide mask layout
-(``backend="masks"``: the same numbers, ~2x slower per step but ~10x faster to compile, which
-wins for short runs). For larger clusters the
+(``backend="masks"``: the same numbers, 2-4x slower per step but 3-10x faster to compile,
+which wins for short runs). Measured cost (``benchmarks/train.py``, SOAP-BPNN, 16-structure
+batch, 4 H_8 clusters in the penalty, 2-core CPU): ``terms`` 14-15x a plain step with the
+compact layout (``RegularizerConfig.every = 7`` amortizes it to <= 3x), ``truncation``
+2.5-3x. For larger clusters the
 ``terms`` penalty is *estimated*: for each order k = K+1..k_max draw m subsets S_1..S_m
 independently and uniformly among the C(n, k) subsets of size k, and use
 
