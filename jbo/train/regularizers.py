@@ -13,8 +13,9 @@ at most 256), through the engine's batched exhaustive decomposition, in its comp
 which wins for short runs). Measured cost (``benchmarks/train.py``, SOAP-BPNN, 16-structure
 batch, 4 H_8 clusters in the penalty, 2-core CPU): ``terms`` 14-15x a plain step with the
 compact layout (``RegularizerConfig.every = 7`` amortizes it to <= 3x), ``truncation``
-2.5-3x. For larger clusters the
-``terms`` penalty is *estimated*: for each order k = K+1..k_max draw m subsets S_1..S_m
+2.5-3x.
+
+For larger clusters the ``terms`` penalty is *estimated*: for each order k = K+1..k_max draw m subsets S_1..S_m
 independently and uniformly among the C(n, k) subsets of size k, and use
 
     Σ̂_k = C(n, k) · (1/m) Σ_j ε(S_j)²,    E[Σ̂_k] = Σ_{|S|=k} ε(S)²   (unbiased),
