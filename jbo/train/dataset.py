@@ -32,6 +32,13 @@ def prepare(config: TrainConfig, records: list[Record] | None = None) -> Dataset
     records = read_db(config.db) if records is None else records
     if not records:
         raise ValueError(f"{config.db} holds no status='ok' rows")
+    seen: set[tuple[str, int]] = set()
+    for r in records:
+        if (r.cluster, r.subset) in seen:
+            raise ValueError(f"{config.db} labels {r.cluster} subset {r.subset} more than once "
+                             "(several methods or bases?); select one, e.g. "
+                             "read_db(db, method='fci') and pass records=")
+        seen.add((r.cluster, r.subset))
     train_ids, val_ids = split_by_cluster(records, config.val_fraction, config.split_seed)
     pool = [r for r in records if r.split == "train"]
     train = select_makeup([r for r in pool if r.cluster in train_ids], config.makeup)
