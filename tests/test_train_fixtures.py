@@ -6,7 +6,6 @@ interaction terms at every body order. Imported by the other tests/test_train*.p
 
 from __future__ import annotations
 
-from itertools import combinations
 from pathlib import Path
 
 import flax.linen as nn
