@@ -35,18 +35,6 @@ def popcount(x):
     return count
 
 
-def bitmask_members(masks, n: int):
-    """Boolean membership ``[..., n]`` of bitmasks ``masks[...]`` (bit i = atom i)."""
-    xp = jnp if isinstance(masks, jnp.ndarray) and not isinstance(masks, np.ndarray) else np
-    masks = xp.asarray(masks).astype(xp.int64)
-    return ((masks[..., None] >> xp.arange(n)) & 1).astype(bool)
-
-
-def lattice_size(n: int) -> int:
-    """Number of entries ``2**n`` of the full subset lattice of ``n`` atoms (empty set included)."""
-    return 1 << n
-
-
 def _n_from_length(length: int) -> int:
     n = length.bit_length() - 1
     if length != 1 << n:
