@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hypers", default=None, help="model hyperparameters (JSON); default: a "
                    "small model that trains in minutes on a laptop CPU")
     p.add_argument("--makeup", default="full", help="full | up_to:M | ...+atoms | all")
+    p.add_argument("--baseline-from-atoms", action="store_true",
+                   help="composition baseline = the isolated-atom energies of the training set "
+                   "(needs a makeup with +atoms); default: least-squares fit")
     p.add_argument("--lam", type=float, default=1.0, help="regularizer strength λ")
     p.add_argument("--order", type=int, default=2, help="K: orders k > K are penalized")
     p.add_argument("--reg-mode", default="truncation", choices=["terms", "truncation"],
@@ -89,7 +92,8 @@ def _configs(args) -> dict[str, TrainConfig]:
     base = TrainConfig(db=args.db, model=args.model, hypers=args.hypers, makeup=args.makeup,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        force_weight=args.force_weight, seed=args.seed, resume=False,
-                       progress=args.progress, tensorboard=True)
+                       progress=args.progress, tensorboard=True,
+                       baseline_from_atoms=args.baseline_from_atoms)
     reg = RegularizerConfig(lam=args.lam, order=args.order, mode=args.reg_mode,
                             batch_size=args.reg_batch, backend=args.backend)
     return {"plain": base.replace(out_dir=f"{args.out}/runs/plain"),

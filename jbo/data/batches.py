@@ -205,6 +205,23 @@ def fit_composition_baseline(records: Sequence[Record], ridge: float = 1e-10
     return {z: float(c) for z, c in zip(zs, coef)}
 
 
+def isolated_atom_baseline(records: Sequence[Record]) -> dict[int, float]:
+    """Energy per element (eV) read off the isolated-atom rows (mean over them, which are
+    identical for a size-consistent reference). Raises ValueError for an element without one."""
+    zs = sorted({int(z) for r in records for z in r.species})
+    atoms: dict[int, list[float]] = {}
+    for r in records:
+        if r.n_atoms == 1:
+            atoms.setdefault(int(r.species[0]), []).append(r.energy)
+    missing = [z for z in zs if z not in atoms]
+    if missing:
+        raise ValueError(
+            f"baseline_from_atoms needs isolated-atom rows for elements {missing} in the training "
+            "set; use a makeup with '+atoms' (e.g. 'up_to:4+atoms') or 'all'"
+        )
+    return {z: float(np.mean(atoms[z])) for z in zs}
+
+
 def batch_indices(n: int, batch_size: int, key_seed: int, epoch: int, shuffle: bool = True
                   ) -> list[np.ndarray]:
     """Index arrays of one epoch; the permutation depends only on (key_seed, epoch).

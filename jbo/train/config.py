@@ -75,6 +75,10 @@ class TrainConfig:
     energy_weight: float = 1.0
     force_weight: float = 0.0
     baseline: bool = True  # fit a composition baseline Σ_Z c_Z n_Z and learn the residual
+    # take c_Z from the isolated-atom rows of the training set instead of a least-squares fit:
+    # zoo models (no biases) predict exactly c_Z for an isolated atom, so this makes the
+    # model's E^(1) the reference's (needs a makeup with '+atoms' or 'all')
+    baseline_from_atoms: bool = False
     normalize: bool = True  # scale model output by the std of per-atom residual energies
     patience: int | None = None  # early stopping: epochs without validation improvement
     regularizer: RegularizerConfig = dataclasses.field(default_factory=RegularizerConfig)

@@ -6,7 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from jbo.data.batches import (Record, fit_composition_baseline, pad_records, read_db,
+from jbo.data.batches import (Record, fit_composition_baseline, isolated_atom_baseline,
+                              pad_records, read_db,
                               select_makeup, split_by_cluster)
 from jbo.train.config import TrainConfig
 
@@ -61,7 +62,12 @@ def normalization(config: TrainConfig, train: list[Record]) -> tuple[dict[int, f
     off or the residuals are constant).
     """
     zs = sorted({int(z) for r in train for z in r.species})
-    base = fit_composition_baseline(train) if config.baseline else {z: 0.0 for z in zs}
+    if not config.baseline:
+        base = {z: 0.0 for z in zs}
+    elif config.baseline_from_atoms:
+        base = isolated_atom_baseline(train)
+    else:
+        base = fit_composition_baseline(train)
     res = np.array([(r.energy - sum(base[int(z)] for z in r.species)) / r.n_atoms
                     for r in train])
     scale = float(res.std()) if config.normalize else 1.0
