@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import jbo  # noqa: E402,F401  (float64)
+from jbo.cli import add_makeup_and_regularizer_args  # noqa: E402
 from jbo.data.batches import read_db  # noqa: E402
 from jbo.train import RegularizerConfig, TrainConfig, evaluate, train  # noqa: E402
 from jbo.train.analysis import (high_order_stats, model_per_order,  # noqa: E402
@@ -54,17 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="soap_bpnn", help="any of jbo.models.available()")
     p.add_argument("--hypers", default=None, help="model hyperparameters (JSON); default: a "
                    "small model that trains in minutes on a laptop CPU")
-    p.add_argument("--makeup", default="full", help="full | up_to:M | ...+atoms | all")
-    p.add_argument("--baseline-from-atoms", action="store_true",
-                   help="composition baseline = the isolated-atom energies of the training set "
-                   "(needs a makeup with +atoms); default: least-squares fit")
-    p.add_argument("--lam", type=float, default=1.0, help="regularizer strength λ")
-    p.add_argument("--order", type=int, default=2, help="K: orders k > K are penalized")
-    p.add_argument("--reg-mode", default="truncation", choices=["terms", "truncation"],
-                   help="truncation: λ((E − E_MBE(K))/(n s))², exact from subsets of size <= K "
-                   "(~2.5x a plain step); terms: λ Σ_{k>K} Σ_{|S|=k} ε(S)²/(n s²), exact over "
-                   "all 2^n subsets (~15x; see benchmarks/train.py)")
-    p.add_argument("--reg-batch", type=int, default=4, help="clusters per step in the penalty")
+    add_makeup_and_regularizer_args(p, lam=1.0)
     p.add_argument("--backend", default=None, choices=["engine", "masks"],
                    help="subset-lattice layout of the penalty: engine (compact, fastest steps; "
                    "default) or masks (3-10x faster to compile; default with --quick)")

@@ -26,6 +26,23 @@ Energies are in eV (per atom in meV/atom where stated), lengths in Å. See docs/
 for the ase.db schema the dataset follows."""
 
 
+def add_makeup_and_regularizer_args(p: argparse.ArgumentParser, lam: float) -> None:
+    """The dataset-makeup and body-order-regularizer options shared by ``jbo train`` and the
+    main job (``experiments.train_body_order_reg``); ``lam`` is the default strength."""
+    p.add_argument("--makeup", default="full", help="training rows: full | up_to:M (add "
+                   "subclusters of 2..M atoms) | ...+atoms (add isolated atoms) | all")
+    p.add_argument("--baseline-from-atoms", action="store_true",
+                   help="composition baseline = the isolated-atom energies of the training set "
+                   "(needs a makeup with +atoms); default: least-squares fit")
+    p.add_argument("--lam", type=float, default=lam, help="body-order regularizer strength λ")
+    p.add_argument("--order", type=int, default=2, help="regularizer order K: penalize k > K")
+    p.add_argument("--reg-mode", default="truncation", choices=["terms", "truncation"],
+                   help="truncation: λ((E − E_MBE(K))/(n s))², from subsets of size <= K "
+                   "(~2.5x a plain step); terms: λ Σ_{k>K} Σ_{|S|=k} ε(S)²/(n s²) over all "
+                   "2^n subsets (~15x; amortize with RegularizerConfig.every)")
+    p.add_argument("--reg-batch", type=int, default=4, help="clusters per penalty evaluation")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jbo", description="Measure and control the body order of ML interatomic "
@@ -42,23 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="soap_bpnn", help="registered model (jbo.models.available())")
     t.add_argument("--hypers", default="{}", help="model hyperparameters as JSON, e.g. "
                    "'{\"max_radial\": 4}'")
-    t.add_argument("--makeup", default="full", help="training rows: full | up_to:M (add "
-                   "subclusters of 2..M atoms) | ...+atoms (add isolated atoms) | all")
     t.add_argument("--epochs", type=int, default=100)
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (Adam)")
     t.add_argument("--schedule", default="cosine", choices=["constant", "cosine", "exponential"])
     t.add_argument("--force-weight", type=float, default=0.0,
                    help="weight of the force loss relative to the per-atom energy loss")
-    t.add_argument("--lam", type=float, default=0.0, help="body-order regularizer strength λ")
-    t.add_argument("--order", type=int, default=2, help="regularizer order K: penalize k > K")
-    t.add_argument("--reg-mode", default="truncation", choices=["terms", "truncation"],
-                   help="truncation: λ((E − E_MBE(K))/(n s))², from subsets of size <= K "
-                   "(~2.5x a plain step); terms: λ Σ_{k>K} Σ_{|S|=k} ε(S)²/(n s²) over all "
-                   "2^n subsets (~15x; use --reg-every)")
+    add_makeup_and_regularizer_args(t, lam=0.0)
     t.add_argument("--reg-every", type=int, default=1,
                    help="evaluate the penalty every n-th step only, weighted by n")
-    t.add_argument("--reg-batch", type=int, default=4, help="clusters per penalty evaluation")
     t.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     t.add_argument("--val-fraction", type=float, default=0.2)
     t.add_argument("--patience", type=int, default=None, help="early stopping (epochs)")
@@ -90,6 +99,7 @@ def _train(args) -> int:
 
     cfg = TrainConfig(
         db=args.db, model=args.model, hypers=json.loads(args.hypers), makeup=args.makeup,
+        baseline_from_atoms=args.baseline_from_atoms,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
         force_weight=args.force_weight, dtype=args.dtype, val_fraction=args.val_fraction,
         patience=args.patience, seed=args.seed, shard=args.shard, out_dir=args.out,
