@@ -81,12 +81,12 @@ def figures(cells: list[dict], out, k_max: int = K_SHOW) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     p = common.parser(NAME, __doc__)
-    common.add_training_args(p, models="soap_bpnn,linear_ace,pet",
-                             makeups="full,up_to:2,up_to:4,up_to:4+atoms")
+    common.add_training_args(p, models="soap_bpnn,linear_ace,pet,mace,nequip",
+                             makeups="full,up_to:2,up_to:4,up_to:4+atoms", seeds="0,1")
     p.add_argument("--n-train", type=int, default=None, help="training parents (default all)")
     args = p.parse_args(argv)
     if args.quick:
-        args.models, args.makeups = ["linear_ace"], ["full", "up_to:4+atoms"]
+        args.models, args.makeups, args.seeds = ["linear_ace"], ["full", "up_to:4+atoms"], [0]
         args.steps, args.max_test, args.n_train, args.max_train_atoms = 60, 6, 6, 6
     out = common.out_dir(args, NAME)
     t0 = time.perf_counter()

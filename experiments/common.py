@@ -71,7 +71,7 @@ def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
 
 
 def add_training_args(p: argparse.ArgumentParser, *, models: str, makeups: str,
-                      seeds: str = "0", steps: int = 500) -> None:
+                      seeds: str = "0", steps: int = 2000) -> None:
     """Options of the studies that train models (defaults are the full run's)."""
     p.add_argument("--models", type=_csv, default=_csv(models), help="comma-separated zoo names")
     p.add_argument("--makeups", type=_csv, default=_csv(makeups),
@@ -248,7 +248,7 @@ class Cell:
     makeup: str = "all"
     n_train: int | None = None  # training parents (None: all)
     seed: int = 0
-    steps: int = 500
+    steps: int = 2000
     lam: float = 0.0            # body-order regularizer strength (0: off)
     reg_order: int = 2
     regimes: tuple[str, ...] | None = None  # training regimes (None: all)
@@ -282,7 +282,7 @@ def train_cell(cell: Cell, data: Data):
     """Train ``cell``; returns (contract energy_fn in eV, info dict)."""
     import jax
 
-    from jbo.data.batches import select_makeup
+    from jbo.data.batches import parse_makeup, select_makeup
     from jbo.train import RegularizerConfig, TrainConfig, train
     from jbo.train.losses import contract_energy_fn
 
@@ -294,16 +294,23 @@ def train_cell(cell: Cell, data: Data):
     epochs = max(1, math.ceil(cell.steps / n_batches))
     reg = RegularizerConfig(lam=cell.lam, order=cell.reg_order, batch_size=4) if cell.lam \
         else RegularizerConfig()
+    # A zoo model predicts exactly its composition baseline for an isolated atom, so with
+    # isolated atoms in the makeup the baseline is theirs (else isolated-atom rows could not
+    # move E^(1)); without them it is the least-squares fit to the training rows.
+    atoms = parse_makeup(cell.makeup)[1]
     cfg = TrainConfig(db=data.db, model=cell.model, hypers=cell.hypers(),
                       makeup=cell.makeup, val_fraction=0.0, seed=cell.seed, epochs=epochs,
                       batch_size=bsz, lr=cell.lr, progress=False, tensorboard=False,
-                      shard=len(jax.local_devices()) > 1, regularizer=reg)
+                      shard=len(jax.local_devices()) > 1, regularizer=reg,
+                      baseline_from_atoms=atoms)
     t0 = time.perf_counter()
     res = train(cfg, records=recs)
     info = dict(n_train_parents=len(parents), n_train_rows=len(rows), epochs=epochs,
                 steps=int(res.history[-1]["step"]), train_seconds=time.perf_counter() - t0,
                 train_mae=float(res.history[-1]["train_mae"]), devices=len(jax.local_devices()),
-                hypers=cell.hypers())
+                hypers=cell.hypers(), baseline_from_atoms=atoms,
+                baseline={str(z): res.model.baseline[z]  # eV per atom
+                          for z in sorted({int(z) for r in rows for z in r.species})})
     return contract_energy_fn(res.model, res.params), info
 
 

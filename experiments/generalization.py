@@ -95,11 +95,12 @@ def training_summary() -> dict | None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     p = common.parser(NAME, __doc__)
-    common.add_training_args(p, models="soap_bpnn,linear_ace,pet", makeups="up_to:4+atoms")
+    common.add_training_args(p, models="soap_bpnn,linear_ace,pet,mace,nequip",
+                            makeups="up_to:4+atoms")
     p.add_argument("--train-regime", default="low", help="regime of the training parents")
     p.add_argument("--lam", type=float, default=0.1, help="regularizer strength λ")
     p.add_argument("--reg-order", type=int, default=2, help="penalize orders above K")
-    p.add_argument("--reg-models", type=common._csv, default=common._csv("soap_bpnn,linear_ace"),
+    p.add_argument("--reg-models", type=common._csv, default=common._csv("soap_bpnn,linear_ace,pet"),
                    help="models also trained with the regularizer")
     args = p.parse_args(argv)
     if args.quick:

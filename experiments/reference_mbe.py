@@ -176,7 +176,7 @@ def figures(summary: dict, limit: dict, out) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     p = common.parser("reference_mbe", __doc__)
-    p.add_argument("--sizes", default="4", help="atomic-limit cluster sizes")
+    p.add_argument("--sizes", default="4,6", help="atomic-limit cluster sizes")
     p.add_argument("--stretches", default="1,1.5,2,3,5", help="atomic-limit stretch factors")
     args = p.parse_args(argv)
     out = common.out_dir(args, "reference_mbe")

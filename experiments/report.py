@@ -46,12 +46,37 @@ def _figs(name: str, res: dict, rel: str) -> str:
     return "\n\n".join(f"![{f}]({rel}/{name}/{f})" for f in res.get("figures", []))
 
 
-BIAS_NOTE = ("The zoo models predict exactly their `atom_energies` (here 0) for an isolated atom "
-             "(`use_bias=False`), so in section 2 every model's E^(1) is n·c_H with c_H the "
-             "least-squares composition baseline of its training rows: identical across models "
-             "and only nudged by adding isolated atoms. With `use_bias=True` the readout bias "
-             "makes the one-body energy learnable for SOAP-BPNN, linear ACE and MACE (PET's "
-             "isolated atom keeps its baseline by construction, whatever `use_bias`):")
+BIAS_NOTE = ("The zoo models predict exactly their composition baseline c_H for an isolated "
+             "atom (`use_bias=False`), so in section 2 every model's E^(1) is n·c_H: the "
+             "least-squares baseline of its training rows without isolated atoms in the makeup, "
+             "the isolated atom's own energy with them (`+atoms`). With `use_bias=True` the "
+             "readout bias makes the one-body energy learnable for SOAP-BPNN, linear ACE and "
+             "MACE (PET's isolated atom keeps its baseline by construction, whatever "
+             "`use_bias`):")
+
+
+def seed_means(rows: Sequence[dict], keys: Sequence[str], fields: Sequence[str]) -> list[dict]:
+    """Rows grouped by ``keys`` (first-seen order): each field's mean over seeds, its sample
+    standard deviation under ``FIELD_sd`` (nan for one seed) and ``n_seeds``. List-valued fields
+    are averaged elementwise."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    out = []
+    for g in groups.values():
+        m = {k: g[0][k] for k in g[0] if k not in fields and k != "seed"}
+        for f in fields:
+            v = np.array([x[f] for x in g], float)
+            sd = v.std(0, ddof=1) if len(g) > 1 else np.full_like(v[0], np.nan)
+            m[f], m[f + "_sd"] = v.mean(0).tolist(), sd.tolist()
+        m["n_seeds"] = len(g)
+        out.append(m)
+    return out
+
+
+def _pm(x: float, sd, d: int = 1) -> str:
+    sd = float(np.max(sd)) if np.ndim(sd) else sd
+    return _f(x, d) + (f" ± {_f(sd, d)}" if sd is not None and math.isfinite(sd) else "")
 
 
 def _load(results: Path) -> dict:
@@ -109,6 +134,12 @@ def reference_section(r: dict, rel: str) -> str:
                     "leaves spurious terms of every order, which a model trained on such labels "
                     "would have to learn (on the log plots, values below 10⁻⁶ meV — zero to "
                     "round-off — are not drawn).")
+        first = {m: rows_[0] for m, rows_ in res.items()}
+        (g, gm), (l, lm) = list(first.items())[:2]
+        if abs(gm["binding"] - lm["binding"]) > 1e-3:
+            read.append(f"At the unstretched geometry the spin choice matters even in FCI: "
+                        f"E(A∪B)−E(A)−E(B) is {_f(gm['binding'] * 1e3)} meV with {g} and "
+                        f"{_f(lm['binding'] * 1e3)} meV with {l}.")
     lines += ["**Reading.** " + " ".join(read), "", _figs("reference_mbe", r, rel)]
     return "\n".join(lines)
 
@@ -116,24 +147,26 @@ def reference_section(r: dict, rel: str) -> str:
 def trends_section(r: dict, rel: str, folder: str = "body_order_trends",
                    title: str = "## 2. Body-order trends of the models") -> str:
     lines = [title, ""]
-    rows = []
-    for s in r["summary"]:
-        rows.append([s["model"], s["makeup"], s["seed"], s["n_train_rows"], _f(s["total_mae"]),
-                     *[_f(x) for x in s["order_mae"][:4]], _f(s["high_order_weight"], 2)])
-    lines.append(_table(["model", "makeup", "seed", "train rows", "MAE E", "MAE E⁽¹⁾",
+    summ = seed_means(r["summary"], ("model", "makeup"),
+                      ("total_mae", "order_mae", "high_order_weight"))
+    rows = [[s["model"], s["makeup"], s["n_seeds"], s["n_train_rows"],
+             _pm(s["total_mae"], s["total_mae_sd"]), *[_f(x) for x in s["order_mae"][:4]],
+             _pm(s["high_order_weight"], s["high_order_weight_sd"], 2)] for s in summ]
+    lines.append(_table(["model", "makeup", "seeds", "train rows", "MAE E", "MAE E⁽¹⁾",
                          "MAE E⁽²⁾", "MAE E⁽³⁾", "MAE E⁽⁴⁾", "w_>2"], rows))
     ref_w = r["summary"][0]["ref_high_order_weight"] if r["summary"] else float("nan")
     lines += ["", f"MAE in meV/atom over {len(r['test_clusters'])} held-out test clusters "
-              f"(H_4..H_8 parents never trained on). w_>2 = Σ_(k>2)|E^(k)| / Σ_(k≥2)|E^(k)| of the "
-              f"model's own decomposition (reference: {_f(ref_w, 2)}).", ""]
+              f"(H_4..H_8 parents never trained on), mean ± standard deviation over seeds "
+              f"(per-order columns: means). w_>2 = Σ_(k>2)|E^(k)| / Σ_(k≥2)|E^(k)| of the "
+              f"model's own decomposition (reference: {_f(ref_w, 2)}). Figures: first seed.", ""]
     read = []
-    summ = r["summary"]
     if summ:
         tot = np.nanmedian([s["total_mae"] for s in summ])
         per = np.nanmedian([np.nanmean(s["order_mae"][1:4]) for s in summ])
         read.append(f"Median total-energy MAE {_f(tot)} meV/atom against a median E^(2..4) MAE "
-                    f"of {_f(per)} meV/atom: the models reach their totals through body orders "
-                    "that differ from the reference's and largely cancel.")
+                    f"of {_f(per)} meV/atom" + (
+                        ": the models reach their totals through body orders that differ from "
+                        "the reference's and largely cancel." if per > 3 * tot else "."))
     for m in dict.fromkeys(s["model"] for s in summ):
         ss = {s["makeup"]: s for s in summ if s["model"] == m}
         best = min(ss.values(), key=lambda s: s["total_mae"])
@@ -144,9 +177,11 @@ def trends_section(r: dict, rel: str, folder: str = "body_order_trends",
             txt += (f"; adding dimers moves the E^(2) MAE {_f(ss['full']['order_mae'][1])} → "
                     f"{_f(ss['up_to:2']['order_mae'][1])}")
         if "up_to:4" in ss and "up_to:4+atoms" in ss:
-            txt += (f"; adding isolated atoms moves the E^(1) MAE "
-                    f"{_f(ss['up_to:4']['order_mae'][0])} → "
-                    f"{_f(ss['up_to:4+atoms']['order_mae'][0])}")
+            a, b = ss["up_to:4"], ss["up_to:4+atoms"]
+            txt += (f"; adding isolated atoms moves the MAE of E^(1) {_f(a['order_mae'][0])} → "
+                    f"{_f(b['order_mae'][0])}, of E^(2) {_f(a['order_mae'][1])} → "
+                    f"{_f(b['order_mae'][1])} and of E {_f(a['total_mae'])} → "
+                    f"{_f(b['total_mae'])}")
         read.append(txt + ".")
     lines += ["**Reading.** " + " ".join(read), "", _figs(folder, r, rel)]
     return "\n".join(lines)

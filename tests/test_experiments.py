@@ -4,10 +4,14 @@ and the pure helpers they share. The quick runs are marked ``experiment`` (in th
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from ase.units import Hartree
 
 from experiments import common
 
@@ -49,6 +53,18 @@ def test_cell_keys_and_cache(tmp_path):
     cache.put(a.key(), {"x": 2})
     assert cache.get(a.key()) == {"x": 2}
     assert common.CellCache(tmp_path / "a", redo=True).get(a.key()) is None
+
+
+def test_seed_means_groups_and_spreads():
+    from experiments.report import seed_means
+
+    rows = [dict(model="a", makeup="x", seed=0, t=1.0, o=[1.0, 2.0]),
+            dict(model="b", makeup="x", seed=0, t=5.0, o=[0.0, 0.0]),
+            dict(model="a", makeup="x", seed=1, t=3.0, o=[3.0, 2.0])]
+    a, b = seed_means(rows, ("model", "makeup"), ("t", "o"))
+    assert (a["model"], a["n_seeds"], a["t"], a["o"]) == ("a", 2, 2.0, [2.0, 2.0])
+    assert a["t_sd"] == pytest.approx(2**0.5) and a["o_sd"] == pytest.approx([2**0.5, 0.0])
+    assert b["n_seeds"] == 1 and np.isnan(b["t_sd"]) and "seed" not in b
 
 
 def test_plots_write_pngs(tmp_path):
@@ -96,9 +112,43 @@ def test_body_order_trends_quick(out):
         assert abs(sum(r_) - ref) < 1e-8
     s = r["summary"][0]
     assert np.isfinite(s["total_mae"]) and 0 <= s["high_order_weight"] <= 1
+    # without isolated atoms the composition baseline is the least-squares fit; with them it
+    # is the isolated atom's energy (UHF = FCI for H/STO-3G: -0.4665819 Ha), so E^(1) is exact
+    full, atoms = (_load(out / "body_order_trends" / "cells" / f"{k}.json") for k in r["cells"])
+    assert not full["baseline_from_atoms"] and atoms["baseline_from_atoms"]
+    assert atoms["baseline"]["1"] == pytest.approx(-0.4665819 * Hartree, abs=1e-5)
+    assert abs(full["baseline"]["1"] - atoms["baseline"]["1"]) > 0.05
+    assert r["summary"][1]["order_mae"][0] < 1e-6 < r["summary"][0]["order_mae"][0]
     # resumable: a second run loads every cell from the cache
     again = body_order_trends.main(["--quick", "--out", str(out / "body_order_trends")])
     assert json.dumps(again["summary"]) == json.dumps(r["summary"])
+
+
+@pytest.mark.experiment
+@needs_db
+def test_studies_use_every_local_device(out):
+    """The quick trends study on 8 (fake CPU) devices: training batches and the test-cluster
+    decomposition are sharded, and the numbers equal the one-device run's."""
+    one = out / "body_order_trends" / "body_order_trends.json"
+    if not one.exists():
+        pytest.skip("needs test_body_order_trends_quick's output")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    many = out / "trends_8dev"
+    proc = subprocess.run([sys.executable, "-m", "experiments.body_order_trends", "--quick",
+                           "--out", str(many)], cwd=common.ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _load(one), _load(many / "body_order_trends.json")
+    for key in a["cells"]:
+        c1 = _load(out / "body_order_trends" / "cells" / f"{key}.json")
+        c8 = _load(many / "cells" / f"{key}.json")
+        assert (c1["devices"], c8["devices"]) == (1, 8)
+        t1, t8 = c1["tests"]["test"], c8["tests"]["test"]
+        assert np.allclose(t8["total"], t1["total"], rtol=0, atol=1e-6)
+        assert np.allclose(np.concatenate(t8["per_order"]), np.concatenate(t1["per_order"]),
+                           rtol=0, atol=1e-6)
+    assert [s["total_mae"] for s in b["summary"]] == pytest.approx(
+        [s["total_mae"] for s in a["summary"]], abs=1e-4)
 
 
 @pytest.mark.experiment

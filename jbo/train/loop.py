@@ -232,6 +232,8 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
                                                              config.dtype)
     params = init_params(module, ds.padded(data.train[:1], 1, n_max), config.seed, dtype)
     model = energy_model(module, params, base, scale, dtype)
+    # the schedule spans all epochs, not ``max_steps``: a run stopped early and resumed sees
+    # the same learning rates as one that never stopped
     opt = OptSpec.of(config, config.epochs * n_batches)
     spec = StepSpec(model, opt, rc, config.energy_weight, config.force_weight)
     state = {"params": params, "opt_state": _init_opt(opt, params), "step": np.int64(0),
@@ -329,6 +331,9 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
         log.close()
     if not data.val:
         best_params = params
+    # host arrays: a trained model must not carry the training mesh into later programs (a
+    # closure over mesh-sharded parameters fails inside another shard_map, e.g. the engine's)
+    params, best_params = jax.device_get((params, best_params))
     return TrainResult(params, best_params, model, module, config, log.epochs, log.steps, data,
                        stop_reason, time.perf_counter() - t0)
 
