@@ -82,7 +82,7 @@ def figures(cells: list[dict], out, k_max: int = K_SHOW) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> dict:
     p = common.parser(NAME, __doc__)
     common.add_training_args(p, models="soap_bpnn,linear_ace,pet,mace,nequip",
-                             makeups="full,up_to:2,up_to:4,up_to:4+atoms", seeds="0,1")
+                             makeups="full,up_to:2,up_to:4,up_to:4+atoms", seeds="0,1,2")
     p.add_argument("--n-train", type=int, default=None, help="training parents (default all)")
     args = p.parse_args(argv)
     if args.quick:
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                   test_clusters=cells[0]["tests"]["test"]["cluster"] if cells else [],
                   summary=[summarize(c) for c in cells], cells=[c["key"] for c in cells])
     result["figures"] = figures(cells, out)
-    return common.finish(NAME, result, out, t0, len(cells))
+    return common.finish(NAME, result, out, t0, cells)
 
 
 if __name__ == "__main__":

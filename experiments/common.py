@@ -137,11 +137,14 @@ def write_json(path: str | Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def finish(name: str, result: dict, out: Path, t0: float, n_cells: int) -> dict:
-    """Stamp the wall time, write ``out/NAME.json`` and say where it went."""
+def finish(name: str, result: dict, out: Path, t0: float, cells: Sequence[dict]) -> dict:
+    """Stamp the wall time of this run (``seconds``) and the compute time of its cells, cached
+    ones included (``cell_seconds``), write ``out/NAME.json`` and say where it went."""
     result["seconds"] = time.perf_counter() - t0
+    result["cell_seconds"] = float(sum(c["seconds"] for c in cells))
     write_json(out / f"{name}.json", result)
-    print(f"{name}: {n_cells} cells in {result['seconds']:.0f} s -> {out}")
+    print(f"{name}: {len(cells)} cells in {result['seconds']:.0f} s "
+          f"({result['cell_seconds']:.0f} s of cell compute) -> {out}")
     return result
 
 
@@ -433,4 +436,23 @@ def mean_abs_order(per_order: Sequence[Sequence[float]], ns: Sequence[int], k_ma
     for k in range(1, k_max + 1):
         v = [abs(p[k - 1]) / n for p, n in zip(per_order, ns) if n >= k and p is not None]
         out.append(1e3 * float(np.mean(v)) if v else float("nan"))
+    return out
+
+
+def seed_means(rows: Sequence[dict], keys: Sequence[str], fields: Sequence[str]) -> list[dict]:
+    """Rows grouped by ``keys`` (first-seen order): each field's mean over seeds, its sample
+    standard deviation under ``FIELD_sd`` (nan for one seed) and ``n_seeds``. List-valued fields
+    are averaged elementwise."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    out = []
+    for g in groups.values():
+        m = {k: g[0][k] for k in g[0] if k not in fields and k != "seed"}
+        for f in fields:
+            v = np.array([x[f] for x in g], float)
+            sd = v.std(0, ddof=1) if len(g) > 1 else np.full_like(v[0], np.nan)
+            m[f], m[f + "_sd"] = v.mean(0).tolist(), sd.tolist()
+        m["n_seeds"] = len(g)
+        out.append(m)
     return out

@@ -1,12 +1,13 @@
 """Generalization: train on H_4..H_8 of one density regime, test on larger clusters and on the
 other regime, and relate the error to the model's own high-order weight.
 
-Each model is trained (dataset makeup ``--makeup``) on the training parents of ``--train-regime``
-with and without the body-order regularizer of :mod:`jbo.train.regularizers` (penalizing
-interaction terms above order K). Every cell is evaluated on the held-out H_4..H_8 parents of
-its regime (``test``), the H_4..H_8 parents of the other regime (``other_regime``) and the
-H_9..H_12 clusters (``heldout``, both regimes). The high-order weight of a model is
-w_>K = Σ_{k>K} |E^(k)| / Σ_{k≥2} |E^(k)| of its exhaustive decomposition on the test clusters.
+Each model is trained (dataset makeup: the first of ``--makeups``) on the training parents of
+each of ``--train-regimes`` (one regime per cell) with and without the body-order regularizer of
+:mod:`jbo.train.regularizers` (penalizing interaction terms above order K). Every cell is
+evaluated on the held-out H_4..H_8 parents of its regime (``test``), the H_4..H_8 parents of the
+other regime (``other_regime``) and the H_9..H_12 clusters (``heldout``, both regimes). The
+high-order weight of a model is w_>K = Σ_{k>K} |E^(k)| / Σ_{k≥2} |E^(k)| of its exhaustive
+decomposition on the test clusters.
 If ``results/train_body_order_reg/`` holds a summary, it is carried into the JSON.
 
 ``python -m experiments.generalization [--quick]`` writes ``results/generalization/``.
@@ -37,8 +38,7 @@ def summarize(cell: dict, order: int) -> dict:
     ho = t.get("heldout", {"n": [], "regime": []})
     same = _subset(ho, lambda r, n: r == reg)
     other = _subset(ho, lambda r, n: r != reg)
-    by_n = {str(n): common.total_mae(_subset(same, lambda r, m, n=n: m == n))
-            for n in sorted(set(same["n"]))}
+    sizes = sorted(set(same["n"]))
     return dict(model=c["model"], lam=c["lam"], reg_order=c["reg_order"], train_regime=reg,
                 makeup=c["makeup"], seed=c["seed"], train_mae=cell["train_mae"],
                 test_mae=common.total_mae(t["test"]),
@@ -46,16 +46,29 @@ def summarize(cell: dict, order: int) -> dict:
                 if t.get("other_regime", {}).get("n") else float("nan"),
                 heldout_mae=common.total_mae(same) if same["n"] else float("nan"),
                 heldout_other_mae=common.total_mae(other) if other["n"] else float("nan"),
-                heldout_mae_by_n=by_n,
+                heldout_n=sizes, heldout_mae_per_n=[
+                    common.total_mae(_subset(same, lambda r, m, n=n: m == n)) for n in sizes],
                 high_order_weight=common.high_order_weight(t["test"]["per_order"], order),
                 ref_high_order_weight=common.high_order_weight(t["test"]["ref_per_order"],
                                                                order),
                 test_order_mae=common.order_mae(t["test"], 4))
 
 
+GROUP = ("model", "lam", "train_regime")  # one model, seeds pooled
+FIELDS = ("test_mae", "heldout_mae", "other_regime_mae", "heldout_other_mae",
+          "high_order_weight", "heldout_mae_per_n", "train_mae")
+
+
+def seed_means(rows: list[dict]) -> list[dict]:
+    """:func:`summarize` rows averaged over seeds (``FIELD_sd``: spread; ``n_seeds``)."""
+    return common.seed_means(rows, GROUP, FIELDS)
+
+
 def figures(rows: list[dict], out) -> list[str]:
     files = []
-    label = lambda r: r["model"] + (" (reg.)" if r["lam"] else "")  # noqa: E731
+    rows = seed_means(rows)
+    label = lambda r: (r["model"] + (" (reg.)" if r["lam"] else "")  # noqa: E731
+                       + f" ← {r['train_regime']}")
     pts = {"unregularized": [], "regularized": []}
     for r in rows:
         if np.isfinite(r["heldout_mae"]):
@@ -71,12 +84,9 @@ def figures(rows: list[dict], out) -> list[str]:
                             "other regime H4-H8": r["other_regime_mae"],
                             "other regime H9-H12": r["heldout_other_mae"]}
     files.append(plots.bars(groups, out / "generalization_errors.png",
-                            "MAE (meV/atom)", f"Trained on {rows[0]['train_regime']} density, "
-                            f"makeup {rows[0]['makeup']}", logy=True).name)
-    size = {}
-    for r in rows:
-        ks = sorted(r["heldout_mae_by_n"], key=int)
-        size[label(r)] = ([int(k) for k in ks], [r["heldout_mae_by_n"][k] for k in ks])
+                            "MAE (meV/atom)", f"Makeup {rows[0]['makeup']}; model ← training "
+                            "regime", logy=True).name)
+    size = {label(r): (r["heldout_n"], r["heldout_mae_per_n"]) for r in rows}
     if any(v[0] for v in size.values()):
         files.append(plots.curves(size, out / "error_vs_size.png", "cluster size n",
                                   "MAE (meV/atom)", "Error vs cluster size (same regime)",
@@ -96,15 +106,18 @@ def training_summary() -> dict | None:
 def main(argv: Sequence[str] | None = None) -> dict:
     p = common.parser(NAME, __doc__)
     common.add_training_args(p, models="soap_bpnn,linear_ace,pet,mace,nequip",
-                            makeups="up_to:4+atoms")
-    p.add_argument("--train-regime", default="low", help="regime of the training parents")
+                             makeups="up_to:4+atoms", seeds="0,1")
+    p.add_argument("--train-regimes", type=common._csv, default=common._csv("low,high"),
+                   help="one set of cells per training regime")
     p.add_argument("--lam", type=float, default=0.1, help="regularizer strength λ")
     p.add_argument("--reg-order", type=int, default=2, help="penalize orders above K")
-    p.add_argument("--reg-models", type=common._csv, default=common._csv("soap_bpnn,linear_ace,pet"),
+    p.add_argument("--reg-models", type=common._csv,
+                   default=common._csv("soap_bpnn,linear_ace,pet"),
                    help="models also trained with the regularizer")
     args = p.parse_args(argv)
     if args.quick:
-        args.models, args.reg_models = ["linear_ace"], []
+        args.models, args.reg_models, args.train_regimes = ["linear_ace"], [], ["low"]
+        args.seeds = [0]
         args.steps, args.max_test, args.max_train_atoms = 40, 4, 6
     out = common.out_dir(args, NAME)
     t0 = time.perf_counter()
@@ -113,21 +126,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cache = common.CellCache(out / "cells", args.redo)
     reg_models = args.models if args.reg_models is None else args.reg_models
     cells = []
-    for seed in args.seeds:
-        for model in args.models:
-            for lam in (0.0, args.lam):
-                if lam and model not in reg_models:
-                    continue
-                cell = common.Cell(model, args.makeups[0], None, seed, args.steps, lam=lam,
-                                   reg_order=args.reg_order, regimes=(args.train_regime,),
-                                   batch_size=args.batch_size, lr=args.lr)
-                cells.append(common.run_cell(cell, data, cache, args.max_test,
-                                             ("test", "other_regime", "heldout")))
+    grid = [(seed, regime, model, lam) for seed in args.seeds for regime in args.train_regimes
+            for model in args.models for lam in (0.0, args.lam)
+            if not lam or model in reg_models]
+    for seed, regime, model, lam in grid:
+        cell = common.Cell(model, args.makeups[0], None, seed, args.steps, lam=lam,
+                           reg_order=args.reg_order, regimes=(regime,),
+                           batch_size=args.batch_size, lr=args.lr)
+        cells.append(common.run_cell(cell, data, cache, args.max_test,
+                                     ("test", "other_regime", "heldout")))
     rows = [summarize(c, args.reg_order) for c in cells]
     result = dict(db=args.db, quick=args.quick, config=vars(args), rows=rows,
                   cells=[c["key"] for c in cells], train_body_order_reg=training_summary())
     result["figures"] = figures(rows, out) if rows else []
-    return common.finish(NAME, result, out, t0, len(cells))
+    return common.finish(NAME, result, out, t0, cells)
 
 
 if __name__ == "__main__":

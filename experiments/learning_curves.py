@@ -78,12 +78,12 @@ def figures(rows: list[dict], out) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> dict:
     p = common.parser(NAME, __doc__)
     common.add_training_args(p, models="soap_bpnn,linear_ace,pet",
-                             makeups="full,up_to:4+atoms")
+                             makeups="full,up_to:4+atoms", seeds="0,1")
     p.add_argument("--sizes", type=_sizes, default=_sizes("8,24,all"),
                    help="training parents per cell ('all' = every training parent)")
     args = p.parse_args(argv)
     if args.quick:
-        args.models, args.makeups, args.sizes = ["linear_ace"], ["full"], [2, 6]
+        args.models, args.makeups, args.sizes, args.seeds = ["linear_ace"], ["full"], [2, 6], [0]
         args.steps, args.max_test, args.max_train_atoms = 60, 6, 6
     out = common.out_dir(args, NAME)
     t0 = time.perf_counter()
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                   n_test=len(cells[0]["tests"]["test"]["n"]) if cells else 0,
                   cells=[c["key"] for c in cells])
     result["figures"] = figures(rows, out)
-    return common.finish(NAME, result, out, t0, len(cells))
+    return common.finish(NAME, result, out, t0, cells)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,12 @@ COMMANDS = """```bash
 . .venv/bin/activate
 python -m experiments.reference_mbe
 python -m experiments.body_order_trends
+python -m experiments.body_order_trends --use-bias --models soap_bpnn,linear_ace \\
+    --makeups up_to:4,up_to:4+atoms --seeds 0 --out results/body_order_trends_bias
 python -m experiments.learning_curves      # reuses body_order_trends cells of the largest size
 python -m experiments.generalization
 python -m experiments.report               # writes results/REPORT.md
+# every cell is cached under results/*/cells/: a rerun only trains what is missing (--redo)
 # CI-sized versions: add --quick --out /tmp/x (pytest -m experiment runs them)
 ```"""
 
@@ -55,28 +58,18 @@ BIAS_NOTE = ("The zoo models predict exactly their composition baseline c_H for 
              "`use_bias`):")
 
 
-def seed_means(rows: Sequence[dict], keys: Sequence[str], fields: Sequence[str]) -> list[dict]:
-    """Rows grouped by ``keys`` (first-seen order): each field's mean over seeds, its sample
-    standard deviation under ``FIELD_sd`` (nan for one seed) and ``n_seeds``. List-valued fields
-    are averaged elementwise."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
-    out = []
-    for g in groups.values():
-        m = {k: g[0][k] for k in g[0] if k not in fields and k != "seed"}
-        for f in fields:
-            v = np.array([x[f] for x in g], float)
-            sd = v.std(0, ddof=1) if len(g) > 1 else np.full_like(v[0], np.nan)
-            m[f], m[f + "_sd"] = v.mean(0).tolist(), sd.tolist()
-        m["n_seeds"] = len(g)
-        out.append(m)
-    return out
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (no ties expected: continuous errors and weights)."""
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    return float(np.corrcoef(rank(np.asarray(a)), rank(np.asarray(b)))[0, 1])
 
 
 def _pm(x: float, sd, d: int = 1) -> str:
+    """``x ± sd`` with ``d`` decimals (``x`` alone when ``sd`` is nan: one seed)."""
     sd = float(np.max(sd)) if np.ndim(sd) else sd
-    return _f(x, d) + (f" ± {_f(sd, d)}" if sd is not None and math.isfinite(sd) else "")
+    if sd is None or not math.isfinite(sd):
+        return _f(x, d)
+    return _f(x, d) + " ± " + (f"{sd:.{d}f}" if sd >= 10**-d else f"<{10**-d:g}")
 
 
 def _load(results: Path) -> dict:
@@ -101,7 +94,8 @@ def reference_section(r: dict, rel: str) -> str:
             mo, te = v["mean_abs_order"], v["mean_trunc_error"]
             rows.append([reg, n, v["count"], *[_f(x) for x in (mo + [None] * 4)[1:5]],
                          _f(te[1] if len(te) > 2 else None), _f(te[2] if len(te) > 3 else None)])
-    lines.append(_table(["regime", "n", "clusters", "mean abs E⁽²⁾/n", "mean abs E⁽³⁾/n", "mean abs E⁽⁴⁾/n",
+    lines.append(_table(["regime", "n", "clusters", "mean abs E⁽²⁾/n", "mean abs E⁽³⁾/n",
+                         "mean abs E⁽⁴⁾/n",
                          "mean abs E⁽⁵⁾/n", "mean abs (E−E_MBE(2))/n",
                          "mean abs (E−E_MBE(3))/n"], rows))
     lines += ["", "Mean magnitudes in meV/atom over the stored H_4..H_8 parents (every subcluster "
@@ -147,7 +141,7 @@ def reference_section(r: dict, rel: str) -> str:
 def trends_section(r: dict, rel: str, folder: str = "body_order_trends",
                    title: str = "## 2. Body-order trends of the models") -> str:
     lines = [title, ""]
-    summ = seed_means(r["summary"], ("model", "makeup"),
+    summ = common.seed_means(r["summary"], ("model", "makeup"),
                       ("total_mae", "order_mae", "high_order_weight"))
     rows = [[s["model"], s["makeup"], s["n_seeds"], s["n_train_rows"],
              _pm(s["total_mae"], s["total_mae_sd"]), *[_f(x) for x in s["order_mae"][:4]],
@@ -189,58 +183,63 @@ def trends_section(r: dict, rel: str, folder: str = "body_order_trends",
 
 def learning_section(r: dict, rel: str) -> str:
     lines = ["## 3. Learning curves", ""]
-    rows = [[x["model"], x["makeup"], x["seed"], x["n_train_parents"], x["n_train_rows"],
-             _f(x["total_mae"]), *[_f(v) for v in x["order_mae"]]] for x in r["rows"]]
-    lines.append(_table(["model", "makeup", "seed", "parents", "structures", "MAE E",
+    pts = common.seed_means(r["rows"], ("model", "makeup", "n_train_parents"),
+                     ("n_train_rows", "total_mae", "order_mae"))
+    rows = [[x["model"], x["makeup"], x["n_seeds"], x["n_train_parents"],
+             f"{x['n_train_rows']:.0f}", _pm(x["total_mae"], x["total_mae_sd"]),
+             *[_f(v) for v in x["order_mae"]]] for x in pts]
+    lines.append(_table(["model", "makeup", "seeds", "parents", "structures", "MAE E",
                          "MAE E⁽¹⁾", "MAE E⁽²⁾", "MAE E⁽³⁾", "MAE E⁽⁴⁾"], rows))
     read = []
-    keys = dict.fromkeys((x["model"], x["makeup"]) for x in r["rows"])
-    for m, mk in keys:
-        xs = sorted((x for x in r["rows"] if (x["model"], x["makeup"]) == (m, mk)),
+    for m, mk in dict.fromkeys((x["model"], x["makeup"]) for x in pts):
+        xs = sorted((x for x in pts if (x["model"], x["makeup"]) == (m, mk)),
                     key=lambda x: x["n_train_rows"])
         if len(xs) >= 2 and xs[0]["total_mae"] > 0 and xs[-1]["total_mae"] > 0:
             slope = math.log(xs[-1]["total_mae"] / xs[0]["total_mae"]) / \
                 math.log(xs[-1]["n_train_rows"] / xs[0]["n_train_rows"])
             read.append(f"{m}/{mk}: {_f(xs[0]['total_mae'])} → {_f(xs[-1]['total_mae'])} "
-                        f"meV/atom from {xs[0]['n_train_rows']} to {xs[-1]['n_train_rows']} "
-                        f"structures (log-log slope {slope:.2f})")
-    lines += ["", f"MAE in meV/atom on {r.get('n_test', '?')} held-out test clusters.", "",
+                        f"meV/atom from {xs[0]['n_train_rows']:.0f} to "
+                        f"{xs[-1]['n_train_rows']:.0f} structures (log-log slope {slope:.2f})")
+    lines += ["", f"MAE in meV/atom on {r.get('n_test', '?')} held-out test clusters, mean ± "
+              "standard deviation over seeds (each seed draws its own training parents).", "",
               "**Reading.** " + "; ".join(read) + ".", "", _figs("learning_curves", r, rel)]
     return "\n".join(lines)
 
 
 def generalization_section(r: dict, rel: str) -> str:
+    from experiments.generalization import seed_means
+
     lines = ["## 4. Generalization to larger clusters and the other regime", ""]
-    rows = [[x["model"], _f(x["lam"], 2), x["train_regime"], _f(x["test_mae"]),
-             _f(x["heldout_mae"]), _f(x["other_regime_mae"]), _f(x["heldout_other_mae"]),
-             _f(x["high_order_weight"], 2)] for x in r["rows"]]
-    lines.append(_table(["model", "λ", "trained on", "test H4-8", "H9-12", "other H4-8",
-                         "other H9-12", "w_>K"], rows))
-    ok = [x for x in r["rows"] if np.isfinite(x["heldout_mae"]) and
-          np.isfinite(x["high_order_weight"])]
+    ms = seed_means(r["rows"])
+    rows = [[x["model"], _f(x["lam"], 2), x["train_regime"], x["n_seeds"],
+             _pm(x["test_mae"], x["test_mae_sd"]), _pm(x["heldout_mae"], x["heldout_mae_sd"]),
+             _f(x["other_regime_mae"]), _f(x["heldout_other_mae"]),
+             _pm(x["high_order_weight"], x["high_order_weight_sd"], 2)] for x in ms]
+    lines.append(_table(["model", "λ", "trained on", "seeds", "test H4-8", "H9-12",
+                         "other H4-8", "other H9-12", "w_>K"], rows))
     read = []
-    if len(ok) >= 3:
-        w = np.array([x["high_order_weight"] for x in ok])
-        e = np.log([x["heldout_mae"] for x in ok])
-        rank = lambda a: np.argsort(np.argsort(a))  # noqa: E731
-        rho = float(np.corrcoef(rank(w), rank(e))[0, 1])
-        read.append(f"Across {len(ok)} trained models the Spearman correlation between the "
-                    f"high-order weight w_>K and the H_9..H_12 error is {rho:+.2f}.")
-    for x in r["rows"]:
-        if x["lam"]:
-            base = [y for y in r["rows"] if y["model"] == x["model"] and not y["lam"]
-                    and y["seed"] == x["seed"]]
-            if base:
-                b = base[0]
-                read.append(f"{x['model']}: the regularizer (λ={x['lam']:g}, K={x['reg_order']}) "
-                            f"moves w_>K {_f(b['high_order_weight'], 2)} → "
-                            f"{_f(x['high_order_weight'], 2)} and the H_9..H_12 error "
-                            f"{_f(b['heldout_mae'])} → {_f(x['heldout_mae'])} meV/atom "
-                            f"(test {_f(b['test_mae'])} → {_f(x['test_mae'])}).")
-    if r["rows"]:
-        read.append(f"The reference's own w_>2 on the same test clusters is "
-                    f"{_f(r['rows'][0]['ref_high_order_weight'], 2)}.")
-    lines += ["", "MAE in meV/atom. λ = 0: unregularized.", "",
+    for reg in dict.fromkeys(x["train_regime"] for x in ms):
+        ok = [x for x in ms if x["train_regime"] == reg and
+              np.isfinite(x["heldout_mae"]) and np.isfinite(x["high_order_weight"])]
+        if len(ok) >= 3:
+            rho = spearman([x["high_order_weight"] for x in ok], [x["heldout_mae"] for x in ok])
+            read.append(f"Trained on **{reg}** density ({len(ok)} models): the Spearman "
+                        "correlation between the high-order weight w_>K and the H_9..H_12 "
+                        f"error is {rho:+.2f}; the reference's own w_>K on the same test "
+                        f"clusters is {_f(ok[0]['ref_high_order_weight'], 2)}.")
+    for x in ms:
+        base = [y for y in ms if x["lam"] and not y["lam"]
+                and (y["model"], y["train_regime"]) == (x["model"], x["train_regime"])]
+        if base:
+            b = base[0]
+            read.append(f"{x['model']} ← {x['train_regime']}: the regularizer "
+                        f"(λ={x['lam']:g}, K={x['reg_order']}) moves w_>K "
+                        f"{_f(b['high_order_weight'], 2)} → {_f(x['high_order_weight'], 2)} "
+                        f"and the H_9..H_12 error {_f(b['heldout_mae'])} → "
+                        f"{_f(x['heldout_mae'])} meV/atom (test {_f(b['test_mae'])} → "
+                        f"{_f(x['test_mae'])}).")
+    lines += ["", "MAE in meV/atom, mean ± standard deviation over seeds; \"other\": the "
+              "density regime not trained on. λ = 0: unregularized.", "",
               "**Reading.** " + " ".join(read), "", _figs("generalization", r, rel)]
     return "\n".join(lines)
 
@@ -252,9 +251,10 @@ def config_section(res: dict) -> str:
         rows.append([name, ",".join(cfg.get("models", []) or []) or "–",
                      ",".join(cfg.get("makeups", []) or []) or "–",
                      cfg.get("steps", "–"), ",".join(map(str, cfg.get("seeds", []) or [])) or "–",
-                     len(r.get("cells", [])), f"{r.get('seconds', 0) / 60:.1f}"])
+                     len(r.get("cells", [])),
+                     f"{r.get('cell_seconds', r.get('seconds', 0)) / 60:.1f}"])
     return _table(["study", "models", "makeups", "steps/cell", "seeds", "cells",
-                   "wall (min)"], rows)
+                   "compute (min)"], rows)
 
 
 def dataset_line(res: dict) -> str:
@@ -264,13 +264,21 @@ def dataset_line(res: dict) -> str:
         r = res["reference_mbe"]
         counts = {reg: ", ".join(f"H{n}: {v['count']}" for n, v in by_n.items())
                   for reg, by_n in r["stored"]["regimes"].items() if by_n}
-        parts.append(f"`{r['db']}`, complete H_4..H_8 parents per regime: "
+        db = Path(r["db"])
+        db = db.relative_to(common.ROOT) if db.is_relative_to(common.ROOT) else db
+        parts.append(f"`{db}`, complete H_4..H_8 parents per regime: "
                      + "; ".join(f"{k} ({v})" for k, v in counts.items()))
     if "generalization" in res and res["generalization"]["rows"]:
-        ns = sorted({int(n) for x in res["generalization"]["rows"]
-                     for n in x["heldout_mae_by_n"]})
+        ns = sorted({n for x in res["generalization"]["rows"] for n in x["heldout_n"]})
         parts.append("held-out larger clusters: " + ", ".join(f"H{n}" for n in ns))
     return "Reference data: " + "; ".join(parts) + "." if parts else ""
+
+
+def read_note(results: Path) -> str:
+    """``results/RUN_NOTE.md``: how the committed run was made and what it found (hand-written;
+    placed under "What was run")."""
+    p = results / "RUN_NOTE.md"
+    return p.read_text().strip() if p.exists() else ""
 
 
 def build(results: Path, rel: str = ".", quick: bool = False, note: str = "") -> str:
@@ -280,7 +288,10 @@ def build(results: Path, rel: str = ".", quick: bool = False, note: str = "") ->
              "Reproduces and extends Chong et al., arXiv:2509.14146 with jbo. Energies per atom "
              "in meV/atom unless stated. Generated by `python -m experiments.report` from the "
              "JSON under `results/`.", "", "Regenerate:", "", COMMANDS, "",
-             "### What was run", "", config_section(res), "", dataset_line(res),
+             "### What was run", "", config_section(res), "",
+             "Compute: training + decomposition time of a study's cells on one CPU core each "
+             "(learning_curves reuses the full-size body_order_trends cells; they count in both).",
+             "", dataset_line(res),
              *(["", note] if note else []), "",
              "Models are small variants of the zoo models (hyperparameters in "
              "`experiments/common.py`, `STUDY_HYPERS`), trained on energies only with Adam and "
@@ -295,10 +306,10 @@ def build(results: Path, rel: str = ".", quick: bool = False, note: str = "") ->
                      ("generalization", generalization_section)):
         if name in res:
             parts += ["", fn(res[name], rel)]
-        if name == "generalization" and (results / "train_body_order_reg" / "summary.json").exists():
+        main_job = results / "train_body_order_reg" / "summary.json"
+        if name == "generalization" and main_job.exists():
             parts += ["", "The main body-order-regularized training job "
-                      "(`python -m experiments.train_body_order_reg`, owned by the training "
-                      f"work) reports its own runs in `{rel}/train_body_order_reg/summary.json` "
+                      f"(`python -m experiments.train_body_order_reg`) reports its own runs in `{rel}/train_body_order_reg/summary.json` "
                       "and figures next to it."]
         if name == "body_order_trends" and "body_order_trends_bias" in res:
             parts += ["", BIAS_NOTE, "", trends_section(
@@ -310,13 +321,15 @@ def build(results: Path, rel: str = ".", quick: bool = False, note: str = "") ->
 def main(argv: Sequence[str] | None = None) -> str:
     p = common.parser("report", __doc__)
     p.add_argument("--results", default=None, help="folder holding the studies' folders")
-    p.add_argument("--note", default="", help="a paragraph added under 'What was run'")
+    p.add_argument("--note", default="", help="a paragraph added under 'What was run' (after "
+                   "RESULTS/RUN_NOTE.md, if that exists)")
     args = p.parse_args(argv)
     results = Path(args.results) if args.results else common.ROOT / "results"
     out = Path(args.out) if args.out else results
     out.mkdir(parents=True, exist_ok=True)
     rel = Path(__import__("os").path.relpath(results, out)).as_posix()
-    text = build(results, rel, args.quick, args.note)
+    note = "\n\n".join(t for t in (read_note(results), args.note) if t)
+    text = build(results, rel, args.quick, note)
     (out / "REPORT.md").write_text(text)
     print(f"report: {out / 'REPORT.md'} ({len(text.splitlines())} lines)")
     return text

@@ -56,15 +56,20 @@ def test_cell_keys_and_cache(tmp_path):
 
 
 def test_seed_means_groups_and_spreads():
-    from experiments.report import seed_means
-
     rows = [dict(model="a", makeup="x", seed=0, t=1.0, o=[1.0, 2.0]),
             dict(model="b", makeup="x", seed=0, t=5.0, o=[0.0, 0.0]),
             dict(model="a", makeup="x", seed=1, t=3.0, o=[3.0, 2.0])]
-    a, b = seed_means(rows, ("model", "makeup"), ("t", "o"))
+    a, b = common.seed_means(rows, ("model", "makeup"), ("t", "o"))
     assert (a["model"], a["n_seeds"], a["t"], a["o"]) == ("a", 2, 2.0, [2.0, 2.0])
     assert a["t_sd"] == pytest.approx(2**0.5) and a["o_sd"] == pytest.approx([2**0.5, 0.0])
     assert b["n_seeds"] == 1 and np.isnan(b["t_sd"]) and "seed" not in b
+
+
+def test_spearman_by_hand():
+    from experiments.report import spearman
+
+    assert spearman([1, 2, 3], [10, 30, 20]) == pytest.approx(0.5)
+    assert spearman([0.1, 0.5, 0.9, 0.7], [5, 1e6, 3, 4]) == pytest.approx(-0.8)  # 1 - 6*18/60
 
 
 def test_plots_write_pngs(tmp_path):
