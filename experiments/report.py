@@ -69,7 +69,7 @@ def _pm(x: float, sd, d: int = 1) -> str:
     sd = float(np.max(sd)) if np.ndim(sd) else sd
     if sd is None or not math.isfinite(sd):
         return _f(x, d)
-    return _f(x, d) + " ± " + (f"{sd:.{d}f}" if sd >= 10**-d else f"<{10**-d:g}")
+    return _f(x, d) + " ± " + (_f(sd, d) if sd >= 10**-d else f"<{10**-d:g}")
 
 
 def _load(results: Path) -> dict:
