@@ -124,11 +124,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     data = common.load_data(args.db, args.test_fraction, 0, args.max_train_atoms,
                             (4, 5) if args.quick else None)
     cache = common.CellCache(out / "cells", args.redo)
-    reg_models = args.models if args.reg_models is None else args.reg_models
     cells = []
     grid = [(seed, regime, model, lam) for seed in args.seeds for regime in args.train_regimes
             for model in args.models for lam in (0.0, args.lam)
-            if not lam or model in reg_models]
+            if not lam or model in args.reg_models]
     for seed, regime, model, lam in grid:
         cell = common.Cell(model, args.makeups[0], None, seed, args.steps, lam=lam,
                            reg_order=args.reg_order, regimes=(regime,),

@@ -32,41 +32,36 @@ def summarize(cell: dict) -> dict:
                 total_mae=common.total_mae(t), order_mae=common.order_mae(t, K_ERR))
 
 
-def _mean_over_seeds(rows: list[dict], key, idx=None) -> dict:
-    acc: dict = {}
-    for r in rows:
-        v = r[key] if idx is None else r[key][idx]
-        acc.setdefault((r["model"], r["makeup"], r["n_train_parents"]), []).append(
-            (r["n_train_rows"], v))
-    return {k: (sum(a for a, _ in v) / len(v), sum(b for _, b in v) / len(v))
-            for k, v in acc.items()}
+def seed_means(rows: list[dict]) -> list[dict]:
+    """:func:`summarize` rows averaged over seeds, one per (model, makeup, training size)."""
+    return common.seed_means(rows, ("model", "makeup", "n_train_parents"),
+                             ("n_train_rows", "total_mae", "order_mae"))
+
+
+def _curve(pts: list[dict], model: str, makeup: str, value) -> tuple:
+    """``(training structures, value)`` of one model and makeup, ordered by size."""
+    return tuple(zip(*sorted((p["n_train_rows"], value(p)) for p in pts
+                             if (p["model"], p["makeup"]) == (model, makeup))))
 
 
 def figures(rows: list[dict], out) -> list[str]:
     files = []
     models = list(dict.fromkeys(r["model"] for r in rows))
     makeups = list(dict.fromkeys(r["makeup"] for r in rows))
-    tot = _mean_over_seeds(rows, "total_mae")
-    panels = {}
-    for mk in makeups:
-        panels[f"makeup {mk}"] = {
-            m: tuple(zip(*sorted((n, e) for (mm, kk, _), (n, e) in tot.items()
-                                 if mm == m and kk == mk)))
-            for m in models}
+    pts = seed_means(rows)
+    total = lambda p: p["total_mae"]  # noqa: E731
+    panels = {f"makeup {mk}": {m: _curve(pts, m, mk, total) for m in models} for mk in makeups}
     files.append(plots.curve_grid(panels, out / "learning_curves.png",
                                   "training structures", "test MAE of E (meV/atom)",
                                   "Learning curves (total energy, held-out test clusters)",
                                   ncols=min(4, len(panels)), logx=True, logy=True,
                                   sharey=True).name)
-    per = {k: _mean_over_seeds(rows, "order_mae", k) for k in range(K_ERR)}
     panels = {}
     for m in models:
         for mk in makeups:
-            series = {"total E": tuple(zip(*sorted((n, e) for (mm, kk, _), (n, e)
-                                                   in tot.items() if mm == m and kk == mk)))}
+            series = {"total E": _curve(pts, m, mk, total)}
             for k in range(K_ERR):
-                series[f"E^({k + 1})"] = tuple(zip(*sorted(
-                    (n, e) for (mm, kk, _), (n, e) in per[k].items() if mm == m and kk == mk)))
+                series[f"E^({k + 1})"] = _curve(pts, m, mk, lambda p, k=k: p["order_mae"][k])
             panels[f"{m}, {mk}"] = series
     files.append(plots.curve_grid(panels, out / "learning_curves_orders.png",
                                   "training structures", "test MAE (meV/atom)",

@@ -64,10 +64,9 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.corrcoef(rank(np.asarray(a)), rank(np.asarray(b)))[0, 1])
 
 
-def _pm(x: float, sd, d: int = 1) -> str:
+def _pm(x: float, sd: float, d: int = 1) -> str:
     """``x ± sd`` with ``d`` decimals (``x`` alone when ``sd`` is nan: one seed)."""
-    sd = float(np.max(sd)) if np.ndim(sd) else sd
-    if sd is None or not math.isfinite(sd):
+    if not math.isfinite(sd):
         return _f(x, d)
     return _f(x, d) + " ± " + (_f(sd, d) if sd >= 10**-d else f"<{10**-d:g}")
 
@@ -182,9 +181,10 @@ def trends_section(r: dict, rel: str, folder: str = "body_order_trends",
 
 
 def learning_section(r: dict, rel: str) -> str:
+    from experiments.learning_curves import seed_means
+
     lines = ["## 3. Learning curves", ""]
-    pts = common.seed_means(r["rows"], ("model", "makeup", "n_train_parents"),
-                     ("n_train_rows", "total_mae", "order_mae"))
+    pts = seed_means(r["rows"])
     rows = [[x["model"], x["makeup"], x["n_seeds"], x["n_train_parents"],
              f"{x['n_train_rows']:.0f}", _pm(x["total_mae"], x["total_mae_sd"]),
              *[_f(v) for v in x["order_mae"]]] for x in pts]

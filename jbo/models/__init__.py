@@ -172,7 +172,7 @@ class EnergyFn:
         """``[N]`` per-atom energies (eV), 0 for masked atoms."""
         if mask is None:
             mask = jnp.ones(jnp.shape(species), bool)
-        layers.check_species(species, mask, self.module.species)
+        self.validate(positions, species, mask)
         return self._atomic(self.params, positions, species, mask)
 
     def __repr__(self) -> str:
