@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from jbo.data.reference import LabelError, Settings, _forces, _mol
+from jbo.data import fci
+from jbo.data.pyscf_tools import LabelError, Settings, forces_ev as _forces, mol as _mol
 
 __all__ = ["uhf_family"]
 
@@ -177,9 +178,7 @@ def uhf_family(atoms: Atoms, basis: str, method: str, want_forces: bool, st: Set
         # CCSD is exact for two electrons and (T) vanishes, but from a broken-symmetry UHF of
         # a stretched pair its amplitude equations are too stiff to converge (or stall near
         # t = 0, a few uEh off): use the exact answer they would reach.
-        from jbo.data.reference import _fci
-
-        e, two_s, s2, _, note = _fci(atoms, basis, False, st)
+        e, two_s, s2, _, note = fci.solve(atoms, basis, False, st)
         return e, two_s, s2, None, "two electrons: UCCSD(T) = FCI" + (f"; {note}" if note else "")
     cands = []
     for twoms in _spin_values(nelec, st):
