@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from math import comb
 from pathlib import Path
 
 import numpy as np
