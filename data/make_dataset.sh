@@ -20,4 +20,4 @@ $L --split train --sizes 8 --regimes low,high --count 2000 --seed 10000 --subset
 $L --split heldout --sizes 9-10 --regimes low,high --count 3 --seed 30000 --subsets all
 # 5. the shipped compact file, validated
 python -m jbo.data pack --db "$STORE" -o data/h_clusters.npz
-python -m jbo.data validate --data data/h_clusters.npz --sample 200
+python -m jbo.data validate --db data/h_clusters.npz --sample 200

@@ -21,33 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from jbo.data.records import Record, read_records
+
 __all__ = [
     "Record", "Batch", "read_db", "parse_makeup", "select_makeup", "split_by_cluster",
     "pad_records", "fit_composition_baseline", "batch_indices",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class Record:
-    """One labelled structure. ``forces`` is None when the method gives none."""
-
-    positions: np.ndarray  # [n, 3] Å
-    species: np.ndarray  # [n] int32
-    energy: float  # eV
-    forces: np.ndarray | None  # [n, 3] eV/Å
-    cluster: str
-    subset: int
-    n_parent: int
-    split: str
-    regime: str = ""
-
-    @property
-    def n_atoms(self) -> int:
-        return int(self.species.shape[0])
-
-    @property
-    def is_full(self) -> bool:
-        return self.subset == (1 << self.n_parent) - 1
 
 
 @dataclasses.dataclass
@@ -73,38 +52,9 @@ class Batch:
 
 
 def read_db(path: str | Path, **select) -> list[Record]:
-    """All ``status="ok"`` rows of an ase.db (file path or PostgreSQL URL) as Records.
-
-    Extra keyword arguments are passed to ``ase.db.connect(...).select`` (e.g. ``split="train"``).
-    """
-    import ase.db
-
-    spath = str(path)
-    if "://" not in spath and not Path(spath).exists():
-        raise FileNotFoundError(
-            f"dataset {spath!r} does not exist; label one with `jbo label ...` or pass --db")
-    records = []
-    with ase.db.connect(spath) as db:
-        for row in db.select(status="ok", **select):
-            kv = row.key_value_pairs
-            missing = [k for k in ("cluster", "subset", "n_parent", "split") if k not in kv]
-            if missing:
-                raise ValueError(f"row {row.id} of {spath} lacks keys {missing}; "
-                                 "see docs/CONTRACTS.md for the ase.db schema")
-            try:
-                energy = float(row.energy)
-            except AttributeError as err:
-                raise ValueError(f"row {row.id} of {spath} has status=ok but no energy") from err
-            forces = row.get("forces")
-            records.append(Record(
-                positions=np.asarray(row.positions, dtype=np.float64),
-                species=np.asarray(row.numbers, dtype=np.int32),
-                energy=energy,
-                forces=None if forces is None else np.asarray(forces, dtype=np.float64),
-                cluster=str(kv["cluster"]), subset=int(kv["subset"]),
-                n_parent=int(kv["n_parent"]), split=str(kv["split"]),
-                regime=str(kv.get("regime", ""))))
-    return records
+    """Every labelled structure of a dataset (compact ``.npz``, ase.db file or URL) as Records;
+    ``select`` filters as in :func:`jbo.data.records.read_parents` (e.g. ``split="train"``)."""
+    return read_records(path, **select)
 
 
 _MAKEUP_HELP = ("makeup must be 'full', 'all', or 'up_to:M' (M >= 2), optionally followed by "

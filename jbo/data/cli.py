@@ -92,17 +92,21 @@ def _cmd_label(args) -> int:
 
 def _cmd_mbe(args) -> int:
     from jbo.data.mbe import all_mbe, reference_mbe
-    from jbo.data.store import connect
+    from jbo.data.records import read_parents
 
-    db = connect(args.db, create=False)
+    sel = dict(method=args.method, basis=args.basis)
     if args.cluster:
-        r = reference_mbe(db, args.cluster, args.method, args.basis)
+        found = read_parents(args.db, cluster=args.cluster, **sel)
+        if not found:
+            raise ValueError(f"no labelled cluster {args.cluster!r} ({args.method}/{args.basis}) "
+                             f"in {args.db}")
+        r = reference_mbe(found[0])
         print(f"{r.cluster}: n={r.n} total={r.total:.6f} eV")
         print(f"{'k':>3} {'E^(k) / eV':>14} {'E_<=k / eV':>14}")
         for k in range(r.n):
             print(f"{k + 1:>3} {r.per_order[k]:>14.6f} {r.truncated[k]:>14.6f}")
         return 0
-    res, skipped = all_mbe(db, args.method, args.basis, args.split or None)
+    res, skipped = all_mbe(read_parents(args.db, **sel), args.split or None)
     groups = defaultdict(list)
     for r in res:
         groups[(r.regime, r.n)].append(r)
@@ -164,6 +168,37 @@ def _cmd_summary(args) -> int:
     return 0
 
 
+def _cmd_pack(args) -> int:
+    from jbo.data.records import read_parents, write_compact
+
+    parents = read_parents(args.db)
+    size = write_compact(parents, args.output)
+    n = sum(len(p.subsets) for p in parents)
+    print(f"packed {len(parents)} parents ({n} labelled structures) from {args.db} into "
+          f"{args.output}: {size / 1e6:.2f} MB")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from jbo.data.records import export, read_parents
+
+    n = export(read_parents(args.db), args.output)
+    print(f"exported {n} structures to {args.output}")
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from jbo.data.records import read_parents
+    from jbo.data.validate import format_report, validate
+
+    parents = read_parents(args.db)
+    problems = validate(parents, sample=None if args.all else args.sample, seed=args.seed,
+                        far=args.far, far_eps=args.far_eps * 1e-3, tol=args.tol * 1e-3,
+                        progress=not args.no_progress)
+    print(format_report(problems, parents))
+    return 1 if problems else 0
+
+
 def _cmd_compact(args) -> int:
     from jbo.data.store import compact
 
@@ -210,6 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--drop-indices", action="store_true",
                    help="drop ase's secondary key indices (a third of a small file)")
     c.set_defaults(fn=_cmd_compact)
+    pk = sub.add_parser("pack", help="build the shipped compact .npz from a per-row store")
+    pk.add_argument("--db", required=True, help="the labelling store (ase.db file or URL)")
+    pk.add_argument("-o", "--output", required=True, help="compact dataset file (.npz)")
+    pk.set_defaults(fn=_cmd_pack)
+    ex = sub.add_parser("export", help="write a dataset as plain rows (.db, .extxyz, ...)")
+    ex.add_argument("--db", required=True, help="compact .npz or per-row store")
+    ex.add_argument("-o", "--output", required=True, help="ase.db (.db) or any ASE format")
+    ex.set_defaults(fn=_cmd_export)
+    v = sub.add_parser("validate", help="check a dataset's invariants; exit 1 naming problems")
+    v.add_argument("--db", required=True, help="compact .npz or per-row store")
+    v.add_argument("--sample", type=int, default=20, help="labels to recompute (default 20)")
+    v.add_argument("--all", action="store_true", help="recompute every label")
+    v.add_argument("--seed", type=int, default=0, help="seed of the relabelling sample")
+    v.add_argument("--far", type=float, default=6.0, help="far-pair distance (Å)")
+    v.add_argument("--far-eps", type=float, default=1.0,
+                   help="largest |ε| of a far pair (meV)")
+    v.add_argument("--tol", type=float, default=1e-3,
+                   help="relabelling agreement (meV, default 1e-3)")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(fn=_cmd_validate)
     return ap
 
 

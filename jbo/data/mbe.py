@@ -8,14 +8,15 @@ E_{≤K} = Σ_{k≤K} E^(k), whose K = n value is the total energy. All energies
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from jbo import lattice
+from jbo.data.records import Parent
 
-__all__ = ["ReferenceMBE", "subset_energies", "mbe_from_energies", "reference_mbe",
-           "all_mbe"]
+__all__ = ["ReferenceMBE", "mbe_from_energies", "reference_mbe", "all_mbe"]
 
 
 @dataclass(frozen=True)
@@ -51,54 +52,23 @@ def mbe_from_energies(energies: np.ndarray, cluster: str = "", **info) -> Refere
                         truncated=np.cumsum(per_order), total=float(e[-1]), **info)
 
 
-def _collect(db, method: str, basis: str, **sel) -> dict[str, dict]:
-    """``{cluster: {"n": n, "E": {mask: eV}, "regime", "split"}}`` from the ok rows."""
-    out: dict[str, dict] = {}
-    for r in db.select(method=method, basis=basis, status="ok", include_data=False,
-                       columns=["id", "energy", "key_value_pairs"], **sel):
-        c = out.setdefault(r.cluster, dict(n=int(r.n_parent), E={}, regime=r.get("regime", ""),
-                                           split=r.get("split", "")))
-        c["E"][int(r.subset)] = float(r.energy)
-    return out
+def reference_mbe(parent: Parent) -> ReferenceMBE:
+    """The MBE of one parent (:class:`jbo.data.records.Parent`); ``ValueError`` naming the
+    subsets that are not labelled."""
+    return mbe_from_energies(parent.lattice(), parent.cluster, regime=parent.regime,
+                             split=parent.split)
 
 
-def subset_energies(db, cluster: str, method: str = "fci", basis: str = "sto-3g"
-                    ) -> np.ndarray:
-    """``[2^n]`` stored energies (eV) of one cluster by bitmask; NaN where missing, [0] = 0."""
-    info = _collect(db, method, basis, cluster=cluster).get(cluster)
-    if info is None:
-        raise KeyError(f"no ok rows for cluster {cluster!r} ({method}/{basis})")
-    return _lattice(info)
-
-
-def _lattice(info: dict) -> np.ndarray:
-    e = np.full(1 << info["n"], np.nan)
-    e[0] = 0.0
-    for m, v in info["E"].items():
-        e[m] = v
-    return e
-
-
-def reference_mbe(db, cluster: str, method: str = "fci", basis: str = "sto-3g"
-                  ) -> ReferenceMBE:
-    """The MBE of one stored cluster; ``ValueError`` if a subset energy is missing."""
-    info = _collect(db, method, basis, cluster=cluster).get(cluster)
-    if info is None:
-        raise KeyError(f"no ok rows for cluster {cluster!r} ({method}/{basis})")
-    return mbe_from_energies(_lattice(info), cluster, regime=info["regime"],
-                             split=info["split"])
-
-
-def all_mbe(db, method: str = "fci", basis: str = "sto-3g", split: str | None = "train"
+def all_mbe(parents: Sequence[Parent], split: str | None = "train"
             ) -> tuple[list[ReferenceMBE], dict[str, str]]:
-    """MBEs of every complete cluster, and ``{cluster: why skipped}`` for incomplete ones."""
-    sel = {"split": split} if split else {}
+    """MBEs of every complete parent (of ``split``), and ``{cluster: why skipped}`` for the
+    incomplete ones."""
     done, skipped = [], {}
-    for cid, info in sorted(_collect(db, method, basis, **sel).items()):
-        missing = (1 << info["n"]) - 1 - len(info["E"])
-        if missing:
-            skipped[cid] = f"{missing} of {(1 << info['n']) - 1} subsets have no ok energy"
+    for p in sorted(parents, key=lambda p: p.cluster):
+        if split and p.split != split:
             continue
-        done.append(mbe_from_energies(_lattice(info), cid, regime=info["regime"],
-                                      split=info["split"]))
+        if not p.is_complete:
+            skipped[p.cluster] = f"{p.full - len(p.subsets)} of {p.full} subsets not labelled"
+            continue
+        done.append(reference_mbe(p))
     return done, skipped
