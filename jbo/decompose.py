@@ -26,10 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jbo import geometry, lattice
+from jbo import adapters, geometry, lattice
+from jbo.host import HostPotential
 from jbo.plans import SubsetPlan, connected_plan, plan_bytes, truncated_plan
 
-__all__ = ["BodyOrders", "body_orders", "connected_plan", "SubsetPlan", "memory_limit"]
+__all__ = ["BodyOrders", "body_orders", "connected_plan", "SubsetPlan", "memory_limit",
+           "assemble_lattice", "assemble_family"]
 
 Array = jax.Array
 EnergyFn = Callable[[Array, Array, Array], Array]
@@ -111,7 +113,10 @@ def body_orders(
       energy_fn: ``(positions[N,3], species[N], mask[N] bool) -> scalar`` energy (eV) of the
         atoms where mask is True, as if the others did not exist. If it has a ``validate(
         positions, species, mask)`` method (zoo models do), it is called on concrete input.
-      positions: ``[N, 3]`` or ``[B, N, 3]`` (Å).
+        Or a :class:`jbo.host.HostPotential` (an ASE calculator or torch model through
+        :mod:`jbo.adapters`): the same subsets are evaluated on the host, then assembled alike.
+      positions: ``[N, 3]`` or ``[B, N, 3]`` (Å), or an ``ase.Atoms`` (or a list of them) in
+        vacuum, which also gives species and padding.
       species: ``[N]`` / ``[B, N]`` atomic numbers (default: all hydrogen).
       max_order: highest order K (default N: the full expansion).
       cutoff: cutoff radius (Å) of a local model: only connected subsets are evaluated.
@@ -127,9 +132,11 @@ def body_orders(
         gathers (least work per call, N programs to compile); ``"masks"`` runs one program over
         N-wide subset masks (N-wide work per subset, ~10x faster to compile: short runs, N <= 8).
     """
+    positions, species, atom_mask = adapters.structure_input(positions, species, atom_mask)
     pos, spec, amask, batched = geometry.as_batch(positions, species, atom_mask)
     n_clusters, n = amask.shape
     concrete = geometry.is_concrete(pos, spec, amask)
+    _check_host(energy_fn, concrete, mesh)
     if concrete:
         geometry.check_values(pos, spec, amask, min_distance)
         validate = getattr(energy_fn, "validate", None)  # e.g. a model's known species
@@ -149,6 +156,9 @@ def body_orders(
             raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
 
         def run(p, s, a):
+            if isinstance(energy_fn, HostPotential):
+                e, g = energy_fn.lattice_energies(p, s, a, forces)
+                return assemble_lattice(jnp.asarray(e), _maybe(g), a, terms)
             return _exhaustive(energy_fn, p, s, a, forces, terms, chunk_size, layout)
 
     elif plan is None and cutoff is None:
@@ -158,7 +168,7 @@ def body_orders(
 
         def run(p, s, a):
             local = truncated_plan(p.shape[0], n, k)
-            return _family(energy_fn, p, s, a, local, forces, terms, chunk_size)
+            return _run_family(energy_fn, p, s, a, local, forces, terms, chunk_size)
 
     else:
         if plan is None:
@@ -180,12 +190,35 @@ def body_orders(
             )
 
         def run(p, s, a):
-            return _family(energy_fn, p, s, a, plan, forces, terms, chunk_size)
+            return _run_family(energy_fn, p, s, a, plan, forces, terms, chunk_size)
 
     result = run(pos, spec, amask) if mesh is None else _sharded(mesh, run, pos, spec, amask)
     if not batched:
         result = _unbatch(result)
     return result
+
+
+def _check_host(energy_fn, concrete: bool, mesh) -> None:
+    if not isinstance(energy_fn, HostPotential):
+        return
+    if not concrete:
+        raise ValueError(f"{energy_fn} evaluates on the host, outside JAX: call body_orders "
+                         "without jit/grad (forces=True gives the per-order forces)")
+    if mesh is not None:
+        raise ValueError(f"mesh= shards JAX models over devices; {energy_fn} runs on the host: "
+                         "use its workers= for parallel evaluation instead")
+
+
+def _maybe(x):
+    return None if x is None else jnp.asarray(x)
+
+
+def _run_family(energy_fn, pos, spec, amask, plan, forces, want_terms, chunk) -> BodyOrders:
+    """A plan's family through the jitted device path, or evaluated on the host."""
+    if not isinstance(energy_fn, HostPotential):
+        return _family(energy_fn, pos, spec, amask, plan, forces, want_terms, chunk)
+    e, g, total = energy_fn.family_energies(pos, spec, amask, plan, forces)
+    return assemble_family(jnp.asarray(e), _maybe(g), jnp.asarray(total), plan, amask, want_terms)
 
 
 def _check_locality(energy_fn: EnergyFn, cutoff: float | None) -> None:
@@ -289,16 +322,27 @@ LAYOUTS = {"compact": _lattice_compact, "masks": _lattice_masks}
 @partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
 def _exhaustive(energy_fn, pos, spec, amask, forces, want_terms, chunk, layout) -> BodyOrders:
     """All subsets (evaluated in the given layout), fast Möbius transform, per-order sums."""
-    n_clusters, n = amask.shape
-    size = 1 << n
     energies, grads = LAYOUTS[layout](_energy(energy_fn, forces), pos, spec, amask, forces, chunk)
+    return assemble_lattice(energies, grads, amask, want_terms)
+
+
+def assemble_lattice(energies, grads, amask, want_terms: bool = True) -> BodyOrders:
+    """BodyOrders from the energies of all subsets, however they were evaluated.
+
+    Args:
+      energies: ``[B, 2^N]`` E(S) (eV) indexed by bitmask (entry 0, the empty set, is 0).
+      grads: ``[B, 2^N, N, 3]`` ∂E(S)/∂positions (eV/Å), zero outside S, or None.
+      amask: ``[B, N]`` real atoms; subsets holding padding atoms get ε = 0.
+    """
+    n = amask.shape[1]
+    size = 1 << n
     # subsets holding padding atoms have ε = 0 exactly (their energies repeat smaller subsets')
     real_bits = jnp.sum(jnp.where(amask, 1 << jnp.arange(n, dtype=jnp.int64), 0), axis=-1)
     inside = (jnp.arange(size, dtype=jnp.int64)[None, :] & ~real_bits[:, None]) == 0  # [B, 2^N]
     eps = jnp.where(inside, lattice.mobius(energies, axis=1), 0.0)
     per_order = lattice.order_sums(eps, n, axis=1)
     force = None
-    if forces:
+    if grads is not None:
         eps_grad = jnp.where(inside[..., None, None], lattice.mobius(grads, axis=1), 0.0)
         force = -lattice.order_sums(eps_grad, n, axis=1)
     return BodyOrders(
@@ -315,29 +359,43 @@ def _exhaustive(energy_fn, pos, spec, amask, forces, want_terms, chunk, layout) 
 @partial(jax.jit, static_argnums=(0, 5, 6, 7))
 def _family(energy_fn, pos, spec, amask, plan: SubsetPlan, forces, want_terms, chunk):
     """Evaluate a subset family and contract it with the plan's order weights."""
-    n_clusters, n = amask.shape
     idx = jnp.asarray(plan.idx)
     safe = jnp.maximum(idx, 0)
     flat_pos = pos.reshape(-1, 3)
-    flat_mask = amask.reshape(-1)
-    sub_mask = (idx >= 0) & flat_mask[safe]
+    sub_mask = (idx >= 0) & amask.reshape(-1)[safe]
     f = _energy(energy_fn, forces)
-    m = idx.shape[0]
     # Padding slots are absent atoms; park them far apart so no model ever sees r = 0.
     park = 1e3 * jnp.arange(1, idx.shape[1] + 1, dtype=flat_pos.dtype)[:, None] * jnp.eye(3)[0]
     sub_pos = jnp.where(sub_mask[..., None], flat_pos[safe], flat_pos[safe[:, :1]] + park)
     out = jax.lax.map(
         lambda a: f(*a),
         (sub_pos, spec.reshape(-1)[safe], sub_mask),
-        batch_size=max(1, min(chunk, m)),
+        batch_size=max(1, min(chunk, idx.shape[0])),
     )
-    energies = out[0] if forces else out
+    total = jax.vmap(_energy(energy_fn, False))(pos, spec, amask)
+    energies, grads = out if forces else (out, None)
+    return assemble_family(energies, grads, total, plan, amask, want_terms)
+
+
+def assemble_family(energies, grads, total, plan: SubsetPlan, amask, want_terms: bool = True):
+    """BodyOrders from the energies of a plan's subsets, however they were evaluated.
+
+    Args:
+      energies: ``[M]`` E(T) (eV) of the subsets ``plan.idx`` (padding members absent).
+      grads: ``[M, K, 3]`` ∂E(T)/∂(positions of T's members, in ``plan.idx`` order), or None.
+      total: ``[B]`` energy of each whole cluster (eV).
+      amask: ``[B, N]`` real atoms.
+    """
+    n_clusters, n = amask.shape
+    idx = jnp.asarray(plan.idx)
+    safe = jnp.maximum(idx, 0)
     weights = plan.weights(amask)  # [M, K]: E^(k) = Σ_T W[T, k] E(T) per cluster
     cluster = jnp.asarray(plan.cluster)
     per_order = jax.ops.segment_sum(weights * energies[:, None], cluster, n_clusters)
     force = None
-    if forces:
-        grads = jnp.where(sub_mask[..., None], out[1], 0.0)  # [M, K, 3]
+    if grads is not None:
+        sub_mask = (idx >= 0) & amask.reshape(-1)[safe]
+        grads = jnp.where(sub_mask[..., None], grads, 0.0)  # [M, K, 3]
         force = jnp.stack(
             [
                 -jnp.zeros((n_clusters * n, 3)).at[safe].add(weights[:, k, None, None] * grads)
@@ -345,10 +403,7 @@ def _family(energy_fn, pos, spec, amask, plan: SubsetPlan, forces, want_terms, c
             ]
         )  # [K, B*N, 3]
         force = force.reshape(plan.max_order, n_clusters, n, 3).transpose(1, 0, 2, 3)
-    eps = None
-    if want_terms:
-        eps = plan.interaction_terms(energies, amask)
-    total = jax.vmap(_energy(energy_fn, False))(pos, spec, amask)
+    eps = plan.interaction_terms(energies, amask) if want_terms else None
     return BodyOrders(
         per_order=per_order,
         truncated=jnp.cumsum(per_order, axis=-1),
@@ -356,7 +411,7 @@ def _family(energy_fn, pos, spec, amask, plan: SubsetPlan, forces, want_terms, c
         terms=eps,
         subsets=plan.local_idx(),
         forces=force,
-        cluster=None if plan.mode == "truncated" else jnp.asarray(plan.cluster),
+        cluster=None if plan.mode == "truncated" else cluster,
         mode=plan.mode,
     )
 
