@@ -189,8 +189,11 @@ def _decompose_calculator(args) -> int:
             known = known_cutoff(calc)
             pot = from_ase(calc, cutoff=args.cutoff if known is None else known,
                            workers=args.workers, cache=args.cache or True)
-        results = [body_orders(pot, *from_structures(a, pbc=args.pbc), max_order=args.max_order,
-                               cutoff=args.cutoff) for a in frames]
+        results = []
+        for atoms in frames:
+            pos, numbers, mask = from_structures(atoms, pbc=args.pbc)
+            results.append(body_orders(pot, pos, numbers, atom_mask=mask,
+                                       max_order=args.max_order, cutoff=args.cutoff))
     except (OSError, ValueError, MemoryError, SubclusterError, UnknownFileTypeError) as exc:
         print(f"jbo decompose: {exc}", file=sys.stderr)
         return 2

@@ -158,7 +158,7 @@ def body_orders(
         def run(p, s, a):
             if isinstance(energy_fn, HostPotential):
                 e, g = energy_fn.lattice_energies(p, s, a, forces)
-                return assemble_lattice(jnp.asarray(e), _maybe(g), a, terms)
+                return _assemble_lattice_jit(jnp.asarray(e), _maybe(g), a, terms)
             return _exhaustive(energy_fn, p, s, a, forces, terms, chunk_size, layout)
 
     elif plan is None and cutoff is None:
@@ -218,7 +218,8 @@ def _run_family(energy_fn, pos, spec, amask, plan, forces, want_terms, chunk) ->
     if not isinstance(energy_fn, HostPotential):
         return _family(energy_fn, pos, spec, amask, plan, forces, want_terms, chunk)
     e, g, total = energy_fn.family_energies(pos, spec, amask, plan, forces)
-    return assemble_family(jnp.asarray(e), _maybe(g), jnp.asarray(total), plan, amask, want_terms)
+    return _assemble_family_jit(jnp.asarray(e), _maybe(g), jnp.asarray(total), plan, amask,
+                                want_terms)
 
 
 def _check_locality(energy_fn: EnergyFn, cutoff: float | None) -> None:
@@ -414,6 +415,11 @@ def assemble_family(energies, grads, total, plan: SubsetPlan, amask, want_terms:
         cluster=None if plan.mode == "truncated" else cluster,
         mode=plan.mode,
     )
+
+
+# the host path's assembly: one compiled program per shape (eager ops would compile one by one)
+_assemble_lattice_jit = jax.jit(assemble_lattice, static_argnums=3)
+_assemble_family_jit = jax.jit(assemble_family, static_argnums=5)
 
 
 def _sharded(mesh: jax.sharding.Mesh, run, pos, spec, amask) -> BodyOrders:
