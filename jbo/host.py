@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import sqlite3
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -242,6 +243,11 @@ class HostPotential:
                                              initializer=_worker_init,
                                              initargs=(self.evaluator,))
         return self._pool
+
+    def start_workers(self) -> None:
+        """Start all worker processes now (else on first use; each imports jbo, ~1-2 s)."""
+        if self.workers > 1:
+            list(self._get_pool().map(time.sleep, [0.5] * self.workers))
 
     def close(self) -> None:
         """Shut the worker pool down (it is otherwise kept for the next decomposition)."""

@@ -329,3 +329,26 @@ def test_from_torch_without_torch_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"pip install 'jbo\[torch\]'"):
         from_torch(lambda p, z, m: p.sum())
+
+
+def test_readme_examples_run():
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    emt = next(b for b in blocks if "from_ase(" in b)
+    assert len(emt.strip().splitlines()) == 5
+    ns: dict = {}
+    exec(compile(emt, "README.md", "exec"), ns)
+    atoms = Icosahedron("Cu", 2)[:10]
+    assert abs(float(ns["r"].total) - sum(np.asarray(ns["r"].per_order))) < 1e-9
+    ref = atoms.copy()
+    ref.calc = EMT()
+    assert abs(float(ns["r"].total) - ref.get_potential_energy()) < 1e-9
+    pytest.importorskip("torch", reason="torch not installed: pip install 'jbo[torch]'")
+    code = next(b for b in blocks if "from_torch(" in b)
+    assert len([x for x in code.strip().splitlines() if x.strip()]) <= 10
+    exec(compile(code, "README.md", "exec"), ns)
+    per = np.asarray(ns["rt"].per_order)
+    assert np.abs(per[2:]).max() < 1e-12 and per[1] > 0 and ns["rt"].forces.shape == (4, 8, 3)
