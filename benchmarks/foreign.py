@@ -22,7 +22,6 @@ import json
 import os
 import time
 
-import numpy as np
 from ase.calculators.emt import EMT
 from ase.cluster import Icosahedron
 

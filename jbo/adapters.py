@@ -60,10 +60,13 @@ def known_cutoff(calculator) -> float | None:
     from ase.calculators.emt import EMT
     from ase.calculators.lj import LennardJones
 
-    if isinstance(calculator, EMT):
-        return float(EMT()._calc_cutoff(Atoms())[1])
-    if isinstance(calculator, LennardJones):
-        return float(calculator.parameters.rc)
+    try:
+        if isinstance(calculator, EMT):
+            return float(EMT()._calc_cutoff(Atoms())[1])  # global rc_list, all elements
+        if isinstance(calculator, LennardJones):
+            return float(calculator.parameters.rc)
+    except (AttributeError, TypeError, KeyError):  # a future ASE: fall back to non-local
+        return None
     return None
 
 
@@ -82,10 +85,12 @@ def from_ase(calculator, *, cutoff: float | None | str = "auto", workers: int = 
       cutoff: interaction cutoff (Å) for connected mode; ``"auto"`` knows EMT and
         LennardJones (:func:`known_cutoff`) and treats others as non-local (None).
       workers: processes evaluating chunks of ``batch`` subclusters (each gets a pickled copy of
-        the calculator; worth it for calculators slower than ~10 ms per call).
+        the calculator; worth it for calculators slower than ~10 ms per call). They are
+        spawned, so a script using them needs the ``if __name__ == "__main__":`` guard.
       cache: True (memory), False, or an SQLite path: a killed decomposition resumes from it.
       on_error: ``"raise"`` names the failing subcluster; ``"nan"`` records it (``failures``).
-      tag: names the calculator in the cache (default: class name and parameters).
+      tag: names the calculator in the cache (default: class name and parameters; give one
+        when sharing a cache file between calculators whose parameters do not tell them apart).
     """
     if cutoff == "auto":
         cutoff = known_cutoff(calculator)
@@ -112,10 +117,10 @@ class TorchEvaluator:
         sizes = np.array([len(z) for z, _ in items])
         for k in np.unique(sizes):
             at = np.flatnonzero(sizes == k)
-            pos = torch.tensor(np.stack([items[i][1] for i in at]), dtype=self.dtype,
-                               device=self.device, requires_grad=forces)
-            num = torch.tensor(np.stack([items[i][0] for i in at]), dtype=torch.long,
-                               device=self.device)
+            pos = torch.from_numpy(np.stack([items[i][1] for i in at])).to(
+                self.device, self.dtype).requires_grad_(forces)
+            num = torch.from_numpy(np.stack([items[i][0] for i in at])).to(self.device,
+                                                                           torch.long)
             mask = torch.ones(num.shape, dtype=torch.bool, device=self.device)
             with torch.set_grad_enabled(forces):
                 e = self.model(pos, num, mask)
@@ -148,8 +153,21 @@ def from_torch(model: Callable, *, cutoff: float | None = None, device: str = "c
     except ImportError as exc:
         raise ImportError(_TORCH_HINT) from exc
     return HostPotential(TorchEvaluator(model, device, dtype), cutoff=cutoff,
-                         tag=tag or type(model).__name__, cache=cache, batch=batch,
+                         tag=tag or _torch_tag(model), cache=cache, batch=batch,
                          progress=progress, on_error=on_error, sort_by_size=True)
+
+
+def _torch_tag(model) -> str:
+    """Class (or function) name plus a digest of the module's parameters and buffers."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+    for name, value in getattr(model, "state_dict", dict)().items():
+        h.update(name.encode())
+        value = value.detach().cpu().contiguous()
+        h.update((value.float() if value.dtype.is_floating_point else value).numpy().tobytes())
+    name = getattr(model, "__qualname__", type(model).__qualname__)
+    return f"{getattr(model, '__module__', '')}.{name}:{h.hexdigest()}"
 
 
 # ----------------------------------------------------------------------------- structures

@@ -2,6 +2,7 @@
 
     jbo train --db data/h_clusters.db --model soap_bpnn --lam 1 --order 2 --out runs/reg
     jbo decompose runs/reg --db data/h_clusters.db --split heldout
+    jbo decompose --calculator emt --structures clusters.extxyz   (any ASE calculator)
     jbo label ...            (the reference-data tool: same as `python -m jbo.data ...`)
 
 Run ``jbo <command> --help`` for the options of each command.
@@ -20,6 +21,7 @@ _EPILOG = """examples:
   jbo train --model soap_bpnn --makeup up_to:3 --epochs 50 --out runs/plain
   jbo train --model soap_bpnn --lam 1.0 --order 2 --out runs/reg
   jbo decompose runs/reg --split heldout --json spectra.json
+  jbo decompose --calculator emt --structures clusters.extxyz --max-order 4 --json emt.json
   jbo label --help
 
 Energies are in eV (per atom in meV/atom where stated), lengths in Å. See docs/CONTRACTS.md

@@ -1,9 +1,9 @@
-"""Potentials evaluated on the host (ASE calculators, PyTorch models): subset energies for the engine.
+"""Potentials evaluated on the host (ASE calculators, torch models): subset energies for the engine.
 
 A :class:`HostPotential` turns the subsets the engine would evaluate on device into real
 subclusters (the other atoms removed, in vacuum), evaluates them with a host-side
 :data:`Evaluator` and hands back their energies (and gradients) to the same Möbius assembly
-(:func:`jbo.decompose.assemble_lattice` / :func:`~jbo.decompose.assemble_family`). Around the
+(:func:`jbo.assembly.assemble_lattice` / :func:`~jbo.assembly.assemble_family`). Around the
 evaluator it adds:
 
 * a cache keyed by subcluster content (atomic numbers + positions, bit for bit), in memory and
@@ -157,7 +157,7 @@ class HostPotential:
         return e.reshape(shape), None if g is None else g.reshape(shape + (n, 3))
 
     def family_energies(self, pos, spec, amask, plan, forces: bool):
-        """E(T) ``[M]`` of a plan's subsets, ∂E/∂x ``[M, K, 3]`` (plan order), totals ``[B]``."""
+        """E(T) ``[M]`` of a plan's subsets, ∂E/∂x ``[M, K, 3]`` (plan order), totals ``[B]``"""
         n_clusters, n = amask.shape
         idx = np.asarray(plan.idx)
         cluster = np.concatenate([np.asarray(plan.cluster), np.arange(n_clusters)])
@@ -200,7 +200,8 @@ class HostPotential:
                 pending.setdefault(key, j)
         order = sorted(pending.values(), key=lambda j: len(atoms[j])) if self.sort_by_size \
             else list(pending.values())
-        for i, e, g, err in self._compute([items[j] for j in order], forces):
+        for i, e, g, err in self._compute([items[j] for j in order], [keys[j] for j in order],
+                                          forces):
             j = order[i]
             results[keys[j]] = (e, g)
             if err is not None:
@@ -212,7 +213,7 @@ class HostPotential:
                 grads[r, atoms[j]] = np.nan if g is None else g
         return energies, grads
 
-    def _compute(self, items, forces: bool):
+    def _compute(self, items, keys: list[bytes], forces: bool):
         """Yield ``(position in items, energy, grad, error)``, storing results as chunks finish."""
         if not items:
             return
@@ -229,7 +230,7 @@ class HostPotential:
             done = (_run_chunk(self.evaluator, [items[i] for i in c], forces) for c in chunks)
         try:
             for c, out in zip(chunks, done):
-                self._store(items, c, out)
+                self._store([keys[i] for i in c], out)
                 self.n_evaluated += len(c)
                 bar.update(len(c))
                 yield from ((i, *r) for i, r in zip(c, out))
@@ -282,9 +283,8 @@ class HostPotential:
                 self._memory.update(disk)
         return found
 
-    def _store(self, items, chunk: list[int], out: list[tuple]) -> None:
-        rows = [(self._key(*items[i]), e, g) for i, (e, g, err) in zip(chunk, out)
-                if err is None]
+    def _store(self, keys: list[bytes], out: list[tuple]) -> None:
+        rows = [(k, e, g) for k, (e, g, err) in zip(keys, out) if err is None]
         if self._memory is not None:
             self._memory.update((k, (e, g)) for k, e, g in rows)
         if self._disk is not None and rows:

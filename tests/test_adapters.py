@@ -31,7 +31,7 @@ def cluster(symbol: str, n: int, seed: int = 0) -> Atoms:
 
 
 def loop_truth(atoms: Atoms, calc) -> tuple[np.ndarray, dict]:
-    """E^(1..N) and ε(S) by a Python loop of calculator calls and explicit inclusion–exclusion."""
+    """E^(1..N) and ε(S): a Python loop of calculator calls, explicit inclusion–exclusion."""
     n = len(atoms)
     energy = {(): 0.0}
     for k in range(1, n + 1):
