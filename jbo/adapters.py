@@ -14,6 +14,7 @@ failure policy documented there), accepted by ``body_orders`` in all three modes
 from __future__ import annotations
 
 import importlib
+import pickle
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,8 +33,8 @@ _TORCH_HINT = "PyTorch is not installed: pip install 'jbo[torch]' (or pip instal
 class AseEvaluator:
     """Evaluate subclusters with an ASE calculator, one ``Atoms`` each (picklable for workers)."""
 
-    def __init__(self, calculator):
-        self.calculator = calculator
+    def __init__(self, calculator, vacuum: float | None = None):
+        self.calculator, self.vacuum = calculator, vacuum
 
     def __call__(self, items, forces: bool) -> list:
         from ase import Atoms
@@ -41,6 +42,8 @@ class AseEvaluator:
         out: list[Any] = []
         for numbers, positions in items:
             atoms = Atoms(numbers=numbers, positions=positions)  # no cell, pbc False: vacuum
+            if self.vacuum is not None:  # a non-periodic box, for codes that need a cell
+                atoms.center(vacuum=self.vacuum)
             atoms.calc = self.calculator
             try:
                 e = atoms.get_potential_energy()
@@ -77,7 +80,8 @@ def _tag(obj) -> str:
 
 def from_ase(calculator, *, cutoff: float | None | str = "auto", workers: int = 1,
              batch: int = 16, cache: bool | str | Path = True, progress: bool | None = None,
-             on_error: str = "raise", tag: str | None = None) -> HostPotential:
+             on_error: str = "raise", vacuum: float | None = None,
+             tag: str | None = None) -> HostPotential:
     """Any ASE calculator as an engine potential (energies and, on request, forces).
 
     Args:
@@ -89,12 +93,21 @@ def from_ase(calculator, *, cutoff: float | None | str = "auto", workers: int = 
         spawned, so a script using them needs the ``if __name__ == "__main__":`` guard.
       cache: True (memory), False, or an SQLite path: a killed decomposition resumes from it.
       on_error: ``"raise"`` names the failing subcluster; ``"nan"`` records it (``failures``).
+      vacuum: give each subcluster a box with this much vacuum (Å) around it, still
+        ``pbc=False`` (grid-based codes need a cell); default: no cell.
       tag: names the calculator in the cache (default: class name and parameters; give one
         when sharing a cache file between calculators whose parameters do not tell them apart).
     """
     if cutoff == "auto":
         cutoff = known_cutoff(calculator)
-    return HostPotential(AseEvaluator(calculator), cutoff=cutoff, tag=tag or _tag(calculator),
+    if workers > 1:
+        try:
+            pickle.dumps(calculator)
+        except Exception as exc:  # noqa: BLE001 - any pickling failure means the same here
+            raise ValueError(f"workers={workers} sends the calculator to worker processes, but "
+                             f"it cannot be pickled ({exc}); use workers=1") from exc
+    return HostPotential(AseEvaluator(calculator, vacuum), cutoff=cutoff,
+                         tag=tag or _tag(calculator),
                          cache=cache, workers=workers, batch=batch, progress=progress,
                          on_error=on_error)
 

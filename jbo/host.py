@@ -219,7 +219,8 @@ class HostPotential:
             return
         chunks = [list(range(at, min(at + self.batch, len(items))))
                   for at in range(0, len(items), self.batch)]
-        bar = tqdm(total=len(items), desc=f"subclusters ({self.tag})", unit="sub",
+        name = self.tag.split("{")[0].split(":")[0]
+        bar = tqdm(total=len(items), desc=f"subclusters ({name})", unit="sub",
                    disable=(not self.progress) if self.progress is not None else None,
                    leave=False)
         if self.workers > 1:

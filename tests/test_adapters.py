@@ -165,9 +165,22 @@ def test_periodic_structures_are_refused_unless_told():
 
 def test_batch_of_structures_is_padded():
     a, b = cluster("Cu", 5, 1), cluster("Au", 3, 2)
-    r = body_orders(from_ase(EMT()), [a, b], max_order=2)
-    for atoms, per in zip((a, b), np.asarray(r.per_order)):
-        np.testing.assert_allclose(per, loop_truth(atoms, EMT())[0][:2], atol=1e-9)
+    pot = from_ase(EMT())
+    r = body_orders(pot, [a, b], max_order=2)
+    rc = body_orders(pot, [a, b], max_order=3, cutoff=pot.cutoff)  # connected, padded batch
+    boxed = body_orders(from_ase(EMT(), vacuum=6.0), [a, b], max_order=2)  # cell, no PBC
+    for i, atoms in enumerate((a, b)):
+        truth = loop_truth(atoms, EMT())[0]
+        np.testing.assert_allclose(np.asarray(r.per_order[i]), truth[:2], atol=1e-9)
+        np.testing.assert_allclose(np.asarray(rc.per_order[i]), truth[:3], atol=1e-9)
+        np.testing.assert_allclose(np.asarray(boxed.per_order[i]), truth[:2], atol=1e-9)
+
+
+def test_unpicklable_calculator_with_workers_is_refused():
+    calc = EMT()
+    calc.hook = lambda: None  # a lambda cannot be pickled
+    with pytest.raises(ValueError, match="cannot be pickled.*workers=1"):
+        from_ase(calc, workers=2)
 
 
 class Interrupted(EMT):
