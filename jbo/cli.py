@@ -2,6 +2,7 @@
 
     jbo train --db data/h_clusters.db --model soap_bpnn --lam 1 --order 2 --out runs/reg
     jbo decompose runs/reg --db data/h_clusters.db --split heldout
+    jbo decompose --calculator emt --structures clusters.extxyz   (any ASE calculator)
     jbo label ...            (the reference-data tool: same as `python -m jbo.data ...`)
 
 Run ``jbo <command> --help`` for the options of each command.
@@ -20,6 +21,7 @@ _EPILOG = """examples:
   jbo train --model soap_bpnn --makeup up_to:3 --epochs 50 --out runs/plain
   jbo train --model soap_bpnn --lam 1.0 --order 2 --out runs/reg
   jbo decompose runs/reg --split heldout --json spectra.json
+  jbo decompose --calculator emt --structures clusters.extxyz --max-order 4 --json emt.json
   jbo label --help
 
 Energies are in eV (per atom in meV/atom where stated), lengths in Å. See docs/CONTRACTS.md
@@ -79,16 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoints (they are overwritten as training proceeds)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    d = sub.add_parser("decompose", help="body-order spectrum of a trained model",
-                       description="Decompose a trained checkpoint's energies of the clusters of "
-                       "an ase.db into body orders E^(k) (exhaustive for N <= 16; use "
-                       "--max-order for larger clusters).")
-    d.add_argument("checkpoint", help="run folder of `jbo train` (or its checkpoints/)")
+    d = sub.add_parser("decompose", help="body-order spectrum of a trained model or any "
+                       "ASE calculator",
+                       description="Decompose energies into body orders E^(k): a trained "
+                       "checkpoint on the clusters of an ase.db, or any ASE calculator "
+                       "(--calculator) on the structures of any file ASE reads (exhaustive for "
+                       "N <= 16; use --max-order or --cutoff for larger clusters).")
+    d.add_argument("checkpoint", nargs="?", default=None,
+                   help="run folder of `jbo train` (or its checkpoints/); omit with --calculator")
     d.add_argument("--db", default="data/h_clusters.db", help="clusters to decompose")
     d.add_argument("--split", default="heldout", help="rows with this split (full clusters)")
     d.add_argument("--max-order", type=int, default=None, help="truncate at this order")
     d.add_argument("--which", default="best", choices=["best", "latest"])
     d.add_argument("--json", default=None, help="also write the results to this JSON file")
+    d.add_argument("--calculator", default=None, help="emt | lj | module:factory (a function "
+                   "returning an ASE calculator): decompose it instead of a checkpoint")
+    d.add_argument("--structures", default=None, help="structures for --calculator: any file "
+                   "ase.io.read takes (extxyz, xyz, traj, ase.db), all frames")
+    d.add_argument("--cutoff", type=float, default=None, help="connected mode: only subsets "
+                   "connected within this cutoff (Å) of a local calculator")
+    d.add_argument("--pbc", default="refuse", choices=["refuse", "vacuum"], help="periodic "
+                   "structures are refused unless 'vacuum' (drop the cell: isolated cluster)")
+    d.add_argument("--workers", type=int, default=1, help="processes evaluating subclusters")
+    d.add_argument("--cache", default=None, help="SQLite file caching subcluster energies "
+                   "(a killed run resumes from it)")
+    d.add_argument("--plot", default=None, help="spectrum plot |E^(k)|/n vs k (PNG; default: "
+                   "next to --json)")
     sub.add_parser("label", help="label reference clusters (delegates to python -m jbo.data)",
                    add_help=False)
     return p
@@ -116,6 +134,13 @@ def _train(args) -> int:
 def _decompose(args) -> int:
     import numpy as np
 
+    if (args.checkpoint is None) == (args.calculator is None):
+        print("jbo decompose: give a checkpoint or --calculator (with --structures), not both",
+              file=sys.stderr)
+        return 2
+    if args.calculator is not None:
+        return _decompose_calculator(args)
+
     from jbo.data.batches import read_db
     from jbo.train.analysis import model_per_order
     from jbo.train.model import load_trained
@@ -137,6 +162,64 @@ def _decompose(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
+    return 0
+
+
+def _decompose_calculator(args) -> int:
+    """``jbo decompose --calculator ... --structures FILE``: one line per structure."""
+    from pathlib import Path
+
+    import ase.io
+    import numpy as np
+    from ase.io.formats import UnknownFileTypeError
+
+    from jbo import plots
+    from jbo.adapters import calculator_from_spec, from_ase, from_structures, known_cutoff
+    from jbo.decompose import body_orders
+    from jbo.host import HostPotential, SubclusterError
+
+    if args.structures is None:
+        print("jbo decompose: --calculator needs --structures FILE", file=sys.stderr)
+        return 2
+    pot = None
+    try:
+        frames = ase.io.read(args.structures, index=":")
+        calc = calculator_from_spec(args.calculator)
+        if isinstance(calc, HostPotential):
+            pot = calc
+        else:  # a known calculator's own cutoff; otherwise the user's --cutoff vouches for it
+            known = known_cutoff(calc)
+            pot = from_ase(calc, cutoff=args.cutoff if known is None else known,
+                           workers=args.workers, cache=args.cache or True)
+        results = []
+        for atoms in frames:
+            pos, numbers, mask = from_structures(atoms, pbc=args.pbc)
+            results.append(body_orders(pot, pos, numbers, atom_mask=mask,
+                                       max_order=args.max_order, cutoff=args.cutoff))
+    except (OSError, ValueError, MemoryError, SubclusterError, UnknownFileTypeError) as exc:
+        print(f"jbo decompose: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if pot is not None:
+            pot.close()
+    k = max(len(r.per_order) for r in results)
+    print("structure".ljust(22) + " n " + "".join(f"{'E^(%d)' % (j + 1):>11}" for j in range(k))
+          + "   (meV/atom)")
+    out, series = [], {}
+    for i, (a, r) in enumerate(zip(frames, results)):
+        n, per = len(a), np.asarray(r.per_order)
+        name = f"{i}:{a.get_chemical_formula()}"
+        print(f"{name:<22}{n:>2} " + "".join(f"{1e3 * v / n:>11.2f}" for v in per))
+        out.append({"structure": i, "formula": a.get_chemical_formula(), "n": n,
+                    "energy_ev": float(r.total), "per_order_ev": per.tolist(), "mode": r.mode})
+        series[name] = (np.arange(1, len(per) + 1), 1e3 * np.abs(per) / n)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    if plot:
+        plots.curves(dict(list(series.items())[:12]), plot, "body order k",
+                     "|E^(k)| / n (meV/atom)", title=f"{args.calculator}: body-order spectrum",
+                     logy=True)
     return 0
 
 

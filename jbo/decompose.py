@@ -13,6 +13,8 @@ masks), Möbius-inverts the subset energies into interaction terms ε(S) and sum
 
 All arithmetic after the model is float64, jittable and differentiable with respect to model
 parameters and positions. Batches: ``positions[B, N, 3]`` with ``atom_mask[B, N]``.
+Host potentials (ASE calculators, torch models: :mod:`jbo.adapters`) evaluate the same subsets
+on the host instead; :mod:`jbo.assembly` turns either path's subset energies into the result.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-from jbo import geometry, lattice
+from jbo import adapters, geometry, lattice
+from jbo.assembly import BodyOrders, assemble_family, assemble_lattice
+from jbo.assembly import assemble_family_jit as _assemble_family_jit
+from jbo.assembly import assemble_lattice_jit as _assemble_lattice_jit
+from jbo.host import HostPotential
 from jbo.plans import SubsetPlan, connected_plan, plan_bytes, truncated_plan
 
-__all__ = ["BodyOrders", "body_orders", "connected_plan", "SubsetPlan", "memory_limit"]
+__all__ = ["BodyOrders", "body_orders", "connected_plan", "SubsetPlan", "memory_limit",
+           "assemble_lattice", "assemble_family"]
 
 Array = jax.Array
 EnergyFn = Callable[[Array, Array, Array], Array]
@@ -41,52 +47,6 @@ DEFAULT_CHUNK = 256
 def memory_limit() -> int:
     """Bytes the decomposition may hold (env ``JBO_MEMORY_LIMIT``, default 4 GiB)."""
     return int(float(os.environ.get("JBO_MEMORY_LIMIT", 4 * 2**30)))
-
-
-@struct.dataclass
-class BodyOrders:
-    """Result of :func:`body_orders`. Leading ``[B]`` axes only for batched input.
-
-    Attributes:
-      per_order: ``[B, K]`` E^(1)..E^(K) (eV).
-      truncated: ``[B, K]`` E_MBE(1)..E_MBE(K) (eV), cumulative sums of ``per_order``.
-      total: ``[B]`` energy of the whole cluster (eV).
-      terms: interaction terms ε(S) (eV): exhaustive ``[B, 2^N]`` indexed by bitmask;
-        truncated ``[B, M]`` aligned with ``subsets``; connected ``[M]`` (all clusters), with
-        ``cluster[M]`` naming each term's cluster. None when not requested.
-      subsets: exhaustive ``[2^N]`` bitmasks; otherwise ``[M, K]`` atom indices (−1 padded).
-      forces: ``[B, K, N, 3]`` −∂E^(k)/∂positions (eV/Å), or None.
-      cluster: ``[M]`` cluster index of each subset (connected mode), else None.
-      mode: ``"exhaustive"``, ``"truncated"`` or ``"connected"``.
-    """
-
-    per_order: Array
-    truncated: Array
-    total: Array
-    terms: Array | None
-    subsets: Array
-    forces: Array | None = None
-    cluster: Array | None = None
-    mode: str = struct.field(pytree_node=False, default="exhaustive")
-
-    @property
-    def error(self) -> Array:
-        """Truncation error E − E_MBE(K) (eV)."""
-        return self.total - self.truncated[..., -1]
-
-    @property
-    def orders(self) -> np.ndarray:
-        """Body order |S| of each entry of ``terms`` (``[2^N]`` or ``[M]``)."""
-        if self.mode == "exhaustive":
-            return lattice.popcount(np.asarray(self.subsets))
-        return lattice.subset_sizes(np.asarray(self.subsets))
-
-    def atoms(self, j: int) -> tuple[int, ...]:
-        """Atom indices of the subset behind ``terms[..., j]``."""
-        s = np.asarray(self.subsets)
-        if self.mode == "exhaustive":
-            return tuple(int(i) for i in range(int(s[j]).bit_length()) if (int(s[j]) >> i) & 1)
-        return tuple(int(i) for i in s[j] if i >= 0)
 
 
 def body_orders(
@@ -111,7 +71,10 @@ def body_orders(
       energy_fn: ``(positions[N,3], species[N], mask[N] bool) -> scalar`` energy (eV) of the
         atoms where mask is True, as if the others did not exist. If it has a ``validate(
         positions, species, mask)`` method (zoo models do), it is called on concrete input.
-      positions: ``[N, 3]`` or ``[B, N, 3]`` (Å).
+        Or a :class:`jbo.host.HostPotential` (an ASE calculator or torch model through
+        :mod:`jbo.adapters`): the same subsets are evaluated on the host, then assembled alike.
+      positions: ``[N, 3]`` or ``[B, N, 3]`` (Å), or an ``ase.Atoms`` (or a list of them) in
+        vacuum, which also gives species and padding.
       species: ``[N]`` / ``[B, N]`` atomic numbers (default: all hydrogen).
       max_order: highest order K (default N: the full expansion).
       cutoff: cutoff radius (Å) of a local model: only connected subsets are evaluated.
@@ -127,9 +90,11 @@ def body_orders(
         gathers (least work per call, N programs to compile); ``"masks"`` runs one program over
         N-wide subset masks (N-wide work per subset, ~10x faster to compile: short runs, N <= 8).
     """
+    positions, species, atom_mask = adapters.structure_input(positions, species, atom_mask)
     pos, spec, amask, batched = geometry.as_batch(positions, species, atom_mask)
     n_clusters, n = amask.shape
     concrete = geometry.is_concrete(pos, spec, amask)
+    _check_host(energy_fn, concrete, mesh)
     if concrete:
         geometry.check_values(pos, spec, amask, min_distance)
         validate = getattr(energy_fn, "validate", None)  # e.g. a model's known species
@@ -149,6 +114,9 @@ def body_orders(
             raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
 
         def run(p, s, a):
+            if isinstance(energy_fn, HostPotential):
+                e, g = energy_fn.lattice_energies(p, s, a, forces)
+                return _assemble_lattice_jit(jnp.asarray(e), _maybe(g), a, terms)
             return _exhaustive(energy_fn, p, s, a, forces, terms, chunk_size, layout)
 
     elif plan is None and cutoff is None:
@@ -158,7 +126,7 @@ def body_orders(
 
         def run(p, s, a):
             local = truncated_plan(p.shape[0], n, k)
-            return _family(energy_fn, p, s, a, local, forces, terms, chunk_size)
+            return _run_family(energy_fn, p, s, a, local, forces, terms, chunk_size)
 
     else:
         if plan is None:
@@ -180,12 +148,36 @@ def body_orders(
             )
 
         def run(p, s, a):
-            return _family(energy_fn, p, s, a, plan, forces, terms, chunk_size)
+            return _run_family(energy_fn, p, s, a, plan, forces, terms, chunk_size)
 
     result = run(pos, spec, amask) if mesh is None else _sharded(mesh, run, pos, spec, amask)
     if not batched:
         result = _unbatch(result)
     return result
+
+
+def _check_host(energy_fn, concrete: bool, mesh) -> None:
+    if not isinstance(energy_fn, HostPotential):
+        return
+    if not concrete:
+        raise ValueError(f"{energy_fn} evaluates on the host, outside JAX: call body_orders "
+                         "without jit/grad (forces=True gives the per-order forces)")
+    if mesh is not None:
+        raise ValueError(f"mesh= shards JAX models over devices; {energy_fn} runs on the host: "
+                         "use its workers= for parallel evaluation instead")
+
+
+def _maybe(x):
+    return None if x is None else jnp.asarray(x)
+
+
+def _run_family(energy_fn, pos, spec, amask, plan, forces, want_terms, chunk) -> BodyOrders:
+    """A plan's family through the jitted device path, or evaluated on the host."""
+    if not isinstance(energy_fn, HostPotential):
+        return _family(energy_fn, pos, spec, amask, plan, forces, want_terms, chunk)
+    e, g, total = energy_fn.family_energies(pos, spec, amask, plan, forces)
+    return _assemble_family_jit(jnp.asarray(e), _maybe(g), jnp.asarray(total), plan, amask,
+                                want_terms)
 
 
 def _check_locality(energy_fn: EnergyFn, cutoff: float | None) -> None:
@@ -289,76 +281,29 @@ LAYOUTS = {"compact": _lattice_compact, "masks": _lattice_masks}
 @partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
 def _exhaustive(energy_fn, pos, spec, amask, forces, want_terms, chunk, layout) -> BodyOrders:
     """All subsets (evaluated in the given layout), fast Möbius transform, per-order sums."""
-    n_clusters, n = amask.shape
-    size = 1 << n
     energies, grads = LAYOUTS[layout](_energy(energy_fn, forces), pos, spec, amask, forces, chunk)
-    # subsets holding padding atoms have ε = 0 exactly (their energies repeat smaller subsets')
-    real_bits = jnp.sum(jnp.where(amask, 1 << jnp.arange(n, dtype=jnp.int64), 0), axis=-1)
-    inside = (jnp.arange(size, dtype=jnp.int64)[None, :] & ~real_bits[:, None]) == 0  # [B, 2^N]
-    eps = jnp.where(inside, lattice.mobius(energies, axis=1), 0.0)
-    per_order = lattice.order_sums(eps, n, axis=1)
-    force = None
-    if forces:
-        eps_grad = jnp.where(inside[..., None, None], lattice.mobius(grads, axis=1), 0.0)
-        force = -lattice.order_sums(eps_grad, n, axis=1)
-    return BodyOrders(
-        per_order=per_order,
-        truncated=jnp.cumsum(per_order, axis=-1),
-        total=energies[:, -1],
-        terms=eps if want_terms else None,
-        subsets=jnp.arange(size),
-        forces=force,
-        mode="exhaustive",
-    )
+    return assemble_lattice(energies, grads, amask, want_terms)
 
 
 @partial(jax.jit, static_argnums=(0, 5, 6, 7))
 def _family(energy_fn, pos, spec, amask, plan: SubsetPlan, forces, want_terms, chunk):
     """Evaluate a subset family and contract it with the plan's order weights."""
-    n_clusters, n = amask.shape
     idx = jnp.asarray(plan.idx)
     safe = jnp.maximum(idx, 0)
     flat_pos = pos.reshape(-1, 3)
-    flat_mask = amask.reshape(-1)
-    sub_mask = (idx >= 0) & flat_mask[safe]
+    sub_mask = (idx >= 0) & amask.reshape(-1)[safe]
     f = _energy(energy_fn, forces)
-    m = idx.shape[0]
     # Padding slots are absent atoms; park them far apart so no model ever sees r = 0.
     park = 1e3 * jnp.arange(1, idx.shape[1] + 1, dtype=flat_pos.dtype)[:, None] * jnp.eye(3)[0]
     sub_pos = jnp.where(sub_mask[..., None], flat_pos[safe], flat_pos[safe[:, :1]] + park)
     out = jax.lax.map(
         lambda a: f(*a),
         (sub_pos, spec.reshape(-1)[safe], sub_mask),
-        batch_size=max(1, min(chunk, m)),
+        batch_size=max(1, min(chunk, idx.shape[0])),
     )
-    energies = out[0] if forces else out
-    weights = plan.weights(amask)  # [M, K]: E^(k) = Σ_T W[T, k] E(T) per cluster
-    cluster = jnp.asarray(plan.cluster)
-    per_order = jax.ops.segment_sum(weights * energies[:, None], cluster, n_clusters)
-    force = None
-    if forces:
-        grads = jnp.where(sub_mask[..., None], out[1], 0.0)  # [M, K, 3]
-        force = jnp.stack(
-            [
-                -jnp.zeros((n_clusters * n, 3)).at[safe].add(weights[:, k, None, None] * grads)
-                for k in range(plan.max_order)
-            ]
-        )  # [K, B*N, 3]
-        force = force.reshape(plan.max_order, n_clusters, n, 3).transpose(1, 0, 2, 3)
-    eps = None
-    if want_terms:
-        eps = plan.interaction_terms(energies, amask)
     total = jax.vmap(_energy(energy_fn, False))(pos, spec, amask)
-    return BodyOrders(
-        per_order=per_order,
-        truncated=jnp.cumsum(per_order, axis=-1),
-        total=total,
-        terms=eps,
-        subsets=plan.local_idx(),
-        forces=force,
-        cluster=None if plan.mode == "truncated" else jnp.asarray(plan.cluster),
-        mode=plan.mode,
-    )
+    energies, grads = out if forces else (out, None)
+    return assemble_family(energies, grads, total, plan, amask, want_terms)
 
 
 def _sharded(mesh: jax.sharding.Mesh, run, pos, spec, amask) -> BodyOrders:

@@ -4,6 +4,9 @@ Each factory returns ``energy_fn(positions[N,3], species[N], mask[N]) -> scalar`
 attributes ``cutoff`` (Å, or None when infinite-ranged) and ``is_local``. Masked atoms are
 absent. Their many-body expansions are known exactly: a pair potential has ε(S) = 0 for
 |S| >= 3; the Axilrod–Teller term has ε(S) = 0 for |S| >= 4 and ε({i,j,k}) = its triple energy.
+
+Foreign models (any ASE calculator, batched PyTorch models) are re-exported here from
+:mod:`jbo.adapters`: ``from_ase(calculator)``, ``from_torch(model)``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from typing import Callable
 
 import jax.numpy as jnp
+
+from jbo.adapters import from_ase, from_torch  # noqa: F401  (host-evaluated potentials)
 
 Array = jnp.ndarray
 
