@@ -28,7 +28,7 @@ import jbo  # noqa: E402,F401
 from jbo.data.batches import Record, read_db  # noqa: E402
 from jbo.train import RegularizerConfig, TrainConfig  # noqa: E402
 from jbo.train import dataset as ds  # noqa: E402
-from jbo.train.loop import OptSpec, StepSpec, _init_opt, train_step  # noqa: E402
+from jbo.train.step import OptSpec, StepSpec, init_opt as _init_opt, train_step  # noqa: E402
 from jbo.train.model import create_module, energy_model, init_params  # noqa: E402
 
 DEFAULT_HYPERS = {"max_radial": 6, "max_angular": 4, "hidden": [64, 64]}  # the experiment's
