@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbo.train.checkpoints import Checkpoints
+from jbo.train.runs import check_belongs
 from jbo.train.dataset import baseline_array
 from jbo.train.losses import EnergyModel, cast_tree, contract_energy_fn
 
@@ -96,11 +97,14 @@ def load_trained(directory: str | Path, which: str = "best", module=None) -> Tra
     directory = Path(directory)
     if (directory / "checkpoints").is_dir():
         directory = directory / "checkpoints"
+    run_dir = directory.parent if directory.name == "checkpoints" else None
     if not directory.is_dir():
         raise FileNotFoundError(f"no checkpoint folder at {directory}; train with out_dir= first")
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
     state, meta, step = Checkpoints(directory).restore()
+    if run_dir is not None:
+        check_belongs(run_dir, meta["config"], step)
     if module is None:
         module = create_module(meta["model"], meta["hypers"], meta["dtype"])
     dtype = jnp.dtype(meta["dtype"])
