@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Decompose a trained checkpoint's energies of the clusters of "
                        "an ase.db into body orders E^(k) (exhaustive for N <= 16; use "
                        "--max-order for larger clusters).")
-    d.add_argument("checkpoint", help="run folder of `jbo train` (or its checkpoints/)")
+    d.add_argument("checkpoint", help="run folder of `jbo train` (or its checkpoints/), or a "
+                   "model file of jbo.models.save")
     d.add_argument("--db", default="data/h_clusters.db", help="clusters to decompose")
     d.add_argument("--split", default="heldout", help="rows with this split (full clusters)")
     d.add_argument("--max-order", type=int, default=None, help="truncate at this order")
