@@ -152,7 +152,8 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
             pbar.close()
         log.close()
     state = run.state.to_host()
-    best = state.best_params if run.data.val else _evaluated(run, state)
+    # without validation data (or before the first validation) the best are the last ones
+    best = state.best_params if run.data.val and int(state.evals) else _evaluated(run, state)
     return TrainResult(state.params, best, run.model, run.module, config, log.epochs, log.steps,
                        run.data, reason, time.perf_counter() - t0, state)
 
