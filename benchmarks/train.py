@@ -148,8 +148,8 @@ def main(argv=None) -> dict:
 def loop_benchmark(args) -> dict:
     """Marginal wall time per step of ``train()`` vs the bare jitted step, per model.
 
-    The machine may be shared: each wall time is the minimum over ``--loop-repeats`` runs, the
-    bare step the minimum over its calls (both estimate the uncontended cost)."""
+    The machine may be shared: each repeat times the bare step right before its two loop runs,
+    and the repeat with the median ratio is reported (all repeats are kept)."""
     import tempfile
     from jbo.train import train
     from jbo.train import dataset as tds
@@ -167,36 +167,44 @@ def loop_benchmark(args) -> dict:
             st = run.state
             batch = tds.padded(run.data.train[:args.batch_size], args.batch_size,
                                max(r.n_atoms for r in run.data.train))
-            times = []
-            for _ in range(5 * args.repeats):
-                t0 = time.perf_counter()
-                jax.block_until_ready(train_step(run.spec, st.params, st.opt_state, batch, {},
-                                                 st.key, 0))
-                times.append(time.perf_counter() - t0)
-            step_s = min(times[1:])
-            n1, n2 = args.loop_steps, 3 * args.loop_steps
-            walls = {n1: [], n2: []}
+            def bare(calls: int) -> float:
+                times = []
+                for _ in range(calls):
+                    t0 = time.perf_counter()
+                    jax.block_until_ready(train_step(run.spec, st.params, st.opt_state, batch,
+                                                     {}, st.key, 0))
+                    times.append(time.perf_counter() - t0)
+                return min(times)
+            step0 = bare(3)  # compiles, then a first estimate for the window length
+            # the window: at least --loop-steps, and about 3 s of steps, so noise stays small
+            n1 = max(args.loop_steps, int(3.0 / step0) // 64 * 64)
+            n2 = 3 * n1
             # the first run (past one validation and a checkpoint) compiles everything
             train(cfg.replace(max_steps=run.n_batches + 1, out_dir=f"{tmp}/w"), records=records)
-            for i in range(args.loop_repeats):
+            rows = []
+            for i in range(args.loop_repeats):  # interleaved: each ratio sees one machine load
+                step_s = bare(2 * args.repeats)
+                wall = {}
                 for n in (n1, n2):
                     t0 = time.perf_counter()
                     r = train(cfg.replace(max_steps=n, out_dir=f"{tmp}/{i}-{n}"),
                               records=records)
-                    walls[n].append(time.perf_counter() - t0)
-            loop_s = (min(walls[n2]) - min(walls[n1])) / (n2 - n1)
+                    wall[n] = time.perf_counter() - t0
+                loop_s = (wall[n2] - wall[n1]) / (n2 - n1)
+                rows.append({"step_ms": 1e3 * step_s, "loop_ms_per_step": 1e3 * loop_s,
+                             "loop_over_step": loop_s / step_s, "wall_n_s": wall[n1],
+                             "wall_3n_s": wall[n2]})
+            med = sorted(rows, key=lambda x: x["loop_over_step"])[len(rows) // 2]
             res[name] = {"hypers": hypers, "train_rows": len(run.data.train),
-                         "steps_per_epoch": run.n_batches, "evaluations_in_window":
+                         "steps_per_epoch": run.n_batches, "n": n1, "evaluations_in_window":
                          (n2 // run.n_batches) - (n1 // run.n_batches),
-                         "step_ms": 1e3 * step_s, "loop_ms_per_step": 1e3 * loop_s,
-                         "loop_over_step": loop_s / step_s, "steps_per_s": 1 / loop_s,
-                         "wall_s": walls[n1], "wall_3n_s": walls[n2],
-                         "stop_reason": r.stop_reason}
+                         **med, "steps_per_s": 1e3 / med["loop_ms_per_step"],
+                         "repeats": rows, "stop_reason": r.stop_reason}
         print(name, res[name], flush=True)
     res["note"] = ("loop_ms_per_step = (wall(3n steps) - wall(n steps)) / 2n of jbo.train.train "
                    "with out_dir (CSV, TensorBoard, checkpoints) and validation every epoch, "
-                   "after a warm-up run that compiles; minimum over repeats; step_ms = minimum "
-                   "bare train_step call (blocking)")
+                   "after a warm-up run that compiles; step_ms = fastest bare train_step call "
+                   "(blocking) just before; the repeat with the median loop/step is reported")
     return res
 
 
