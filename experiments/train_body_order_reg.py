@@ -6,7 +6,8 @@
         --out results/train_body_order_reg_terms        # the Σ ε(S)² penalty instead
     python experiments/train_body_order_reg.py --model pet --makeup up_to:3 --order 3
 
-Trains the same model twice on ``data/h_clusters.db`` (same data, split, seed): without and
+Trains the same model twice on ``data/h_clusters.db`` (same data, split, seed, energies and
+forces, the same convergence rule and budget: see ``--patience``, ``--max-seconds``): without and
 with the body-order regularizer (default: the truncation penalty λ ((E − E_MBE(K)) / (n s))²,
 K = 2; ``--reg-mode terms``: λ Σ_{k>K} Σ_{|S|=k} ε(S)² / (n s²)). Then decomposes both (the
 parameters with the best validation MAE) on the held-out clusters (``split="heldout"``, H_9..)
@@ -17,7 +18,8 @@ labelled. Writes to ``results/train_body_order_reg/``:
   (mean and mean |E^(k)|/n, meV/atom; and per cluster in eV) of each run on the test clusters,
   the same on the validation parents next to the reference's E^(k), the high-order (k > K)
   contributions, the accuracy cost, timings;
-* ``learning_curves.png``, ``body_order_spectrum.png``;
+* ``learning_curves.png`` (validation curves with best and stopping steps),
+  ``body_order_spectrum.png``; ``plain.jbo``, ``regularized.jbo`` (``jbo.models.load``);
 * ``runs/{plain,regularized}/``: metrics.csv, steps.csv (checkpoints/ and tensorboard/ are
   not committed).
 """

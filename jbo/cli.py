@@ -133,10 +133,14 @@ def train_config(args):
 def _train(args) -> int:
     from jbo.train import train
 
+    from jbo import models
+
     res = train(args.config)
-    last = res.history[-1] if res.history else {}
-    print(f"{res.stop_reason}: {len(res.steps)} steps in {res.seconds:.1f} s; "
-          f"val MAE {last.get('val_mae', float('nan')):.2f} meV/atom; run in {args.out}")
+    best = min((h["val_mae"] for h in res.history), default=float("nan"))
+    path = models.save(f"{args.out}/model.jbo", res) if res.module.__module__.startswith(
+        "jbo.models") else None
+    print(f"{res.stop_reason}: {len(res.steps)} steps in {res.seconds:.1f} s; best val MAE "
+          f"{best:.2f} meV/atom; run in {args.out}" + (f", model file {path}" if path else ""))
     return 0
 
 

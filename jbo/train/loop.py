@@ -303,6 +303,8 @@ def _diverged(run: Run, step: int, loss: float) -> TrainingDiverged:
 
 def _save(run: Run, state: TrainState) -> None:
     if run.ckpt is not None and int(state.step) > 0:
+        if int(state.evals) == 0:  # nothing validated yet: the best are the latest
+            state = state.replace(best_params=_evaluated(run, state))
         run.ckpt.save(int(state.step), state.to_dict(), run.meta)
 
 
