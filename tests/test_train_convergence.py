@@ -87,16 +87,26 @@ def jax_leaves(tree):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
 
 
+def test_validation_and_checkpoints_follow_their_schedule(toy_db, tmp_path):
+    """eval_every=2 over 9 steps: validations after steps 2, 4, 6, 8; with a checkpoint floor
+    longer than the run only the final step is checkpointed."""
+    res = train(_cfg(toy_db, eval_every=2, checkpoint_seconds=1e6, out_dir=str(tmp_path)),
+                module=ToyEAM())
+    assert [int(h["step"]) for h in res.history] == [2, 4, 6, 8] and len(res.steps) == 9
+    assert Checkpoints(tmp_path / "checkpoints").steps() == [9]
+
+
 BAD = [("lr", -1.0), ("lr", float("nan")), ("lr", 0.0), ("patience", 0),
        ("val_fraction", 2.0), ("val_fraction", 1.0), ("batch_size", 0), ("epochs", 2.5),
        ("max_steps", 0), ("max_seconds", -1.0), ("ema_decay", 1.0), ("plateau_factor", 1.5),
        ("grad_clip", float("inf")), ("force_weight", -0.1), ("eval_every", 0),
-       ("log_every", 0), ("min_improvement", 1.0), ("seed", -1)]
+       ("log_every", 0), ("min_improvement", 1.0), ("seed", -1), ("makeup", "dimers"),
+       ("hypers", "max_radial=4")]
 
 
 @pytest.mark.parametrize("name,value", BAD)
 def test_bad_training_options_are_refused_in_the_config(name, value):
-    with pytest.raises(ValueError, match=rf"^{name} must be"):
+    with pytest.raises(ValueError, match=rf"{name} must be|unknown dataset {name}"):
         TrainConfig(**{name: value})
 
 

@@ -116,6 +116,11 @@ class TrainConfig:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.schedule not in ("constant", "cosine", "exponential"):
             raise ValueError(f"schedule must be constant|cosine|exponential, got {self.schedule!r}")
+        from jbo.data.batches import parse_makeup
+        parse_makeup(self.makeup)  # ValueError with the accepted forms
+        if not isinstance(self.hypers, dict):
+            raise ValueError(f"hypers must be a dict of model hyperparameters, got "
+                             f"{type(self.hypers).__name__}")
         _number(self, "lr", lo=0.0, lo_open=True)
         _number(self, "val_fraction", lo=0.0, hi=1.0, hi_open=True)
         _number(self, "decay_rate", lo=0.0, hi=1.0, lo_open=True)
