@@ -151,6 +151,8 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
         if pbar is not None:
             pbar.close()
         log.close()
+        if run.ckpt is not None:
+            run.ckpt.close()
     state = run.state.to_host()
     # without validation data (or before the first validation) the best are the last ones
     best = state.best_params if run.data.val and int(state.evals) else _evaluated(run, state)
