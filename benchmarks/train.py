@@ -1,6 +1,11 @@
-"""Cost of the body-order regularizer: plain training step vs regularized step, same run.
+"""Cost of the training loop and of the body-order regularizer, against the bare step.
 
-    python benchmarks/train.py [--model soap_bpnn] [--reg-batch-size 4] [--out ...]
+    python -m benchmarks.train [--only loop] [--model soap_bpnn] [--out ...]
+
+``loop``: marginal wall time per step of the real loop (``jbo.train.train`` with validation,
+logging, TensorBoard and checkpoints; compilation excluded: the difference of two runs of
+``--loop-steps`` and 3x as many steps, after a warm-up run) vs the bare jitted step (median of
+``train_step`` calls), for soap_bpnn and pet on ``--loop-makeup`` (goal: loop/step <= 1.5).
 
 Writes ``results/benchmarks/train.json``: compile time and median wall time per step of both
 steps (same model, parameters, batch), their ratio (goal: <= 3), and the setup. Uses the
@@ -28,7 +33,7 @@ import jbo  # noqa: E402,F401
 from jbo.data.batches import Record, read_db  # noqa: E402
 from jbo.train import RegularizerConfig, TrainConfig  # noqa: E402
 from jbo.train import dataset as ds  # noqa: E402
-from jbo.train.loop import OptSpec, StepSpec, _init_opt, train_step  # noqa: E402
+from jbo.train.step import OptSpec, StepSpec, init_opt as _init_opt, train_step  # noqa: E402
 from jbo.train.model import create_module, energy_model, init_params  # noqa: E402
 
 DEFAULT_HYPERS = {"max_radial": 6, "max_angular": 4, "hidden": [64, 64]}  # the experiment's
@@ -76,10 +81,22 @@ def main(argv=None) -> dict:
     p.add_argument("--order", type=int, default=2)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--force-weight", type=float, default=0.0)
-    p.add_argument("--only", default="", help="comma-separated variants (default: all)")
+    p.add_argument("--only", default="", help="comma-separated variants (default: all; "
+                   "'loop' alone updates only the loop entry of --out)")
+    p.add_argument("--loop-models", default="soap_bpnn,pet")
+    p.add_argument("--loop-makeup", default="up_to:4+atoms")
+    p.add_argument("--loop-steps", type=int, default=256)
+    p.add_argument("--loop-repeats", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "train.json"))
     args = p.parse_args(argv)
 
+    if args.only == "loop":
+        out = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+        out["loop"] = loop_benchmark(args)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=1))
+        print(json.dumps(out["loop"], indent=1))
+        return out
     train_rows, reg_rows, source = _records(args.db, args.makeup)
     hypers = json.loads(args.hypers)
     module = create_module(args.model, hypers, "float64")
@@ -116,6 +133,8 @@ def main(argv=None) -> dict:
             # evaluated every n-th step only (RegularizerConfig.every): amortized ratio
             out[name]["every_for_3x"] = max(1, int(np.ceil((ratio - 1) / 2)))
         print(name, out[name], flush=True)
+    if not args.only or "loop" in args.only.split(","):
+        out["loop"] = loop_benchmark(args)
     out["goal_ratio"] = 3.0
     out["note"] = ("cost_ratio = regularized / plain step wall time (median), same batch and "
                    "parameters; with RegularizerConfig.every=n the amortized ratio is "
@@ -124,6 +143,69 @@ def main(argv=None) -> dict:
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
     return out
+
+
+def loop_benchmark(args) -> dict:
+    """Marginal wall time per step of ``train()`` vs the bare jitted step, per model.
+
+    The machine may be shared: each repeat times the bare step right before its two loop runs,
+    and the repeat with the median ratio is reported (all repeats are kept)."""
+    import tempfile
+    from jbo.train import train
+    from jbo.train import dataset as tds
+    from jbo.train.loop import setup
+    records = read_db(args.db)
+    res = {"makeup": args.loop_makeup, "batch_size": args.batch_size, "device":
+           str(jax.devices()[0]), "goal_ratio": 1.5}
+    for name in args.loop_models.split(","):
+        hypers = json.loads(args.hypers) if name == args.model else {}
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = TrainConfig(db=args.db, model=name, hypers=hypers, makeup=args.loop_makeup,
+                              batch_size=args.batch_size, progress=False, resume=False,
+                              epochs=1000)
+            run = setup(cfg, records=records)
+            st = run.state
+            batch = tds.padded(run.data.train[:args.batch_size], args.batch_size,
+                               max(r.n_atoms for r in run.data.train))
+            def bare(calls: int) -> float:
+                times = []
+                for _ in range(calls):
+                    t0 = time.perf_counter()
+                    jax.block_until_ready(train_step(run.spec, st.params, st.opt_state, batch,
+                                                     {}, st.key, 0))
+                    times.append(time.perf_counter() - t0)
+                return min(times)
+            step0 = bare(3)  # compiles, then a first estimate for the window length
+            # the window: at least --loop-steps, and about 3 s of steps, so noise stays small
+            n1 = max(args.loop_steps, int(3.0 / step0) // 64 * 64)
+            n2 = 3 * n1
+            # the first run (past one validation and a checkpoint) compiles everything
+            train(cfg.replace(max_steps=run.n_batches + 1, out_dir=f"{tmp}/w"), records=records)
+            rows = []
+            for i in range(args.loop_repeats):  # interleaved: each ratio sees one machine load
+                step_s = bare(2 * args.repeats)
+                wall = {}
+                for n in (n1, n2):
+                    t0 = time.perf_counter()
+                    r = train(cfg.replace(max_steps=n, out_dir=f"{tmp}/{i}-{n}"),
+                              records=records)
+                    wall[n] = time.perf_counter() - t0
+                loop_s = (wall[n2] - wall[n1]) / (n2 - n1)
+                rows.append({"step_ms": 1e3 * step_s, "loop_ms_per_step": 1e3 * loop_s,
+                             "loop_over_step": loop_s / step_s, "wall_n_s": wall[n1],
+                             "wall_3n_s": wall[n2]})
+            med = sorted(rows, key=lambda x: x["loop_over_step"])[len(rows) // 2]
+            res[name] = {"hypers": hypers, "train_rows": len(run.data.train),
+                         "steps_per_epoch": run.n_batches, "n": n1, "evaluations_in_window":
+                         (n2 // run.n_batches) - (n1 // run.n_batches),
+                         **med, "steps_per_s": 1e3 / med["loop_ms_per_step"],
+                         "repeats": rows, "stop_reason": r.stop_reason}
+        print(name, res[name], flush=True)
+    res["note"] = ("loop_ms_per_step = (wall(3n steps) - wall(n steps)) / 2n of jbo.train.train "
+                   "with out_dir (CSV, TensorBoard, checkpoints) and validation every epoch, "
+                   "after a warm-up run that compiles; step_ms = fastest bare train_step call "
+                   "(blocking) just before; the repeat with the median loop/step is reported")
+    return res
 
 
 if __name__ == "__main__":

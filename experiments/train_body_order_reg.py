@@ -6,7 +6,8 @@
         --out results/train_body_order_reg_terms        # the Σ ε(S)² penalty instead
     python experiments/train_body_order_reg.py --model pet --makeup up_to:3 --order 3
 
-Trains the same model twice on ``data/h_clusters.db`` (same data, split, seed): without and
+Trains the same model twice on ``data/h_clusters.db`` (same data, split, seed, energies and
+forces, the same convergence rule and budget: see ``--patience``, ``--max-seconds``): without and
 with the body-order regularizer (default: the truncation penalty λ ((E − E_MBE(K)) / (n s))²,
 K = 2; ``--reg-mode terms``: λ Σ_{k>K} Σ_{|S|=k} ε(S)² / (n s²)). Then decomposes both (the
 parameters with the best validation MAE) on the held-out clusters (``split="heldout"``, H_9..)
@@ -17,7 +18,8 @@ labelled. Writes to ``results/train_body_order_reg/``:
   (mean and mean |E^(k)|/n, meV/atom; and per cluster in eV) of each run on the test clusters,
   the same on the validation parents next to the reference's E^(k), the high-order (k > K)
   contributions, the accuracy cost, timings;
-* ``learning_curves.png``, ``body_order_spectrum.png``;
+* ``learning_curves.png`` (validation curves with best and stopping steps),
+  ``body_order_spectrum.png``; ``plain.jbo``, ``regularized.jbo`` (``jbo.models.load``);
 * ``runs/{plain,regularized}/``: metrics.csv, steps.csv (checkpoints/ and tensorboard/ are
   not committed).
 """
@@ -39,12 +41,18 @@ if str(ROOT) not in sys.path:
 import jbo  # noqa: E402,F401  (float64)
 from jbo.cli import add_makeup_and_regularizer_args  # noqa: E402
 from jbo.data.batches import read_db  # noqa: E402
+from jbo import models  # noqa: E402
 from jbo.train import RegularizerConfig, TrainConfig, evaluate, train  # noqa: E402
+from jbo.train.convergence import describe  # noqa: E402
 from jbo.train.analysis import (high_order_stats, model_per_order,  # noqa: E402
                                 reference_per_order, spectrum_summary)
 
 DEFAULT_OUT = ROOT / "results" / "train_body_order_reg"
 HYPERS = {"soap_bpnn": {"max_radial": 6, "max_angular": 4, "hidden": [64, 64]}}
+FORCE_WEIGHT = 1.0
+# (full run, --quick) defaults of the convergence rule and budget
+CONVERGENCE = {"eval_every": (40, 8), "patience": (25, 4), "plateau_patience": (8, 2),
+               "max_seconds": (150.0, 30.0)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,10 +67,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", default=None, choices=["engine", "masks"],
                    help="subset-lattice layout of the penalty: engine (compact, fastest steps; "
                    "default) or masks (3-10x faster to compile; default with --quick)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="epoch budget")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--force-weight", type=float, default=0.0)
+    # training to convergence (jbo.train.convergence), the same rule and budget for both runs
+    p.add_argument("--force-weight", type=float, default=FORCE_WEIGHT,
+                   help="force loss weight (0: energies only)")
+    p.add_argument("--eval-every", type=int, default=None, help="steps between validations")
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop after this many validations without improvement")
+    p.add_argument("--min-improvement", type=float, default=0.005,
+                   help="relative validation-MAE improvement that counts")
+    p.add_argument("--plateau-patience", type=int, default=None,
+                   help="halve the learning rate after this many validations without one")
+    p.add_argument("--ema", type=float, default=0.0, help="parameter EMA decay (0: off)")
+    p.add_argument("--max-seconds", type=float, default=None, help="wall-time budget per run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-clusters", type=int, default=None,
                    help="decompose at most this many held-out clusters (smallest first)")
@@ -70,7 +89,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--progress", action="store_true", help="show progress bars")
     args = p.parse_args(argv)
     if args.epochs is None:
-        args.epochs = 15 if args.quick else 150
+        args.epochs = 15 if args.quick else 2000
+    for name, (full, quick) in CONVERGENCE.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     if args.backend is None:
         args.backend = "masks" if args.quick else "engine"
     if args.test_clusters is None:
@@ -82,7 +104,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _configs(args) -> dict[str, TrainConfig]:
     base = TrainConfig(db=args.db, model=args.model, hypers=args.hypers, makeup=args.makeup,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       force_weight=args.force_weight, seed=args.seed, resume=False,
+                       schedule="constant", force_weight=args.force_weight, seed=args.seed,
+                       eval_every=args.eval_every, patience=args.patience,
+                       min_improvement=args.min_improvement,
+                       plateau_patience=args.plateau_patience, ema_decay=args.ema,
+                       max_seconds=args.max_seconds, resume=False,
                        progress=args.progress, tensorboard=True,
                        baseline_from_atoms=args.baseline_from_atoms)
     reg = RegularizerConfig(lam=args.lam, order=args.order, mode=args.reg_mode,
@@ -134,14 +160,22 @@ def run(args) -> dict:
     val_rows = [r for r in val_full if r.cluster in ref]
     for name, res in runs.items():
         t1 = time.perf_counter()
-        val = evaluate(res.model, res.best_params, data.val)
-        tst = evaluate(res.model, res.best_params, test)
+        val = evaluate(res.model, res.best_params, data.val, forces=True)
+        tst = evaluate(res.model, res.best_params, test, forces=True)
+        models.save(out / f"{name}.jbo", res, metadata={"run": name, "db": _rel(args.db)})
         entry = {"val_mae_mev_per_atom": val.get("mae"), "val_rmse_mev_per_atom": val.get("rmse"),
                  "test_mae_mev_per_atom": tst.get("mae"),
                  "test_rmse_mev_per_atom": tst.get("rmse"),
+                 "val_force_mae_mev_per_angstrom": val.get("force_mae"),
+                 "test_force_mae_mev_per_angstrom": tst.get("force_mae"),
                  "train_seconds": res.seconds, "steps": len(res.steps),
-                 "epochs": len(res.history), "stop_reason": res.stop_reason,
-                 "lambda": res.config.regularizer.lam}
+                 "evaluations": len(res.history), "stop_reason": res.stop_reason,
+                 "convergence_rule": describe(res.config), "lambda": res.config.regularizer.lam,
+                 "model_file": f"{name}.jbo",
+                 "validation_curve": {"step": [int(h["step"]) for h in res.history],
+                                      "val_mae_mev_per_atom": [h["val_mae"]
+                                                               for h in res.history],
+                                      "lr": [h["lr"] for h in res.history]}}
         layout = "masks" if args.quick else "compact"
         entry["test"] = _spectra(res, res.best_params, test, args.order, layout) if test else None
         entry["val"] = (_spectra(res, res.best_params, val_rows, args.order, layout)
@@ -167,6 +201,7 @@ def run(args) -> dict:
         config={k: _rel(v) if k in ("db", "out") else v for k, v in vars(args).items()},
         K=args.order, lam=args.lam, reg_mode=args.reg_mode,
         n_train_rows=len(data.train), n_val_clusters=len(data.val), n_test_clusters=len(test),
+        val_parents=list(data.val_parents),
         test_clusters=[t.cluster for t in test], seconds_total=time.perf_counter() - t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     _plots(out, runs, summary, args.order)
@@ -214,7 +249,7 @@ def _plots(out: Path, runs: dict, summary: dict, order: int) -> None:
     colors = {"plain": "C0", "regularized": "C3", "reference": "k"}
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     for name, res in runs.items():
-        ep = [h["epoch"] + 1 for h in res.history]
+        ep = [h["step"] for h in res.history]
         ax[0].semilogy(ep, [h["train_loss"] for h in res.history], color=colors[name],
                        label=f"{name} (total)")
         rc = res.config.regularizer
@@ -225,8 +260,14 @@ def _plots(out: Path, runs: dict, summary: dict, order: int) -> None:
             ax[0].semilogy(ep, [max(h["reg"], 1e-300) for h in res.history], "--",
                            color=colors[name], label=f"{name} penalty P (λ={rc.lam:g})")
         ax[1].semilogy(ep, [h["val_mae"] for h in res.history], color=colors[name], label=name)
-    ax[0].set(xlabel="epoch", ylabel="training loss (units of s²)", title="training loss")
-    ax[1].set(xlabel="epoch", ylabel="validation MAE (meV/atom)", title="validation error")
+        if res.history:
+            best = int(np.argmin([h["val_mae"] for h in res.history]))
+            ax[1].plot(ep[best], res.history[best]["val_mae"], "o", color=colors[name])
+        ax[1].axvline(len(res.steps), color=colors[name], ls=":", lw=0.8)
+    ax[0].set(xlabel="step", ylabel="training loss since last validation (units of s²)",
+              title="training loss")
+    ax[1].set(xlabel="step", ylabel="validation MAE (meV/atom)",
+              title="validation error (dot: best; dotted: stop)")
     for a in ax:
         a.legend()
     fig.tight_layout()

@@ -36,8 +36,8 @@ class JboCalculator(Calculator):
     """ASE calculator of a trained checkpoint.
 
     Args:
-      checkpoint: run folder (``out_dir`` of training) or its ``checkpoints/`` folder, or an
-        already loaded :class:`jbo.train.Trained`.
+      checkpoint: run folder (``out_dir`` of training) or its ``checkpoints/`` folder, a model
+        file of ``jbo.models.save``, or an already loaded :class:`jbo.train.Trained`.
       which: ``"best"`` (lowest validation MAE) or ``"latest"`` parameters.
       module: the flax module, only for models outside the ``jbo.models`` zoo.
     """

@@ -72,13 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate the penalty every n-th step only, weighted by n")
     t.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     t.add_argument("--val-fraction", type=float, default=0.2)
-    t.add_argument("--patience", type=int, default=None, help="early stopping (epochs)")
+    t.add_argument("--energy-weight", type=float, default=1.0,
+                   help="weight of the per-atom energy loss")
+    t.add_argument("--patience", type=int, default=None, help="stop when the validation MAE "
+                   "has not improved by more than --min-improvement in this many evaluations")
+    t.add_argument("--min-improvement", type=float, default=0.0,
+                   help="relative improvement that counts (0.01 = 1%%)")
+    t.add_argument("--plateau-patience", type=int, default=None, help="evaluations without "
+                   "improvement before the learning rate is multiplied by --plateau-factor")
+    t.add_argument("--plateau-factor", type=float, default=0.5)
+    t.add_argument("--ema", type=float, default=0.0, help="parameter EMA decay (e.g. 0.99)")
+    t.add_argument("--eval-every", type=int, default=None,
+                   help="steps between validations (default: once per epoch)")
+    t.add_argument("--max-steps", type=int, default=None, help="step budget")
+    t.add_argument("--max-seconds", type=float, default=None, help="wall-time budget (s)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--shard", action="store_true", help="data-parallel over all local devices")
     t.add_argument("--out", required=True, help="run folder: checkpoints/, metrics.csv, "
                    "steps.csv, tensorboard/ (an existing run there is resumed)")
     t.add_argument("--no-resume", action="store_true", help="start over even if --out has "
-                   "checkpoints (they are overwritten as training proceeds)")
+                   "checkpoints (they are moved aside to checkpoints.replaced-<time>/)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     d = sub.add_parser("decompose", help="body-order spectrum of a trained model or any "
@@ -88,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(--calculator) on the structures of any file ASE reads (exhaustive for "
                        "N <= 16; use --max-order or --cutoff for larger clusters).")
     d.add_argument("checkpoint", nargs="?", default=None,
-                   help="run folder of `jbo train` (or its checkpoints/); omit with --calculator")
+                   help="run folder of `jbo train` (or its checkpoints/), or a model file of "
+                   "jbo.models.save; omit with --calculator")
     d.add_argument("--db", default="data/h_clusters.db", help="clusters to decompose")
     d.add_argument("--split", default="heldout", help="rows with this split (full clusters)")
     d.add_argument("--max-order", type=int, default=None, help="truncate at this order")
@@ -112,22 +126,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train(args) -> int:
-    from jbo.train import RegularizerConfig, TrainConfig, train
+def train_config(args):
+    """The :class:`TrainConfig` of parsed ``jbo train`` options (ValueError names a bad one)."""
+    from jbo.train import RegularizerConfig, TrainConfig
 
-    cfg = TrainConfig(
-        db=args.db, model=args.model, hypers=json.loads(args.hypers), makeup=args.makeup,
+    try:
+        hypers = json.loads(args.hypers)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--hypers is not valid JSON ({err}); e.g. '{{\"max_radial\": 4}}'")
+    return TrainConfig(
+        db=args.db, model=args.model, hypers=hypers, makeup=args.makeup,
         baseline_from_atoms=args.baseline_from_atoms,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
-        force_weight=args.force_weight, dtype=args.dtype, val_fraction=args.val_fraction,
-        patience=args.patience, seed=args.seed, shard=args.shard, out_dir=args.out,
-        resume=not args.no_resume, progress=not args.quiet,
+        energy_weight=args.energy_weight, force_weight=args.force_weight, dtype=args.dtype,
+        val_fraction=args.val_fraction, patience=args.patience,
+        min_improvement=args.min_improvement, plateau_patience=args.plateau_patience,
+        plateau_factor=args.plateau_factor, ema_decay=args.ema, eval_every=args.eval_every,
+        max_steps=args.max_steps, max_seconds=args.max_seconds, seed=args.seed,
+        shard=args.shard, out_dir=args.out, resume=not args.no_resume, progress=not args.quiet,
         regularizer=RegularizerConfig(lam=args.lam, order=args.order, mode=args.reg_mode,
                                       every=args.reg_every, batch_size=args.reg_batch))
-    res = train(cfg)
-    last = res.history[-1] if res.history else {}
-    print(f"{res.stop_reason}: {len(res.steps)} steps in {res.seconds:.1f} s; "
-          f"val MAE {last.get('val_mae', float('nan')):.2f} meV/atom; run in {args.out}")
+
+
+def _train(args) -> int:
+    from jbo.train import train
+
+    from jbo import models
+
+    res = train(args.config)
+    best = min((h["val_mae"] for h in res.history), default=float("nan"))
+    path = models.save(f"{args.out}/model.jbo", res) if res.module.__module__.startswith(
+        "jbo.models") else None
+    print(f"{res.stop_reason}: {len(res.steps)} steps in {res.seconds:.1f} s; best val MAE "
+          f"{best:.2f} meV/atom; run in {args.out}" + (f", model file {path}" if path else ""))
     return 0
 
 
@@ -234,6 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
+    if args.command == "train":  # every option checked before any data is read
+        try:
+            args.config = train_config(args)
+        except ValueError as err:
+            parser.error(f"train: {err}")
     import jbo  # noqa: F401  (float64)
     return {"train": _train, "decompose": _decompose}[args.command](args)
 

@@ -61,3 +61,8 @@ def test_train_then_decompose(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert len(rows) == 1 and len(rows[0]["per_order_ev"]) == 5
     assert abs(sum(rows[0]["per_order_ev"]) - rows[0]["energy_ev"]) < 5.0
+    # the run's model file decomposes to the same numbers as its checkpoint
+    out2 = tmp_path / "spec_file.json"
+    assert main(["decompose", str(tmp_path / "run" / "model.jbo"), "--db", str(db),
+                 "--json", str(out2)]) == 0
+    assert json.loads(out2.read_text()) == rows

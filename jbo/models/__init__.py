@@ -26,6 +26,7 @@ import numpy as np
 
 from jbo.models import layers
 from jbo.models.base import ZooModel
+from jbo.models.io import load, save
 from jbo.models.linear_ace import LinearACE
 from jbo.models.mace import MACE
 from jbo.models.nequip import NequIP
@@ -41,6 +42,8 @@ __all__ = [
     "init",
     "num_parameters",
     "EnergyFn",
+    "save",
+    "load",
 ]
 
 _REGISTRY: dict[str, type[ZooModel]] = {

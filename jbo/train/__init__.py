@@ -11,10 +11,11 @@ the unbiased stochastic estimator), :mod:`jbo.train.sharding` (data parallelism,
 
 from jbo.train.checkpoints import CheckpointError, Checkpoints
 from jbo.train.config import RegularizerConfig, TrainConfig
-from jbo.train.loop import TrainingDiverged, TrainResult, evaluate, make_step, train
+from jbo.train.loop import TrainingDiverged, TrainResult, evaluate, train
+from jbo.train.state import TrainState
 from jbo.train.model import Trained, load_trained
 from jbo.train.regularizers import body_order_penalty
 
 __all__ = ["TrainConfig", "RegularizerConfig", "train", "TrainResult", "TrainingDiverged",
-           "evaluate", "make_step", "load_trained", "Trained", "Checkpoints", "CheckpointError",
+           "evaluate", "TrainState", "load_trained", "Trained", "Checkpoints", "CheckpointError",
            "body_order_penalty"]

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointError", "Checkpoints", "read_meta"]
+__all__ = ["CheckpointError", "Checkpoints"]
 
 
 class CheckpointError(RuntimeError):
@@ -31,10 +31,24 @@ class Checkpoints:
     def __init__(self, directory: str | Path, keep: int = 3):
         self.directory = Path(directory).absolute()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._set_aside_junk()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=False)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=("state", "meta"))
+
+    def _set_aside_junk(self) -> None:
+        """Move step-named folders that are not checkpoints (no Orbax metadata: an interrupted
+        copy, a folder made by hand) to ``<dir>.junk/``, with a warning: left in place, Orbax
+        counts them as steps and they would occupy kept slots forever."""
+        for d in sorted(self.directory.iterdir()):
+            if d.is_dir() and d.name.isdigit() and not (d / "_CHECKPOINT_METADATA").exists():
+                junk = self.directory.with_name(self.directory.name + ".junk")
+                junk.mkdir(exist_ok=True)
+                target = junk / f"{d.name}-{len(list(junk.iterdir()))}"
+                d.rename(target)
+                warnings.warn(f"{d} is not a checkpoint (no Orbax metadata); moved it to "
+                              f"{target}", RuntimeWarning, stacklevel=3)
 
     def steps(self) -> list[int]:
         """Saved steps, newest first."""
@@ -87,15 +101,3 @@ class Checkpoints:
     def close(self) -> None:
         self._manager.close()
 
-
-def read_meta(directory: str | Path) -> tuple[dict[str, Any], int]:
-    """(meta, step) of the newest readable checkpoint, without touching the arrays."""
-    ckpt = Checkpoints(directory)
-    failures = []
-    for s in ckpt.steps():
-        try:
-            meta = ckpt._manager.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-            return dict(meta["meta"]), s
-        except Exception as err:
-            failures.append(f"step {s}: {type(err).__name__}: {err}")
-    raise CheckpointError(f"no readable checkpoint metadata in {directory}: {failures}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 __all__ = ["TrainConfig", "RegularizerConfig"]
@@ -39,6 +40,9 @@ class RegularizerConfig:
     backend: str = "engine"
 
     def __post_init__(self):
+        _number(self, "lam", lo=0.0)
+        for name in ("order", "every", "batch_size", "exact_max_atoms", "samples", "max_order"):
+            _integer(self, name, lo=1)
         if self.mode not in ("terms", "truncation"):
             raise ValueError(f"regularizer mode must be 'terms' or 'truncation', got {self.mode!r}")
         if self.order < 1:
@@ -80,10 +84,23 @@ class TrainConfig:
     # model's E^(1) the reference's (needs a makeup with '+atoms' or 'all')
     baseline_from_atoms: bool = False
     normalize: bool = True  # scale model output by the std of per-atom residual energies
-    patience: int | None = None  # early stopping: epochs without validation improvement
+    # convergence (jbo.train.convergence): evaluations without a relative improvement of the
+    # validation MAE by more than min_improvement before stopping (None: never stop early)
+    patience: int | None = None
+    min_improvement: float = 0.0  # relative, e.g. 0.01 = 1 %
+    plateau_patience: int | None = None  # evaluations without improvement before lr *= factor
+    plateau_factor: float = 0.5
+    min_lr_scale: float = 1e-3  # the plateau reductions stop at this fraction of the schedule
+    max_seconds: float | None = None  # wall-time budget of the run (s)
+    ema_decay: float = 0.0  # parameter EMA (e.g. 0.99): evaluated and kept as best; 0 = off
+    eval_every: int | None = None  # steps between validations; None = once per epoch
+    log_every: int = 64  # steps per dispatch: metrics read, logged and checked this often
     regularizer: RegularizerConfig = dataclasses.field(default_factory=RegularizerConfig)
     out_dir: str | None = None  # checkpoints/, metrics.csv, steps.csv, tensorboard/
-    checkpoint_every: int | None = None  # steps; None = once per epoch
+    # checkpoints: every checkpoint_every steps; None = after evaluations, at most once per
+    # checkpoint_seconds of wall time; the last step (or the stop) is always saved
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float = 30.0
     keep_checkpoints: int = 3
     resume: bool = True  # continue from the newest valid checkpoint in out_dir
     shard: bool = False  # data-parallel over jax.devices()
@@ -91,16 +108,43 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self):
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        if self.schedule not in ("constant", "cosine", "exponential"):
-            raise ValueError(f"schedule must be constant|cosine|exponential, got {self.schedule!r}")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("batch_size and epochs must be >= 1")
         if isinstance(self.regularizer, dict):
             reg = dict(self.regularizer)
             reg["weights"] = tuple(reg.get("weights", ()))
             object.__setattr__(self, "regularizer", RegularizerConfig(**reg))
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.schedule not in ("constant", "cosine", "exponential"):
+            raise ValueError(f"schedule must be constant|cosine|exponential, got {self.schedule!r}")
+        from jbo.data.batches import parse_makeup
+        parse_makeup(self.makeup)  # ValueError with the accepted forms
+        if not isinstance(self.hypers, dict):
+            raise ValueError(f"hypers must be a dict of model hyperparameters, got "
+                             f"{type(self.hypers).__name__}")
+        _number(self, "lr", lo=0.0, lo_open=True)
+        _number(self, "val_fraction", lo=0.0, hi=1.0, hi_open=True)
+        _number(self, "decay_rate", lo=0.0, hi=1.0, lo_open=True)
+        _number(self, "energy_weight", lo=0.0)
+        _number(self, "force_weight", lo=0.0)
+        if self.energy_weight == 0 and self.force_weight == 0:
+            raise ValueError("energy_weight and force_weight are both 0: nothing to fit; "
+                             "set one of them > 0")
+        _number(self, "min_improvement", lo=0.0, hi=1.0, hi_open=True)
+        _number(self, "plateau_factor", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        _number(self, "min_lr_scale", lo=0.0, hi=1.0, lo_open=True)
+        _number(self, "ema_decay", lo=0.0, hi=1.0, hi_open=True)
+        _number(self, "checkpoint_seconds", lo=0.0)
+        for name in ("grad_clip", "max_seconds"):
+            if getattr(self, name) is not None:
+                _number(self, name, lo=0.0, lo_open=True)
+        for name in ("epochs", "batch_size", "log_every", "keep_checkpoints"):
+            _integer(self, name, lo=1)
+        for name in ("warmup_steps", "seed", "split_seed"):
+            _integer(self, name, lo=0)
+        for name in ("max_steps", "patience", "plateau_patience", "eval_every",
+                     "checkpoint_every"):
+            if getattr(self, name) is not None:
+                _integer(self, name, lo=1)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -118,3 +162,25 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
         return cls(**d)
+
+
+def _number(cfg, name: str, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False, hi_open: bool = False) -> None:
+    """Raise ValueError unless ``cfg.name`` is a finite real number in the given range."""
+    v = getattr(cfg, name)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v < hi if hi_open else v <= hi
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, " \
+              f"{hi if hi is not None else 'inf'}{')' if hi_open or hi is None else ']'}"
+        raise ValueError(f"{name} must be a finite number in {rng}, got {v!r}")
+
+
+def _integer(cfg, name: str, lo: int) -> None:
+    """Raise ValueError unless ``cfg.name`` is an integer >= ``lo``."""
+    v = getattr(cfg, name)
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")

@@ -96,8 +96,13 @@ def energy_force_loss(params: Params, batch: dict[str, jnp.ndarray], model: Ener
 
     loss = w_E Σ_b w_b ((E_b − Ê_b)/(n_b s))² / Σ_b w_b
          + w_F Σ_{b,i} w_b |F_bi − F̂_bi|² / (3 s² Σ_b w_b n_b [b has forces])
+
+    i.e. the MACE / metatrain convention: the energy term is the mean squared per-atom energy
+    error over structures, the force term the mean squared force component over atoms (every
+    row with forces is a label, subclusters included); ``w_E``, ``w_F`` are their weights.
     Returns (loss, sums) where ``sums`` are additive over batches: ``weight``, ``abs_e``
-    (Σ w |ΔE|/n, eV/atom), ``sq_e`` ((eV/atom)²), ``sq_f``, ``n_f`` (force components).
+    (Σ w |ΔE|/n, eV/atom), ``sq_e`` ((eV/atom)²), ``abs_f`` (eV/Å), ``sq_f``, ``n_f`` (force
+    components).
     """
     use_f = force_weight > 0
     mask = batch["mask"]
@@ -110,8 +115,10 @@ def energy_force_loss(params: Params, batch: dict[str, jnp.ndarray], model: Ener
     sums = {"weight": wsum, "abs_e": jnp.sum(w * jnp.abs(de)), "sq_e": jnp.sum(w * de**2)}
     if use_f:
         wf = w * batch["has_forces"]
-        sq = jnp.sum(jnp.where(mask[..., None], (f - batch["forces"]) ** 2, 0.0), (-1, -2))
+        df = jnp.where(mask[..., None], f - batch["forces"], 0.0)
+        sq = jnp.sum(df**2, (-1, -2))
         n_f = 3.0 * jnp.sum(wf * n)
         loss = loss + force_weight * jnp.sum(wf * sq) / jnp.maximum(n_f, 1e-12) / model.scale**2
-        sums.update(sq_f=jnp.sum(wf * sq), n_f=n_f)
+        sums.update(sq_f=jnp.sum(wf * sq), n_f=n_f,
+                    abs_f=jnp.sum(wf * jnp.sum(jnp.abs(df), (-1, -2))))
     return loss, sums

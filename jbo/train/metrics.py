@@ -13,8 +13,10 @@ __all__ = ["MetricsLog", "STEP_FIELDS", "EPOCH_FIELDS", "read_csv"]
 
 STEP_FIELDS = ("step", "epoch", "loss", "energy_loss", "reg", "grad_norm")
 EPOCH_FIELDS = ("epoch", "step", "lr", "train_loss", "reg", "train_mae", "train_rmse",
-                "val_mae", "val_rmse", "seconds")
-# energies in meV/atom, losses dimensionless, seconds since the run (re)started
+                "train_force_mae", "val_mae", "val_rmse", "val_force_mae", "val_force_rmse",
+                "seconds")
+# one row per evaluation: energies in meV/atom, forces in meV/Å, losses dimensionless, seconds
+# since the run (re)started
 
 
 def read_csv(path: str | Path) -> list[dict[str, float]]:
@@ -55,6 +57,9 @@ class MetricsLog:
         self.steps.append(row)
         if "steps" in self._writers:
             self._writers["steps"].writerow(_fmt(row))
+
+    def flush_steps(self, step: int, metrics: dict[str, float]) -> None:
+        """TensorBoard scalars of the last step of a dispatch (once per dispatch)."""
         if self._tb is not None:
             self._tb.add_scalar("step/loss", metrics["loss"], step)
             self._tb.add_scalar("step/reg", metrics["reg"], step)

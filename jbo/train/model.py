@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbo.train.checkpoints import Checkpoints
+from jbo.train.runs import check_belongs
 from jbo.train.dataset import baseline_array
-from jbo.train.losses import EnergyModel, cast_tree, contract_energy_fn
+from jbo.train.losses import EnergyModel, cast_tree, contract_energy_fn, structure_energy
 
 __all__ = ["create_module", "init_params", "energy_model", "Trained", "load_trained"]
 
@@ -72,9 +73,12 @@ def energy_model(module, params, baseline: dict[int, float], scale: float, dtype
                        is_local=local, module64=_float64_twin(module))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # hashed by identity: the engine takes it as a static arg
 class Trained:
-    """A trained model: ``energy_fn`` follows docs/CONTRACTS.md (float64, eV)."""
+    """A trained model, ready to use: ``trained(positions[N,3], species[N], mask[N]=None)``
+    is its energy (eV, float64) per docs/CONTRACTS.md; ``cutoff``, ``is_local`` and
+    ``validate`` are declared, so the engine, the ASE calculator and ``jbo decompose`` take it.
+    ``step`` is the checkpoint's step (-1 for a model file)."""
 
     module: Any
     params: Any
@@ -86,21 +90,67 @@ class Trained:
     def energy_fn(self):
         return contract_energy_fn(self.model, self.params)
 
+    @property
+    def cutoff(self) -> float | None:
+        return self.model.cutoff
+
+    @property
+    def is_local(self) -> bool:
+        return self.model.is_local
+
+    def validate(self, positions, species, mask) -> None:
+        """Refuse present atoms of elements the model does not know (concrete inputs)."""
+        table = getattr(self.module, "species", None)
+        if table is not None:
+            from jbo.models.layers import check_species
+            check_species(species, mask, table)
+
+    def __call__(self, positions, species, mask=None):
+        mask = jnp.ones(jnp.shape(species), bool) if mask is None else mask
+        self.validate(positions, species, mask)
+        return _energy(self.model, self.params, positions, species, mask)
+
+    def energy_and_forces(self, positions, species, mask=None):
+        """(energy eV, forces ``[N,3]`` eV/Å), float64."""
+        mask = jnp.ones(jnp.shape(species), bool) if mask is None else mask
+        self.validate(positions, species, mask)
+        e, g = _energy_grad(self.model, self.params, jnp.asarray(positions, jnp.float64),
+                            species, mask)
+        return e, -g
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _energy(model: EnergyModel, params, positions, species, mask):
+    return structure_energy(model, params, positions, species, mask, dtype=jnp.float64)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _energy_grad(model: EnergyModel, params, positions, species, mask):
+    return jax.value_and_grad(lambda p: structure_energy(model, params, p, species, mask,
+                                                         dtype=jnp.float64))(positions)
+
 
 def load_trained(directory: str | Path, which: str = "best", module=None) -> Trained:
-    """Load ``<run>/checkpoints`` (or a checkpoint folder itself).
+    """Load ``<run>/checkpoints`` (or a checkpoint folder itself), or a model file written
+    by :func:`jbo.models.save`.
 
     which: ``"best"`` (lowest validation MAE seen) or ``"latest"`` parameters.
     module: the flax module, needed only for models outside the ``jbo.models`` zoo.
     """
     directory = Path(directory)
+    if directory.is_file():
+        from jbo.models.io import load
+        return load(directory)
     if (directory / "checkpoints").is_dir():
         directory = directory / "checkpoints"
+    run_dir = directory.parent if directory.name == "checkpoints" else None
     if not directory.is_dir():
         raise FileNotFoundError(f"no checkpoint folder at {directory}; train with out_dir= first")
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
     state, meta, step = Checkpoints(directory).restore()
+    if run_dir is not None:
+        check_belongs(run_dir, meta["config"], step)
     if module is None:
         module = create_module(meta["model"], meta["hypers"], meta["dtype"])
     dtype = jnp.dtype(meta["dtype"])

@@ -1,0 +1,148 @@
+"""Save a zoo model as one small portable file, and load it back as a ready potential.
+
+    from jbo import models
+    models.save("soap.jbo", result)                 # a TrainResult / Trained, or module+params
+    pot = models.load("soap.jbo")                   # no training config or database needed
+    pot(positions, species)                         # eV; pot.energy_and_forces(...), pot.cutoff
+
+The file is msgpack (``flax.serialization``): format name and version, jbo version, registry
+name and class of the architecture, its hyperparameters (JSON), the parameters, the
+composition baseline (eV/atom by atomic number), the scale s (eV), species and units. The
+energy is ``Σ_i baseline[Z_i] + s · module.apply(params, ...)`` (eV, float64), as in training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import flax.serialization
+import jax
+import numpy as np
+
+__all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "jbo-model"
+FORMAT_VERSION = 1
+_KEYS = ("format", "format_version", "jbo_version", "model", "class", "hypers", "params",
+         "baseline", "scale", "species", "units")
+
+
+def _registry_name(module) -> str:
+    from jbo import models
+    for name in models.available():
+        if type(module) is models._cls(name):
+            return name
+    raise ValueError(f"only jbo.models zoo models can be saved, got {type(module).__name__}; "
+                     "register the class in jbo.models or save its params yourself")
+
+
+def _hypers(module, name: str) -> dict[str, Any]:
+    from jbo import models
+    return {k: getattr(module, k) for k in models.default_hypers(name)}
+
+
+def save(path: str | Path, model, params=None, *, baseline: dict[int, float] | None = None,
+         scale: float | None = None, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``path`` (one file) and return the path.
+
+    model: a :class:`jbo.train.TrainResult` (its best parameters), a :class:`jbo.train.Trained`,
+      or a zoo module with ``params``. baseline (eV/atom by atomic number) and scale (eV)
+      default to the trained ones, or to 0 and 1 for a bare module. metadata: JSON-able extras.
+    """
+    import jbo
+    from jbo.train.dataset import baseline_array
+    if hasattr(model, "model") and hasattr(model, "module"):  # TrainResult or Trained
+        params = getattr(model, "best_params", None) if params is None else params
+        params = model.params if params is None else params
+        base = np.asarray(model.model.baseline, np.float64)
+        scale = model.model.scale if scale is None else scale
+        module = model.module
+    else:
+        if params is None:
+            raise ValueError("save(path, module, params): params are required for a module")
+        module = model
+        base = baseline_array(baseline or {})
+    if baseline is not None:
+        base = baseline_array(baseline)
+    name = _registry_name(module)
+    payload = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "jbo_version": jbo.__version__,
+        "model": name, "class": type(module).__name__,
+        "hypers": json.dumps(_hypers(module, name)),
+        "params": flax.serialization.to_state_dict(jax.device_get(params)),
+        "baseline": base, "scale": float(1.0 if scale is None else scale),
+        "species": np.asarray(module.species, np.int64),
+        "units": json.dumps({"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"}),
+        "metadata": json.dumps(metadata or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(flax.serialization.msgpack_serialize(payload))
+    return path
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}; write one with jbo.models.save")
+    try:
+        data = flax.serialization.msgpack_restore(path.read_bytes())
+    except Exception as err:  # msgpack raises several types on foreign bytes
+        raise ValueError(f"{path} is not a jbo model file ({type(err).__name__}); write one "
+                         "with jbo.models.save") from err
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a jbo model file (no format={FORMAT!r} header); write "
+                         "one with jbo.models.save")
+    version = int(data.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path} was written by jbo {data.get('jbo_version', '?')} in model "
+                         f"format {version}, newer than this jbo reads ({FORMAT_VERSION}); "
+                         "upgrade jbo")
+    missing = [k for k in _KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{path} lacks keys {missing}: a truncated or hand-edited model file; "
+                         "save the model again")
+    return data
+
+
+def load(path: str | Path, model: str | None = None):
+    """Load a file written by :func:`save` as a ready potential (:class:`jbo.train.Trained`:
+    callable ``(positions[N,3], species[N], mask[N]=None) -> eV``, with ``cutoff``,
+    ``is_local``, ``validate`` and ``energy_and_forces``).
+
+    model: the registry name the file must hold (e.g. ``"soap_bpnn"``), or None for any.
+    Raises ValueError for a foreign, truncated or newer-format file, a different model than
+    ``model``, or parameters that do not fit the stored architecture.
+    """
+    from jbo import models
+    from jbo.train.model import Trained, energy_model
+    path = Path(path)
+    data = _read(path)
+    name = data["model"]
+    if model is not None and name != model:
+        raise ValueError(f"{path} holds a {name!r} model, not {model!r}")
+    if name not in models.available() or models._cls(name).__name__ != data["class"]:
+        raise ValueError(f"{path} holds model {name!r} of class {data['class']!r}, which this "
+                         f"jbo does not have (available: {models.available()})")
+    hypers = json.loads(data["hypers"])
+    try:
+        module = models.create(name, **hypers)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the hyperparameters in {path} do not fit a {name!r} model ({err}); "
+                         "another model class or edited hypers?") from err
+    template = flax.serialization.to_state_dict(jax.eval_shape(lambda: models.init(module, 0)))
+    got, want = (jax.tree_util.tree_structure(t) for t in (data["params"], template))
+    shapes = [np.shape(a) == tuple(b.shape) for a, b in zip(
+        jax.tree_util.tree_leaves(data["params"]), jax.tree_util.tree_leaves(template))]
+    if got != want or not all(shapes):
+        raise ValueError(f"the parameters in {path} do not fit a {name!r} model with its stored "
+                         "hyperparameters (another model class or edited hypers?)")
+    params = jax.tree_util.tree_map(
+        lambda a, t: np.asarray(a, t.dtype), data["params"], template)
+    base = {z: float(c) for z, c in enumerate(np.asarray(data["baseline"])) if c != 0.0}
+    em = energy_model(module, params, base, float(data["scale"]), module.dtype)
+    meta = {k: data[k] for k in ("format_version", "jbo_version", "model", "scale")}
+    meta.update(hypers=hypers, dtype=module.dtype, units=json.loads(data["units"]),
+                metadata=json.loads(data.get("metadata", "{}")), path=str(path))
+    return Trained(module, params, em, meta, -1)
