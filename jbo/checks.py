@@ -1,0 +1,211 @@
+"""The engine's host-side checks: options, plans, the energy-function contract, results.
+
+:func:`jbo.decompose.body_orders` calls these once per call on concrete input, before and after
+its jitted work; nothing here runs inside ``jit`` or costs anything on the hot path.
+
+* :func:`options` — ``max_order`` a real int, ``chunk_size`` positive, ``layout`` known,
+  ``plan=`` and ``cutoff=`` consistent, connected mode only for a function that *declares* itself
+  local with a cutoff (``energy_fn.is_local = True``, ``energy_fn.cutoff`` in Å).
+* :func:`plan_matches` — a connected plan's cutoff graph is the one of the positions given.
+* :func:`check_contract` — masked evaluation equals evaluation of the extracted subcluster on a
+  few random subsets; :func:`contract_once` runs it once per energy function.
+* :func:`finite_result` — a NaN/inf result names the smallest subset whose term is not finite.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from numbers import Integral
+from typing import Callable
+
+import jax
+import numpy as np
+
+from jbo import geometry
+
+__all__ = ["options", "plan_matches", "check_contract", "contract_once", "finite_result",
+           "ContractError", "memory_limit"]
+
+LAYOUTS = ("compact", "masks")
+#: Masked and extracted energies must agree to this (eV, plus the same relative to |E|).
+CONTRACT_TOL = 1e-6
+
+
+class ContractError(ValueError):
+    """The energy function does not treat masked atoms as absent."""
+
+
+def memory_limit() -> int:
+    """Bytes the decomposition may hold (env ``JBO_MEMORY_LIMIT``, default 4 GiB)."""
+    text = os.environ.get("JBO_MEMORY_LIMIT")
+    if text is None:
+        return 4 * 2**30
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"JBO_MEMORY_LIMIT={text!r} is not a positive number of bytes; "
+                         "set e.g. JBO_MEMORY_LIMIT=4e9 (or unset it for 4 GiB)")
+    return int(value)
+
+
+def as_int(name: str, value, low: int = 1) -> int:
+    """``value`` as an int >= ``low``; floats, strings and bools are refused (no rounding)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def options(energy_fn: Callable, n: int, *, max_order, cutoff, plan, chunk_size, layout
+            ) -> tuple[int, float | None]:
+    """Validate ``body_orders``' options; returns ``(K, cutoff)`` with the plan's cutoff."""
+    if max_order is not None:
+        as_int("max_order", max_order)
+    k = n if max_order is None else int(max_order)
+    if not 1 <= k <= n:
+        raise ValueError(
+            f"max_order={max_order} is outside 1..N for a cluster of N={n} atoms; "
+            f"use max_order <= {n} (or None for the full expansion)"
+        )
+    as_int("chunk_size", chunk_size)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    if plan is not None and cutoff is not None and plan.cutoff != cutoff:
+        raise ValueError(f"cutoff={cutoff} contradicts the plan's cutoff={plan.cutoff}; pass "
+                         "one of them (the plan already fixes the cutoff)")
+    if plan is not None:
+        cutoff = plan.cutoff
+    if cutoff is not None:
+        _check_locality(energy_fn, float(cutoff))
+    return k, cutoff
+
+
+def _check_locality(energy_fn: Callable, cutoff: float) -> None:
+    if not (np.isfinite(cutoff) and cutoff > 0):
+        raise ValueError(f"cutoff must be a positive length in Å, got {cutoff}")
+    is_local = getattr(energy_fn, "is_local", None)
+    if is_local is False:
+        raise ValueError(
+            "connected mode needs a local model (ε(S) = 0 for disconnected S) but this "
+            "energy_fn declares is_local=False; use max_order=K instead of cutoff"
+        )
+    model_cutoff = getattr(energy_fn, "cutoff", None)
+    if is_local is not True or model_cutoff is None:
+        raise ValueError(
+            "connected mode (cutoff=/plan=) assumes ε(S) = 0 for subsets disconnected in the "
+            "cutoff graph, but this energy_fn does not declare it: set energy_fn.is_local = True "
+            "and energy_fn.cutoff = its interaction range in Å (zoo models and jbo.potentials "
+            "do), or use max_order=K without cutoff"
+        )
+    if cutoff < model_cutoff:
+        raise ValueError(
+            f"cutoff={cutoff} Å is smaller than the model's own cutoff {model_cutoff} Å: "
+            "subsets linked only by longer edges would be dropped; pass cutoff >= model cutoff"
+        )
+
+
+def plan_matches(plan, pos: np.ndarray, amask: np.ndarray) -> None:
+    """Refuse a connected plan built for another geometry (its cutoff graph differs)."""
+    if plan.mode != "connected" or plan.graph_hash is None:
+        return
+    now = geometry.graph_hash(pos, plan.cutoff, amask)
+    stale = np.flatnonzero(now != np.asarray(plan.graph_hash))
+    if stale.size:
+        raise ValueError(
+            f"the plan was built for other positions: the cutoff graph of cluster "
+            f"{int(stale[0])} differs from the plan's; rebuild it with connected_plan(positions, "
+            f"{plan.cutoff}, {plan.max_order}) for these positions"
+        )
+
+
+def _concrete_float(x) -> float | None:
+    if isinstance(x, jax.core.Tracer):
+        return None  # e.g. parameters being differentiated: nothing to compare on the host
+    return float(np.asarray(x))
+
+
+def check_contract(energy_fn: Callable, positions, species=None, atom_mask=None, *,
+                   n_subsets: int = 3, seed: int = 0, tol: float = CONTRACT_TOL) -> bool:
+    """Check that ``energy_fn`` treats masked atoms as absent (docs/CONTRACTS.md).
+
+    On ``n_subsets`` random proper subsets S of one cluster (the first of a batch; one subset
+    size, so a jitted model compiles one extra shape), compares
+    ``energy_fn(positions, species, mask_S)`` with ``energy_fn(positions[S], species[S], ones)``.
+
+    Returns False when nothing could be compared (one atom, or traced output), else True.
+    Raises: ContractError naming the subset and both energies (eV).
+    """
+    pos, spec, amask, _ = geometry.as_batch(positions, species, atom_mask)
+    real = np.flatnonzero(np.asarray(amask[0]))
+    n = len(real)
+    if n < 2:
+        return False
+    pos, spec, amask = np.asarray(pos[0]), np.asarray(spec[0]), np.asarray(amask[0])
+    rng = np.random.default_rng(seed)
+    size = max(1, n // 2)
+    for _ in range(n_subsets):
+        members = np.sort(rng.choice(real, size, replace=False))
+        mask = np.zeros_like(amask)
+        mask[members] = True
+        masked = _concrete_float(energy_fn(pos, spec, mask))
+        alone = _concrete_float(energy_fn(pos[members], spec[members], np.ones(size, bool)))
+        if masked is None or alone is None:
+            return False
+        if not abs(masked - alone) <= tol * (1 + abs(alone)):
+            raise ContractError(
+                f"energy_fn breaks the masking contract: atoms {members.tolist()} give "
+                f"{masked:.10g} eV with the others masked but {alone:.10g} eV extracted alone; "
+                "masked atoms must be absent (no edges, no counts, no normalisation); fix the "
+                "function, or pass check_contract=False to body_orders to skip this check"
+            )
+    return True
+
+
+_checked: "weakref.WeakSet" = weakref.WeakSet()
+_checked_ids: set[int] = set()  # energy functions that cannot be weakly referenced
+
+
+def contract_once(energy_fn: Callable, pos, spec, amask) -> None:
+    """:func:`check_contract` the first time an energy function (or its ``contract_key``, e.g.
+    a zoo model's module) is seen with concrete output; later calls cost one set lookup."""
+    key = getattr(energy_fn, "contract_key", energy_fn)
+    try:
+        if key in _checked:
+            return
+    except TypeError:
+        if id(key) in _checked_ids:
+            return
+    if not check_contract(energy_fn, pos, spec, amask):
+        return
+    try:
+        _checked.add(key)
+    except TypeError:
+        _checked_ids.add(id(key))
+
+
+def finite_result(result, subsets_of: Callable[[int], tuple[int, ...]]) -> None:
+    """Raise naming the smallest subset whose interaction term (or the total) is not finite.
+
+    Args: result: a concrete :class:`jbo.decompose.BodyOrders` (batched); ``subsets_of(j)`` the
+      atoms of term ``j``.
+    """
+    per_order = np.asarray(result.per_order)
+    total = np.asarray(result.total)
+    if np.isfinite(per_order).all() and np.isfinite(total).all():
+        return
+    where = "the energies"
+    if result.terms is not None:
+        terms = np.asarray(result.terms).reshape(-1, np.shape(result.terms)[-1])
+        bad = np.flatnonzero(~np.isfinite(terms).all(0))
+        if bad.size:
+            sizes = np.asarray(result.orders)[bad]
+            j = int(bad[np.argmin(sizes)])
+            where = f"the subset of atoms {subsets_of(j)}"
+    raise FloatingPointError(
+        f"energy_fn returned a non-finite energy (NaN/inf) for {where}; check the model on that "
+        "subcluster (e.g. a division by a neighbour count that is zero there)"
+    )
