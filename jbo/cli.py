@@ -152,7 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     import jbo  # noqa: F401  (float64)
-    return {"train": _train, "decompose": _decompose}[args.command](args)
+    from jbo.data.store import StoreError
+
+    try:
+        return {"train": _train, "decompose": _decompose}[args.command](args)
+    except (ValueError, StoreError, OSError) as exc:  # bad input: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

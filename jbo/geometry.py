@@ -44,7 +44,7 @@ def as_batch(positions, species=None, atom_mask=None):
     batched = pos.ndim == 3
     shape = pos.shape[:-1]
     if shape[-1] == 0:
-        raise ValueError("the cluster is empty (N = 0 atoms): nothing to decompose")
+        raise ValueError("the cluster is empty (N = 0 atoms): pass at least one atom")
     spec = jnp.ones(shape, jnp.int32) if species is None else jnp.asarray(species)
     if tuple(spec.shape) != tuple(shape):
         raise ValueError(
@@ -65,8 +65,8 @@ def as_batch(positions, species=None, atom_mask=None):
         if bad.any():
             at = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ValueError(
-                f"atom {at[-1]} has atomic number {int(z[at])}, not an element (1..{MAX_Z}); "
-                "pass atomic numbers (H = 1), and species 0 only for masked padding atoms"
+                f"atom {at[-1]} has invalid atomic number {int(z[at])} (elements: 1..{MAX_Z}); "
+                "pass atomic numbers (H = 1), species 0 only for masked padding atoms"
             )
     if not batched:
         pos, spec, mask = pos[None], spec[None], mask[None]
@@ -107,8 +107,9 @@ def check_values(positions, species, atom_mask, min_distance: float = MIN_DISTAN
         b = int(np.flatnonzero(~mask.any(-1))[0])
         raise ValueError(f"cluster {b} has no atoms (atom_mask is all False)")
     spec = np.asarray(species)
-    if (spec[mask] <= 0).any():
-        b, i = np.argwhere((spec <= 0) & mask)[0]
+    bad_z = ((spec <= 0) | (spec > MAX_Z)) & mask
+    if bad_z.any():
+        b, i = np.argwhere(bad_z)[0]
         raise ValueError(f"atom {i} (cluster {b}) has invalid atomic number {spec[b, i]}")
     if known_species is not None:
         unknown = sorted(set(spec[mask].tolist()) - {int(z) for z in known_species})

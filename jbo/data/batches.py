@@ -77,33 +77,38 @@ def read_db(path: str | Path, **select) -> list[Record]:
 
     Extra keyword arguments are passed to ``ase.db.connect(...).select`` (e.g. ``split="train"``).
     """
-    import ase.db
+    from jbo import geometry
+    from jbo.data.store import connect, is_labelled
 
     spath = str(path)
     if "://" not in spath and not Path(spath).exists():
         raise FileNotFoundError(
             f"dataset {spath!r} does not exist; label one with `jbo label ...` or pass --db")
     records = []
-    with ase.db.connect(spath) as db:
-        for row in db.select(status="ok", **select):
-            kv = row.key_value_pairs
-            missing = [k for k in ("cluster", "subset", "n_parent", "split") if k not in kv]
-            if missing:
-                raise ValueError(f"row {row.id} of {spath} lacks keys {missing}; "
-                                 "see docs/CONTRACTS.md for the ase.db schema")
-            try:
-                energy = float(row.energy)
-            except AttributeError as err:
-                raise ValueError(f"row {row.id} of {spath} has status=ok but no energy") from err
-            forces = row.get("forces")
-            records.append(Record(
-                positions=np.asarray(row.positions, dtype=np.float64),
-                species=np.asarray(row.numbers, dtype=np.int32),
-                energy=energy,
-                forces=None if forces is None else np.asarray(forces, dtype=np.float64),
-                cluster=str(kv["cluster"]), subset=int(kv["subset"]),
-                n_parent=int(kv["n_parent"]), split=str(kv["split"]),
-                regime=str(kv.get("regime", ""))))
+    db = connect(spath, create=False)
+    for row in db.select(status="ok", **select):
+        kv = row.key_value_pairs
+        missing = [k for k in ("cluster", "subset", "n_parent", "split") if k not in kv]
+        if missing:
+            raise ValueError(f"row {row.id} of {spath} lacks keys {missing}; "
+                             "see docs/CONTRACTS.md for the ase.db schema")
+        if not is_labelled(row):
+            continue  # status=ok without an energy: not labelled (label fills it in)
+        energy = float(row.energy)
+        try:  # the engine's input check, in numpy (cheap per row)
+            geometry.check_values(row.positions[None], row.numbers[None],
+                                  np.ones((1, len(row.numbers)), bool))
+        except ValueError as err:
+            raise ValueError(f"row {row.id} of {spath}: {err}") from err
+        forces = row.get("forces")
+        records.append(Record(
+            positions=np.asarray(row.positions, dtype=np.float64),
+            species=np.asarray(row.numbers, dtype=np.int32),
+            energy=energy,
+            forces=None if forces is None else np.asarray(forces, dtype=np.float64),
+            cluster=str(kv["cluster"]), subset=int(kv["subset"]),
+            n_parent=int(kv["n_parent"]), split=str(kv["split"]),
+            regime=str(kv.get("regime", ""))))
     return records
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jbo import lattice
+from jbo.data.store import is_labelled
 
 __all__ = ["ReferenceMBE", "subset_energies", "mbe_from_energies", "reference_mbe",
            "all_mbe"]
@@ -56,6 +57,8 @@ def _collect(db, method: str, basis: str, **sel) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for r in db.select(method=method, basis=basis, status="ok", include_data=False,
                        columns=["id", "energy", "key_value_pairs"], **sel):
+        if not is_labelled(r):
+            continue  # an ok row without energy is not done (labelling fills it in again)
         c = out.setdefault(r.cluster, dict(n=int(r.n_parent), E={}, regime=r.get("regime", ""),
                                            split=r.get("split", "")))
         c["E"][int(r.subset)] = float(r.energy)
