@@ -61,8 +61,7 @@ def connect(url: str, create: bool = True):
     if "://" in url:
         try:
             db = ase.db.connect(url, use_lock_file=False)
-            with _transaction(db, lock=False):
-                pass  # reach the server and create the schema now, not mid-run
+            _open(db, create)  # reach the server and create the schema now, not mid-run
         except ImportError as exc:
             raise StoreError(f"{url.split('://')[0]} databases need the postgres extra: "
                              f"pip install 'jbo[postgres]' ({exc})") from exc
@@ -92,9 +91,13 @@ def connect(url: str, create: bool = True):
 
 
 def _open(db, create: bool) -> None:
-    with db.managed_connection() as con:  # ase creates its tables here (new file)
+    """Create ase's tables (a new database) under the write lock, so two labellers starting
+    together do not both create them; a reader takes no lock but reads one row."""
+    with _transaction(db, lock=create) as db:
         if not create:
-            con.execute("SELECT COUNT(*) FROM systems WHERE id = 1").fetchone()
+            cur = db.connection.cursor()
+            cur.execute("SELECT COUNT(*) FROM systems WHERE id = 1")
+            cur.fetchone()
 
 
 def _redact(url: str) -> str:
