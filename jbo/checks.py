@@ -8,7 +8,7 @@ its jitted work; nothing here runs inside ``jit`` or costs anything on the hot p
   local with a cutoff (``energy_fn.is_local = True``, ``energy_fn.cutoff`` in Å).
 * :func:`plan_matches` — a connected plan's cutoff graph is the one of the positions given.
 * :func:`check_contract` — masked evaluation equals evaluation of the extracted subcluster on a
-  few random subsets; :func:`contract_once` runs it once per energy function.
+  few random subsets of a few atoms; :func:`contract_once` runs it once per energy function.
 * :func:`finite_result` — a NaN/inf result names the smallest subset whose term is not finite.
 """
 
@@ -122,43 +122,46 @@ def plan_matches(plan, pos: np.ndarray, amask: np.ndarray) -> None:
         )
 
 
-def _concrete_float(x) -> float | None:
-    if isinstance(x, jax.core.Tracer):
-        return None  # e.g. parameters being differentiated: nothing to compare on the host
-    return float(np.asarray(x))
-
-
 def check_contract(energy_fn: Callable, positions, species=None, atom_mask=None, *,
-                   n_subsets: int = 3, seed: int = 0, tol: float = CONTRACT_TOL) -> bool:
+                   n_subsets: int = 3, window: int = 8, seed: int = 0,
+                   tol: float = CONTRACT_TOL) -> bool:
     """Check that ``energy_fn`` treats masked atoms as absent (docs/CONTRACTS.md).
 
-    On ``n_subsets`` random proper subsets S of one cluster (the first of a batch; one subset
-    size, so a jitted model compiles one extra shape), compares
-    ``energy_fn(positions, species, mask_S)`` with ``energy_fn(positions[S], species[S], ones)``.
+    Takes up to ``window`` random real atoms W of one cluster (the first of a batch) and
+    ``n_subsets`` random subsets S of W of one size, and compares
+    ``energy_fn(positions[W], species[W], mask_S)`` with ``energy_fn(positions[S], species[S],
+    ones)``: two jitted, vmapped evaluations on small shapes, whatever the cluster's size.
 
     Returns False when nothing could be compared (one atom, or traced output), else True.
-    Raises: ContractError naming the subset and both energies (eV).
+    Raises: ContractError naming the subset (indices into ``positions``) and both energies (eV).
     """
     pos, spec, amask, _ = geometry.as_batch(positions, species, atom_mask)
     real = np.flatnonzero(np.asarray(amask[0]))
-    n = len(real)
-    if n < 2:
+    if len(real) < 2:
         return False
-    pos, spec, amask = np.asarray(pos[0]), np.asarray(spec[0]), np.asarray(amask[0])
+    pos, spec = np.asarray(pos[0]), np.asarray(spec[0])
     rng = np.random.default_rng(seed)
-    size = max(1, n // 2)
-    for _ in range(n_subsets):
-        members = np.sort(rng.choice(real, size, replace=False))
-        mask = np.zeros_like(amask)
-        mask[members] = True
-        masked = _concrete_float(energy_fn(pos, spec, mask))
-        alone = _concrete_float(energy_fn(pos[members], spec[members], np.ones(size, bool)))
-        if masked is None or alone is None:
-            return False
-        if not abs(masked - alone) <= tol * (1 + abs(alone)):
+    win = np.sort(rng.choice(real, min(window, len(real)), replace=False))
+    size = max(1, len(win) // 2)
+    picks = np.array([np.sort(rng.choice(len(win), size, replace=False))
+                      for _ in range(n_subsets)])  # [S, size] positions within the window
+    masks = np.zeros((n_subsets, len(win)), bool)
+    np.put_along_axis(masks, picks, True, axis=1)
+
+    @jax.jit  # one small program: its compile is the check's whole cost
+    def both(p, z, m, p_s, z_s):
+        return (jax.vmap(energy_fn, (None, None, 0))(p, z, m),
+                jax.vmap(energy_fn, (0, 0, None))(p_s, z_s, np.ones(size, bool)))
+
+    masked, alone = both(pos[win], spec[win], masks, pos[win][picks], spec[win][picks])
+    if isinstance(masked, jax.core.Tracer) or isinstance(alone, jax.core.Tracer):
+        return False  # e.g. parameters being differentiated: nothing to compare on the host
+    masked, alone = np.asarray(masked, np.float64), np.asarray(alone, np.float64)
+    for m, a, pick in zip(masked, alone, picks):
+        if not abs(m - a) <= tol * (1 + abs(a)):
             raise ContractError(
-                f"energy_fn breaks the masking contract: atoms {members.tolist()} give "
-                f"{masked:.10g} eV with the others masked but {alone:.10g} eV extracted alone; "
+                f"energy_fn breaks the masking contract: atoms {win[pick].tolist()} give "
+                f"{m:.10g} eV with the others masked but {a:.10g} eV extracted alone; "
                 "masked atoms must be absent (no edges, no counts, no normalisation); fix the "
                 "function, or pass check_contract=False to body_orders to skip this check"
             )
