@@ -120,7 +120,7 @@ def run(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     records = read_db(args.db)
     largest = max((r.n_parent for r in records if r.split == "train"), default=0)
-    if args.lam > 0 and not 1 <= args.order < largest:  # before any training, not after
+    if not 1 <= args.order < largest:  # checked before any training, not after
         raise ValueError(f"--order {args.order}: the regularizer penalizes orders k > K, but the "
                          f"largest training cluster in {args.db} has {largest} atoms; pass "
                          f"1 <= --order < {largest}")
