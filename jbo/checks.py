@@ -135,11 +135,15 @@ def check_contract(energy_fn: Callable, positions, species=None, atom_mask=None,
     Returns False when nothing could be compared (one atom, or traced output), else True.
     Raises: ContractError naming the subset (indices into ``positions``) and both energies (eV).
     """
-    pos, spec, amask, _ = geometry.as_batch(positions, species, atom_mask)
-    real = np.flatnonzero(np.asarray(amask[0]))
+    # numpy only: jnp ops would be staged (tracers) when called inside someone else's jit
+    pos = np.asarray(positions, np.float64).reshape(-1, *np.shape(positions)[-2:])[0]
+    n = pos.shape[0]
+    spec = np.ones(n, np.int32) if species is None else \
+        np.asarray(species, np.int32).reshape(-1, n)[0]
+    amask = np.ones(n, bool) if atom_mask is None else np.asarray(atom_mask, bool).reshape(-1, n)[0]
+    real = np.flatnonzero(amask)
     if len(real) < 2:
         return False
-    pos, spec = np.asarray(pos[0]), np.asarray(spec[0])
     rng = np.random.default_rng(seed)
     win = np.sort(rng.choice(real, min(window, len(real)), replace=False))
     size = max(1, len(win) // 2)

@@ -139,10 +139,11 @@ def body_orders(
         validate = getattr(energy_fn, "validate", None)  # e.g. a model's known species
         if validate is not None:
             validate(pos, spec, amask)
+        host = np.asarray(pos), np.asarray(spec), np.asarray(amask)  # no staged jnp ops
         if check_contract:
-            checks.contract_once(energy_fn, pos, spec, amask)
+            checks.contract_once(energy_fn, *host)
         if plan is not None:
-            checks.plan_matches(plan, pos, amask)
+            checks.plan_matches(plan, host[0], host[2])
 
     if plan is None and cutoff is None and max_order is None:
         _check_exhaustive_fits(n_clusters, n, forces)

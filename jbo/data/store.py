@@ -81,7 +81,7 @@ def connect(url: str, create: bool = True):
         raise StoreError(f"no such database: {url}")
     else:
         os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
-    db = ase.db.connect(url, use_lock_file=False)
+    db = ase.db.connect(url, type="db", use_lock_file=False)  # SQLite, whatever the suffix
     try:
         _retry_locked(lambda: _open(db, create), what="open")
     except sqlite3.DatabaseError as exc:
@@ -228,7 +228,7 @@ def _kvp(parent: Atoms, mask: int, method: str, basis: str) -> dict:
 def write_row(db, parent: Atoms, mask: int, method: str, basis: str, *, energy: float | None,
               forces: np.ndarray | None = None, spin: int | None = None,
               s2: float | None = None, wall: float | None = None, note: str = "",
-              reason: str = "", done: dict | None = None) -> int:
+              reason: str = "", done: dict | None = None) -> int | None:
     """Write the row of task ``(parent, mask, method, basis)``; energy in eV, forces eV/Å.
 
     ``energy=None`` writes a failure (``status="failed"``, ``reason``). The task is looked up
