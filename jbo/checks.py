@@ -14,6 +14,7 @@ its jitted work; nothing here runs inside ``jit`` or costs anything on the hot p
 
 from __future__ import annotations
 
+import hashlib
 import os
 import weakref
 from numbers import Integral
@@ -108,9 +109,21 @@ def _check_locality(energy_fn: Callable, cutoff: float) -> None:
         )
 
 
+_verified: dict[int, tuple[weakref.ref, bytes]] = {}  # id(plan) -> (plan, positions digest)
+
+
 def plan_matches(plan, pos: np.ndarray, amask: np.ndarray) -> None:
-    """Refuse a connected plan built for another geometry (its cutoff graph differs)."""
+    """Refuse a connected plan built for another geometry (its cutoff graph differs).
+
+    O(B N²) the first time a plan meets some positions; a repeat (same plan object, same
+    positions and mask) costs one hash of the positions.
+    """
     if plan.mode != "connected" or plan.graph_hash is None:
+        return
+    digest = hashlib.blake2b(np.ascontiguousarray(pos).tobytes() + np.asarray(amask).tobytes(),
+                             digest_size=16).digest()
+    ref, seen = _verified.get(id(plan), (None, None))
+    if ref is not None and ref() is plan and seen == digest:
         return
     now = geometry.graph_hash(pos, plan.cutoff, amask)
     stale = np.flatnonzero(now != np.asarray(plan.graph_hash))
@@ -120,6 +133,9 @@ def plan_matches(plan, pos: np.ndarray, amask: np.ndarray) -> None:
             f"{int(stale[0])} differs from the plan's; rebuild it with connected_plan(positions, "
             f"{plan.cutoff}, {plan.max_order}) for these positions"
         )
+    for key in [k for k, (r, _) in _verified.items() if r() is None]:
+        del _verified[key]
+    _verified[id(plan)] = (weakref.ref(plan), digest)
 
 
 def check_contract(energy_fn: Callable, positions, species=None, atom_mask=None, *,
