@@ -145,6 +145,11 @@ def run(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = read_db(args.db)
+    largest = max((r.n_parent for r in records if r.split == "train"), default=0)
+    if not 1 <= args.order < largest:  # checked before any training, not after
+        raise ValueError(f"--order {args.order}: the regularizer penalizes orders k > K, but the "
+                         f"largest training cluster in {args.db} has {largest} atoms; pass "
+                         f"1 <= --order < {largest}")
     runs, summary = {}, {"runs": {}}
     for name, cfg in _configs(args).items():
         print(f"[{name}] training {cfg.model} ({cfg.makeup}, λ={cfg.regularizer.lam})",
@@ -295,7 +300,14 @@ def _plots(out: Path, runs: dict, summary: dict, order: int) -> None:
 
 
 def main(argv=None) -> int:
-    run(parse_args(argv))
+    from jbo.data.store import StoreError
+
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, StoreError, OSError) as exc:  # bad input: one line, exit code 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
+from jbo import geometry
 from jbo.train.losses import EnergyModel, structure_energy
 from jbo.train.model import Trained, load_trained
 
@@ -62,6 +63,7 @@ class JboCalculator(Calculator):
         if unknown:
             raise ValueError(f"elements {unknown} were not in the training data of this model "
                              f"(known: {sorted(self._known)})")
+        geometry.validate(atoms.positions, atoms.numbers.astype(np.int32))
         e, f = _energy_and_forces(self.trained.model, self.trained.params,
                                   jnp.asarray(atoms.positions, jnp.float64),
                                   jnp.asarray(atoms.numbers, jnp.int32))

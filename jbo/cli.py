@@ -271,7 +271,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as err:
             parser.error(f"train: {err}")
     import jbo  # noqa: F401  (float64)
-    return {"train": _train, "decompose": _decompose}[args.command](args)
+    from jbo.data.store import StoreError
+
+    try:
+        return {"train": _train, "decompose": _decompose}[args.command](args)
+    except (ValueError, StoreError, OSError) as exc:  # bad input: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ on the host instead; :mod:`jbo.assembly` turns either path's subset energies int
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from typing import Callable
 
@@ -27,15 +26,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo import adapters, geometry, lattice
+from jbo import adapters, checks, geometry, lattice
 from jbo.assembly import BodyOrders, assemble_family, assemble_lattice
 from jbo.assembly import assemble_family_jit as _assemble_family_jit
 from jbo.assembly import assemble_lattice_jit as _assemble_lattice_jit
+from jbo.checks import check_contract, memory_limit
 from jbo.host import HostPotential
 from jbo.plans import SubsetPlan, connected_plan, plan_bytes, truncated_plan
 
-__all__ = ["BodyOrders", "body_orders", "connected_plan", "SubsetPlan", "memory_limit",
-           "assemble_lattice", "assemble_family"]
+__all__ = ["BodyOrders", "body_orders", "check_contract", "connected_plan", "SubsetPlan",
+           "memory_limit", "assemble_lattice", "assemble_family"]
 
 Array = jax.Array
 EnergyFn = Callable[[Array, Array, Array], Array]
@@ -44,9 +44,6 @@ EnergyFn = Callable[[Array, Array, Array], Array]
 DEFAULT_CHUNK = 256
 
 
-def memory_limit() -> int:
-    """Bytes the decomposition may hold (env ``JBO_MEMORY_LIMIT``, default 4 GiB)."""
-    return int(float(os.environ.get("JBO_MEMORY_LIMIT", 4 * 2**30)))
 
 
 def body_orders(
@@ -64,6 +61,7 @@ def body_orders(
     min_distance: float = geometry.MIN_DISTANCE,
     mesh: jax.sharding.Mesh | None = None,
     layout: str = "compact",
+    check_contract: bool = True,
 ) -> BodyOrders:
     """Decompose the energy of one cluster or a padded batch into body orders.
 
@@ -89,29 +87,32 @@ def body_orders(
       layout: exhaustive mode only. ``"compact"`` evaluates each subset size k on ``[C(N,k), k]``
         gathers (least work per call, N programs to compile); ``"masks"`` runs one program over
         N-wide subset masks (N-wide work per subset, ~10x faster to compile: short runs, N <= 8).
+      check_contract: on concrete input, the first time an energy function is seen, check that
+        it treats masked atoms as absent (:func:`jbo.checks.check_contract`); False skips it.
+
+    Input, options and (on concrete input) plans and results are checked on the host by
+    :mod:`jbo.geometry` and :mod:`jbo.checks`; a bad one raises an error naming the fix.
     """
     positions, species, atom_mask = adapters.structure_input(positions, species, atom_mask)
-    pos, spec, amask, batched = geometry.as_batch(positions, species, atom_mask)
+    pos, spec, amask, batched = geometry.validate(positions, species, atom_mask,
+                                                  min_distance=min_distance)
     n_clusters, n = amask.shape
     concrete = geometry.is_concrete(pos, spec, amask)
     _check_host(energy_fn, concrete, mesh)
+    k, cutoff = checks.options(energy_fn, n, max_order=max_order, cutoff=cutoff, plan=plan,
+                               chunk_size=chunk_size, layout=layout)
     if concrete:
-        geometry.check_values(pos, spec, amask, min_distance)
         validate = getattr(energy_fn, "validate", None)  # e.g. a model's known species
         if validate is not None:
             validate(pos, spec, amask)
-    k = n if max_order is None else int(max_order)
-    if not 1 <= k <= n:
-        raise ValueError(
-            f"max_order={max_order} is outside 1..N for a cluster of N={n} atoms; "
-            f"use max_order <= {n} (or None for the full expansion)"
-        )
-    _check_locality(energy_fn, cutoff if plan is None else plan.cutoff)
+        host = np.asarray(pos), np.asarray(spec), np.asarray(amask)  # no staged jnp ops
+        if check_contract and not isinstance(energy_fn, HostPotential):  # host: real subclusters
+            checks.contract_once(energy_fn, *host)
+        if plan is not None:
+            checks.plan_matches(plan, host[0], host[2])
 
     if plan is None and cutoff is None and max_order is None:
         _check_exhaustive_fits(n_clusters, n, forces)
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
 
         def run(p, s, a):
             if isinstance(energy_fn, HostPotential):
@@ -151,6 +152,8 @@ def body_orders(
             return _run_family(energy_fn, p, s, a, plan, forces, terms, chunk_size)
 
     result = run(pos, spec, amask) if mesh is None else _sharded(mesh, run, pos, spec, amask)
+    if concrete and not isinstance(result.per_order, jax.core.Tracer):
+        checks.finite_result(result, result.atoms)
     if not batched:
         result = _unbatch(result)
     return result
@@ -180,22 +183,6 @@ def _run_family(energy_fn, pos, spec, amask, plan, forces, want_terms, chunk) ->
                                 want_terms)
 
 
-def _check_locality(energy_fn: EnergyFn, cutoff: float | None) -> None:
-    if cutoff is None:
-        return
-    if getattr(energy_fn, "is_local", True) is False:
-        raise ValueError(
-            "connected mode needs a local model (ε(S) = 0 for disconnected S) but this "
-            "energy_fn declares is_local=False; use max_order=K instead of cutoff"
-        )
-    model_cutoff = getattr(energy_fn, "cutoff", None)
-    if model_cutoff is not None and cutoff < model_cutoff:
-        raise ValueError(
-            f"cutoff={cutoff} Å is smaller than the model's own cutoff {model_cutoff} Å: "
-            "subsets linked only by longer edges would be dropped; pass cutoff >= model cutoff"
-        )
-
-
 def _exhaustive_bytes(n_clusters: int, n: int, forces: bool) -> int:
     return 4 * 8 * n_clusters * (1 << n) * (1 + (3 * n if forces else 0))
 
@@ -223,7 +210,10 @@ def _energy(energy_fn: EnergyFn, grads: bool):
     """(pos, spec, mask) -> E (float64; 0 for an empty subset) [, ∂E/∂pos]."""
 
     def one(p, s, m):
-        e = jnp.asarray(energy_fn(p, s, m)).astype(jnp.float64)
+        e = jnp.asarray(energy_fn(p, s, m))
+        if jnp.iscomplexobj(e):  # checked while tracing: free at run time
+            raise TypeError(f"energy_fn must return a real energy (eV), got dtype {e.dtype}")
+        e = e.astype(jnp.float64)
         if e.shape != ():
             raise ValueError(f"energy_fn must return a scalar energy, got shape {e.shape}")
         return jnp.where(m.any(), e, 0.0)

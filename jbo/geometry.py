@@ -6,11 +6,16 @@ values cannot be, so validate before tracing when the input comes from outside.
 
 from __future__ import annotations
 
+import hashlib
+from typing import Sequence
+
 import jax
 import numpy as np
 
 #: Two atoms closer than this (Å) are reported as duplicates.
 MIN_DISTANCE = 1e-3
+#: Largest atomic number (oganesson).
+MAX_Z = 118
 
 
 def is_concrete(*arrays) -> bool:
@@ -39,7 +44,7 @@ def as_batch(positions, species=None, atom_mask=None):
     batched = pos.ndim == 3
     shape = pos.shape[:-1]
     if shape[-1] == 0:
-        raise ValueError("the cluster is empty (N = 0 atoms): nothing to decompose")
+        raise ValueError("the cluster is empty (N = 0 atoms): pass at least one atom")
     spec = jnp.ones(shape, jnp.int32) if species is None else jnp.asarray(species)
     if tuple(spec.shape) != tuple(shape):
         raise ValueError(
@@ -54,13 +59,38 @@ def as_batch(positions, species=None, atom_mask=None):
             f"atom_mask must be a bool array of shape {tuple(shape)}, "
             f"got {mask.dtype} {tuple(mask.shape)}"
         )
+    if is_concrete(spec, mask):  # before the int32 cast, which would wrap 2**40 to 0
+        z, present = np.asarray(spec), np.asarray(mask)
+        bad = ((z < 1) | (z > MAX_Z)) & present
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"atom {at[-1]} has invalid atomic number {int(z[at])} (elements: 1..{MAX_Z}); "
+                "pass atomic numbers (H = 1), species 0 only for masked padding atoms"
+            )
     if not batched:
         pos, spec, mask = pos[None], spec[None], mask[None]
     return pos, spec.astype(jnp.int32), mask, batched
 
 
-def check_values(positions, species, atom_mask, min_distance: float = MIN_DISTANCE) -> None:
-    """Raise a ValueError naming the problem for non-finite, duplicate or missing atoms.
+def validate(positions, species=None, atom_mask=None, *, min_distance: float = MIN_DISTANCE,
+             known_species: Sequence[int] | None = None):
+    """The one input check of every entry point (engine, models, calculator, training data).
+
+    Shapes and dtypes are always checked; values (finite coordinates, real elements, no two atoms
+    at one position, elements among ``known_species``) only on concrete input, never on tracers.
+    Returns :func:`as_batch`'s ``(positions[B,N,3], species[B,N], atom_mask[B,N], batched)``.
+    """
+    pos, spec, mask, batched = as_batch(positions, species, atom_mask)
+    if is_concrete(pos, spec, mask):
+        check_values(pos, spec, mask, min_distance, known_species)
+    return pos, spec, mask, batched
+
+
+def check_values(positions, species, atom_mask, min_distance: float = MIN_DISTANCE,
+                 known_species: Sequence[int] | None = None) -> None:
+    """Raise a ValueError naming the problem for non-finite, duplicate or missing atoms, or
+    (given ``known_species``) present atoms of an element outside it.
 
     Args: batched arrays as returned by :func:`as_batch` (concrete).
     """
@@ -77,9 +107,18 @@ def check_values(positions, species, atom_mask, min_distance: float = MIN_DISTAN
         b = int(np.flatnonzero(~mask.any(-1))[0])
         raise ValueError(f"cluster {b} has no atoms (atom_mask is all False)")
     spec = np.asarray(species)
-    if (spec[mask] <= 0).any():
-        b, i = np.argwhere((spec <= 0) & mask)[0]
+    bad_z = ((spec <= 0) | (spec > MAX_Z)) & mask
+    if bad_z.any():
+        b, i = np.argwhere(bad_z)[0]
         raise ValueError(f"atom {i} (cluster {b}) has invalid atomic number {spec[b, i]}")
+    if known_species is not None:
+        unknown = sorted(set(spec[mask].tolist()) - {int(z) for z in known_species})
+        if unknown:
+            raise ValueError(
+                f"atomic numbers {unknown} are not among the model's species "
+                f"{tuple(known_species)}; create the model with species=(...) listing every "
+                "element it must handle"
+            )
     d = pair_distances(pos)
     both = mask[:, :, None] & mask[:, None, :]
     n = pos.shape[1]
@@ -107,3 +146,13 @@ def cutoff_graph(positions, cutoff: float, atom_mask=None) -> np.ndarray:
         mask = np.asarray(atom_mask, bool)
         adj &= mask[..., :, None] & mask[..., None, :]
     return adj
+
+
+def graph_hash(positions, cutoff: float, atom_mask=None) -> np.ndarray:
+    """``[B]`` int64 fingerprints of the cutoff graphs of ``positions[B, N, 3]`` (host side):
+    equal exactly when the graphs (edges between real atoms) are equal, up to hash collisions."""
+    adj = cutoff_graph(positions, cutoff, atom_mask)
+    adj = adj.reshape((-1,) + adj.shape[-2:])
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(np.packbits(a).tobytes(), digest_size=8).digest(),
+                        "little", signed=True) for a in adj], dtype=np.int64)

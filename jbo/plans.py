@@ -33,6 +33,8 @@ class SubsetPlan:
       rows, cols, coef: COO entries of the Möbius operator ε[rows] += coef * E[cols].
       order_weights: ``[M, K]`` float64 W[T, k] (connected plans); None for truncated plans,
         whose weights follow from the closed form and the real-atom counts.
+      graph_hash: ``[B]`` int64 fingerprints of the cutoff graphs the plan was built from
+        (connected plans; :func:`jbo.geometry.graph_hash`), to refuse it for other positions.
     """
 
     idx: jax.Array
@@ -47,6 +49,7 @@ class SubsetPlan:
     max_order: int = struct.field(pytree_node=False)
     mode: str = struct.field(pytree_node=False)
     cutoff: float | None = struct.field(pytree_node=False, default=None)
+    graph_hash: jax.Array | None = None
 
     @property
     def n_subsets(self) -> int:
@@ -149,6 +152,8 @@ def connected_plan(
     n_clusters, n = pos.shape[:2]
     mask = np.ones((n_clusters, n), bool) if atom_mask is None else np.asarray(atom_mask, bool)
     mask = mask.reshape(n_clusters, n)
+    if isinstance(max_order, bool) or not isinstance(max_order, (int, np.integer)):
+        raise TypeError(f"max_order must be an int, got {max_order!r}")
     if not 1 <= max_order <= n:
         raise ValueError(f"max_order={max_order} must lie in 1..N={n}")
     if not (np.isfinite(cutoff) and cutoff > 0):
@@ -188,4 +193,5 @@ def connected_plan(
         max_order=max_order,
         mode="connected",
         cutoff=float(cutoff),
+        graph_hash=jnp.asarray(geometry.graph_hash(pos, cutoff, mask)),
     )

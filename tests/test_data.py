@@ -17,6 +17,7 @@ from ase import Atoms
 
 from jbo.data import clusters, fci, pyscf_tools, reference
 from jbo.data.reference import HARTREE_EV, LabelError, compute
+from tests.backends import count as _count_rows, db_url, rows as _db_rows  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 def _have_block2() -> bool:
@@ -219,7 +220,7 @@ def _rows(path):
 
 
 def _assert_complete(path, parents, method="fci", basis="sto-3g"):
-    rows = _rows(path)
+    rows = _db_rows(path)
     keys = Counter((r["cluster"], r["subset"], r["method"], r["basis"]) for r in rows)
     assert max(keys.values()) == 1, "duplicate rows"
     want = {(p.info["cluster"], m, method, basis) for p in parents
@@ -256,11 +257,11 @@ def test_label_store_mbe_serial(tmp_path):
     assert len(res) == 2 and not skipped
 
 
-def test_failure_path_and_retry(tmp_path, monkeypatch):
+def test_failure_path_and_retry(db_url, monkeypatch):
     from jbo.data.label import label
     from jbo.data.store import connect
 
-    db_path = str(tmp_path / "f.db")
+    db_path = db_url
     parents = clusters.generate([3], ["high"], 1, seed=1)
     real = fci.solve
 
@@ -308,17 +309,9 @@ def test_locked_database_gives_a_clear_error(tmp_path, monkeypatch):
     assert db.count() == 2
 
 
-def _count(path) -> int:
-    try:
-        with sqlite3.connect(path, timeout=5) as con:
-            return con.execute("SELECT COUNT(*) FROM systems").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
-def test_resume_after_kill(tmp_path):
+def test_resume_after_kill(db_url):
     """Kill a dask labelling run (driver and workers) mid-way; rerun: complete, no duplicates."""
-    db_path = str(tmp_path / "resume.db")
+    db_path, _count = db_url, _count_rows
     cmd = [sys.executable, "-m", "jbo.data", "label", "--db", db_path, "--sizes", "6",
            "--regimes", "high", "--count", "2", "--seed", "0", "--workers", "2",
            "--no-progress", "--no-forces"]
@@ -343,6 +336,67 @@ def test_resume_after_kill(tmp_path):
     assert f"skipped {n_killed}" in out.stdout
     rows = _assert_complete(db_path, parents)
     assert all(r["status"] == "ok" for r in rows)
+
+
+def test_two_labellers_write_each_task_once(db_url, tmp_path):
+    """Two labellers started together on one database: every task has exactly one row."""
+    xyz = str(tmp_path / "c.extxyz")
+    clusters_file = clusters.generate([5], ["high"], 2, seed=7)
+    from ase.io import write
+
+    write(xyz, clusters_file, format="extxyz")
+    cmd = [sys.executable, "-m", "jbo.data", "label", "--db", db_url, "--clusters", xyz,
+           "--workers", "0", "--no-progress", "--no-forces"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    rows = _assert_complete(db_url, clusters_file)  # 62 tasks, one row each
+    assert len(rows) == 62 and all(r["status"] == "ok" for r in rows)
+    written = [int(out.split("labelled ")[1].split(" ok")[0]) for out, _ in outs]
+    assert sum(written) == 62  # what one wrote, the other kept
+
+
+def test_ok_row_without_energy_is_not_done(db_url):
+    """A status=ok row with no energy is relabelled in place, and skipped by readers."""
+    from jbo.data.batches import read_db
+    from jbo.data.label import label
+    from jbo.data.mbe import all_mbe
+    from jbo.data.store import connect, done_tasks
+
+    parents = clusters.generate([2], ["low"], 1, seed=3)
+    db = connect(db_url)
+    sub = clusters.subcluster(parents[0], 3)
+    sub.info = {}
+    cid = parents[0].info["cluster"]
+    bad = db.write(sub, key_value_pairs=dict(cluster=cid, subset=3, n_parent=2, regime="low",
+                                             split="train", method="fci", basis="sto-3g",
+                                             status="ok", spin=0, seed=3))
+    assert done_tasks(db)[(cid, 3, "fci", "sto-3g")] == (bad, "unlabelled")
+    assert read_db(db_url) == [] and all_mbe(db)[0] == []
+    rep = label(db_url, parents, n_workers=0, progress=False)
+    assert rep.written_ok == 3
+    fixed = db.get(id=bad)
+    assert fixed.energy == pytest.approx(reference.energy(parents[0]), abs=1e-7)
+    assert len(_assert_complete(db_url, parents)) == 3
+
+
+def test_training_reads_back_the_labels(db_url):
+    """What labelling wrote is what training reads: energies, forces, keys, on either backend."""
+    from jbo.data.batches import read_db
+    from jbo.data.label import label
+
+    parents = clusters.generate([3], ["low"], 1, seed=11)
+    label(db_url, parents, n_workers=0, progress=False)
+    recs = {r.subset: r for r in read_db(db_url, split="train")}
+    assert sorted(recs) == list(range(1, 8))
+    full = recs[7]
+    np.testing.assert_allclose(full.positions, parents[0].positions, atol=1e-12)
+    assert full.energy == pytest.approx(reference.energy(parents[0]), abs=1e-7)
+    assert full.forces.shape == (3, 3) and abs(full.forces.sum(0)).max() < 1e-5
+    assert recs[1].energy == pytest.approx(reference.energy(atom()), abs=1e-7)
 
 
 def test_cli_generate_label_mbe_summary(tmp_path, capsys):

@@ -27,19 +27,33 @@ __all__ = ["main", "parse_sizes", "parse_count"]
 def parse_sizes(text: str) -> list[int]:
     """``"4-8"`` -> [4..8]; ``"4,6,9-10"`` -> [4, 6, 9, 10]."""
     out: list[int] = []
-    for part in text.split(","):
-        a, _, b = part.strip().partition("-")
-        out.extend(range(int(a), int(b) + 1) if b else [int(a)])
+    try:
+        for part in text.split(","):
+            a, _, b = part.strip().partition("-")
+            out.extend(range(int(a), int(b) + 1) if b else [int(a)])
+    except ValueError:
+        out = []
     if not out or min(out) < 1:
-        raise argparse.ArgumentTypeError(f"bad sizes {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"bad sizes {text!r}: give atom counts >= 1, e.g. 4-8 or 4,6,9-10")
     return out
 
 
 def parse_count(text: str) -> int | dict[int, int]:
-    """``"10"`` -> 10 per size; ``"4:40,5:20"`` -> {4: 40, 5: 20} (per size)."""
-    if ":" not in text:
-        return int(text)
-    return {int(k): int(v) for k, v in (p.split(":") for p in text.split(","))}
+    """``"10"`` -> 10 per size; ``"4:40,5:20"`` -> {4: 40, 5: 20} (per size); counts >= 1."""
+    try:
+        if ":" not in text:
+            out: int | dict[int, int] = int(text)
+            counts = [out]
+        else:
+            out = {int(k): int(v) for k, v in (p.split(":") for p in text.split(","))}
+            counts = list(out.values())
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(
+            f"bad count {text!r}: give clusters per size >= 1, e.g. 10 or 4:40,5:20")
+    return out
 
 
 def _add_generation(p: argparse.ArgumentParser, required: bool) -> None:
@@ -59,7 +73,15 @@ def _parents(args) -> list:
     from jbo.data.clusters import generate
 
     if getattr(args, "clusters", None):
-        parents = [a for f in args.clusters for a in read(f, index=":")]
+        parents = []
+        for f in args.clusters:
+            try:
+                parents += read(f, index=":", format="extxyz")
+            except (FileNotFoundError, PermissionError, IsADirectoryError):
+                raise  # the OS's own one-line message names the file
+            except Exception as exc:  # ase.io's parsers raise anything on a foreign file
+                raise ValueError(f"cannot read clusters from {f} as extxyz ({exc}); pass the "
+                                 "file written by `generate`") from exc
         for a in parents:
             if "cluster" not in a.info:
                 raise SystemExit(f"{args.clusters}: structures need a 'cluster' id in info")
@@ -275,6 +297,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
-    except (ValueError, KeyError, StoreError) as exc:
+    except (ValueError, KeyError, StoreError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

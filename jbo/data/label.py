@@ -5,7 +5,8 @@ row yet, fans them out to ``dask.distributed`` workers (a ``LocalCluster`` with 
 worker processes by default, or an existing scheduler), and writes each result the moment it
 arrives: killing the run loses at most the tasks in flight, and rerunning does only what is
 missing. Failures become ``status="failed"`` rows (never an energy) and are listed at the end;
-``retry_failed=True`` labels them again.
+``retry_failed=True`` labels them again. Several labellers may share one database (SQLite file
+or PostgreSQL): each task gets one row, written by whichever finishes it first.
 
 An isolated atom is the same in every cluster: it is computed once per (element, method,
 basis) and its row is written for every cluster (every cluster stays complete).
@@ -38,12 +39,15 @@ class Report:
     written_ok: int = 0
     written_failed: int = 0
     skipped: int = 0  # tasks that already had a row
+    taken: int = 0  # tasks labelled meanwhile by another labeller of the same database
     failures: list[tuple[TaskKey, str]] = field(default_factory=list)
     wall: float = 0.0  # s
 
     def __str__(self) -> str:
         s = (f"labelled {self.written_ok} ok, {self.written_failed} failed, "
              f"skipped {self.skipped} already done, in {self.wall:.1f} s")
+        if self.taken:
+            s += f"; {self.taken} labelled meanwhile by another labeller (kept theirs)"
         for k, why in self.failures[:20]:
             s += f"\n  FAILED {k.cluster} subset={k.subset}: {why}"
         if len(self.failures) > 20:
@@ -97,7 +101,7 @@ def plan(parents: Sequence[Atoms], done: dict, method: str, basis: str, which: s
     for i, p in enumerate(parents):
         for mask in subset_masks(len(p), which):
             prev = done.get(TaskKey(ids[i], mask, method, basis))
-            if prev is not None and (prev[1] == "ok" or not retry_failed):
+            if prev is not None and (prev[1] == "ok" or prev[1] == "failed" and not retry_failed):
                 skipped += 1
                 continue
             if mask & (mask - 1) == 0:  # one atom
@@ -178,12 +182,17 @@ def label(db_url: str, parents: Sequence[Atoms], method: str = "fci", basis: str
                     f = res["forces"]
                     if f is not None and len(job.tasks) > 1:
                         f = np.zeros((1, 3))  # a lone atom: no force
-                    write_row(db, p, mask, method, basis, energy=res["energy"], forces=f,
-                              spin=res["spin"], s2=res["s2"], note=res["note"], done=done)
+                    if write_row(db, p, mask, method, basis, energy=res["energy"], forces=f,
+                                 spin=res["spin"], s2=res["s2"], note=res["note"],
+                                 done=done) is None:
+                        report.taken += 1
+                        continue
                     report.written_ok += 1
                 else:
-                    write_row(db, p, mask, method, basis, energy=None, reason=res["reason"],
-                              done=done)
+                    if write_row(db, p, mask, method, basis, energy=None, reason=res["reason"],
+                                 done=done) is None:
+                        report.taken += 1
+                        continue
                     report.written_failed += 1
                     report.failures.append((TaskKey(p.info["cluster"], mask, method, basis),
                                             res["reason"]))

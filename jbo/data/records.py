@@ -140,7 +140,8 @@ def read_records(source, **select) -> list[Record]:
 
 # ---------------------------------------------------------------- per-row store (ase.db)
 def _read_store(source, select: dict) -> list[Parent]:
-    from jbo.data.store import connect
+    from jbo import geometry
+    from jbo.data.store import connect, is_labelled
 
     if isinstance(source, (str, Path)):
         if "://" not in str(source) and not Path(source).exists():
@@ -156,9 +157,14 @@ def _read_store(source, select: dict) -> list[Parent]:
         if missing:
             raise ValueError(f"row {row.id} lacks keys {missing}; see docs/CONTRACTS.md "
                              "for the reference-database schema")
-        if row.get("energy") is None:
-            raise ValueError(f"row {row.id} ({kv['cluster']} subset {kv['subset']}) has "
-                             "status=ok but no energy: relabel it")
+        if not is_labelled(row):
+            continue  # status=ok without a finite energy: not labelled (label fills it in)
+        try:  # the engine's input check, in numpy
+            geometry.check_values(row.positions[None], row.numbers[None],
+                                  np.ones((1, len(row.numbers)), bool))
+        except ValueError as err:
+            raise ValueError(f"row {row.id} ({kv['cluster']} subset {kv['subset']}): {err}"
+                             ) from err
         key = (kv["cluster"], kv.get("method", ""), kv.get("basis", ""))
         rows.setdefault(key, []).append(row)
     return [_parent_from_rows(k, rs) for k, rs in sorted(rows.items())]
@@ -243,6 +249,9 @@ def _read_compact(path: Path) -> list[Parent]:
     if int(z["version"]) > COMPACT_VERSION:
         raise ValueError(f"{path} has format version {int(z['version'])}, newer than this "
                          f"jbo reads ({COMPACT_VERSION}): upgrade jbo")
+    bad = [k for k in ("positions", "energy", "forces") if not np.isfinite(z[k]).all()]
+    if bad:
+        raise ValueError(f"{path} holds non-finite {', '.join(bad)}: run `jbo data validate`")
     a_off = np.concatenate([[0], np.cumsum(z["n_atoms"])])
     s_off = np.concatenate([[0], np.cumsum(z["n_subsets"])])
     sizes = np.bitwise_count(z["subsets"].astype(np.uint64)).astype(np.int64)

@@ -2,11 +2,15 @@
 
 A labelling task is identified by ``(cluster, subset, method, basis)``. Each task has at most
 one row, with ``status`` ``ok`` (energy, forces, spin) or ``failed`` (``reason``, no energy).
-Only the driver process writes (one SQLite writer); each row is committed on its own, so a
-killed run keeps every row it wrote, and a rerun skips them (``unique`` guard in
-:func:`write_row`). Retrying a failure overwrites that row in place (same id).
+Each row is committed on its own, so a killed run keeps every row it wrote, and a rerun skips
+them. The task is the store's unique key: :func:`write_row` looks the task up and writes inside
+one transaction holding the database's write lock (SQLite ``BEGIN IMMEDIATE``, a PostgreSQL
+advisory lock), so two labellers of one database never write a task twice; a task already
+labelled is left alone, a failed (or energy-less) row is overwritten in place (same id).
 
-Works with any ``ase.db`` URL: a SQLite file (the default) or ``postgresql://...``.
+Works with any ``ase.db`` URL: a SQLite file (the default) or ``postgresql://...`` (needs the
+``postgres`` extra: ``pip install 'jbo[postgres]'``). :func:`connect` is the one place every
+reader and writer opens a database, and refuses a bad one with one clear :class:`StoreError`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
+from contextlib import contextmanager
 from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
@@ -24,9 +29,11 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from jbo.data.clusters import subcluster
 
 __all__ = ["TaskKey", "StoreError", "connect", "done_tasks", "write_row", "task_key",
-           "cluster_rows", "iter_parents", "counts", "compact"]
+           "is_labelled", "cluster_rows", "iter_parents", "counts", "compact"]
 
 LOCK_TIMEOUT_S = 120.0  # give up on a database locked by another writer after this long
+_PG_LOCK = 7_261_011  # PostgreSQL advisory lock key serialising jbo's writers
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class TaskKey(NamedTuple):
@@ -41,14 +48,111 @@ class StoreError(RuntimeError):
 
 
 def connect(url: str, create: bool = True):
-    """Open an ase.db: a file path or a DB URL; a missing file is created only if ``create``."""
+    """Open an ase.db: a SQLite file path or a ``postgresql://`` URL, checked before use.
+
+    ``create``: a missing file is created, and the file must be writable (labelling);
+    otherwise (readers) a missing database is an error. Raises :class:`StoreError` naming the
+    problem for a directory, a file that is not SQLite, a truncated or corrupted file, a
+    read-only file (when writing), or a server that cannot be reached.
+    """
     import ase.db
 
-    if "://" not in url:
-        if not create and not os.path.exists(url):
-            raise ValueError(f"no such database: {url}")
+    url = str(url)
+    if "://" in url:
+        try:
+            db = ase.db.connect(url, use_lock_file=False)
+            _open(db, create)  # reach the server and create the schema now, not mid-run
+        except ImportError as exc:
+            raise StoreError(f"{url.split('://')[0]} databases need the postgres extra: "
+                             f"pip install 'jbo[postgres]' ({exc})") from exc
+        except Exception as exc:  # psycopg2.OperationalError and friends
+            if isinstance(exc, StoreError):
+                raise
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot open database {_redact(url)}: {msg}; check the URL, "
+                             "that the server runs, and the user's rights") from exc
+        return db
+    if os.path.isdir(url):
+        raise StoreError(f"{url} is a directory, not a database file; pass the path of an "
+                         "ase.db file (e.g. data/h_clusters.db)")
+    if os.path.exists(url):
+        _check_sqlite_file(url, write=create)
+    elif not create:
+        raise StoreError(f"no such database: {url}")
+    else:
         os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
-    return ase.db.connect(url, use_lock_file=False)
+    db = ase.db.connect(url, type="db", use_lock_file=False)  # SQLite, whatever the suffix
+    try:
+        _retry_locked(lambda: _open(db, create), what="open")
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{url} is not a usable SQLite database ({exc}); restore it from a "
+                         "copy or pass another --db") from exc
+    return db
+
+
+def _open(db, create: bool) -> None:
+    """Create ase's tables (a new database) under the write lock, so two labellers starting
+    together do not both create them; a reader takes no lock but reads one row."""
+    with _transaction(db, lock=create) as db:
+        if not create:
+            cur = db.connection.cursor()
+            cur.execute("SELECT COUNT(*) FROM systems WHERE id = 1")
+            cur.fetchone()
+
+
+def _redact(url: str) -> str:
+    head, sep, tail = url.partition("://")
+    return head + sep + (tail.split("@", 1)[1] if "@" in tail else tail)
+
+
+def _check_sqlite_file(path: str, write: bool) -> None:
+    """Refuse a file that is not a complete SQLite database, or not writable when writing."""
+    if not os.access(path, os.R_OK):
+        raise StoreError(f"cannot read {path} (permission denied); fix its permissions")
+    size = os.path.getsize(path)
+    if size:
+        with open(path, "rb") as f:
+            head = f.read(100)
+        if not head.startswith(_SQLITE_MAGIC):
+            raise StoreError(f"{path} is not a SQLite database (it starts with {head[:16]!r}); "
+                             "pass an ase.db file, or a new path to create one")
+        page = int.from_bytes(head[16:18], "big")
+        page = 65536 if page == 1 else page
+        n_pages = int.from_bytes(head[28:32], "big")
+        valid = head[24:28] == head[92:96]  # the header's page count is trustworthy
+        if len(head) < 100 or (valid and size < page * n_pages):
+            raise StoreError(f"{path} is truncated ({size} of {page * n_pages} bytes) or "
+                             "corrupted; restore it from a copy")
+    if write and not (os.access(path, os.W_OK)
+                      and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)):
+        raise StoreError(f"{path} is read-only (the file or its folder), but labelling writes "
+                         "to it; fix the permissions or pass a writable --db")
+
+
+@contextmanager
+def _transaction(db, lock: bool = True):
+    """One transaction on ``db``'s own connection; with ``lock``, holding jbo's write lock
+    (SQLite: the database's RESERVED lock via ``BEGIN IMMEDIATE``; PostgreSQL: an advisory
+    transaction lock) from before the first read to the commit."""
+    con = db._connect()
+    raw = getattr(con, "con", con)  # ase's PostgreSQL wrapper keeps psycopg2's connection
+    postgres = raw is not con
+    try:
+        if lock:
+            if postgres:
+                con.cursor().execute(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")
+            else:
+                con.execute("BEGIN IMMEDIATE")
+        db.connection, db.change_count = con, 0
+        db._initialize(con)
+        yield db
+        con.commit()
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        db.connection = None
+        con.close()
 
 
 def _retry_locked(fn, *, timeout: float | None = None, what: str = "write"):
@@ -76,16 +180,33 @@ def task_key(row) -> TaskKey:
     return TaskKey(row.cluster, int(row.subset), row.method, row.basis)
 
 
+def is_labelled(row) -> bool:
+    """``status == "ok"`` *and* a finite energy: a row that is done. An ``ok`` row without
+    energy (written by another tool, or damaged) counts as not done and is labelled again."""
+    energy = row.get("energy")
+    return row.get("status") == "ok" and energy is not None and bool(np.isfinite(energy))
+
+
+def _status(row) -> str:
+    """``ok`` / ``failed`` / ``unlabelled`` (an ``ok`` row without a finite energy)."""
+    if row.get("status") == "ok":
+        return "ok" if is_labelled(row) else "unlabelled"
+    return str(row.get("status"))
+
+
+_COLUMNS = ["id", "energy", "key_value_pairs"]
+
+
 def done_tasks(db, method: str | None = None, basis: str | None = None
                ) -> dict[TaskKey, tuple[int, str]]:
-    """``{task: (row id, status)}`` for every row (optionally of one method/basis).
+    """``{task: (row id, status)}`` for every row (optionally of one method/basis); status is
+    ``ok``, ``failed`` or ``unlabelled`` (:func:`is_labelled` false for an ``ok`` row).
 
     Raises :class:`StoreError` if a task has more than one row (it never should).
     """
     sel = {k: v for k, v in (("method", method), ("basis", basis)) if v is not None}
     out: dict[TaskKey, tuple[int, str]] = {}
-    rows = _retry_locked(lambda: list(db.select(include_data=False,
-                                                columns=["id", "key_value_pairs"], **sel)),
+    rows = _retry_locked(lambda: list(db.select(include_data=False, columns=_COLUMNS, **sel)),
                          what="read")
     for row in rows:
         if "cluster" not in row:
@@ -93,7 +214,7 @@ def done_tasks(db, method: str | None = None, basis: str | None = None
         k = task_key(row)
         if k in out:
             raise StoreError(f"duplicate rows {out[k][0]} and {row.id} for task {k}")
-        out[k] = (row.id, row.status)
+        out[k] = (row.id, _status(row))
     return out
 
 
@@ -107,26 +228,19 @@ def _kvp(parent: Atoms, mask: int, method: str, basis: str) -> dict:
 def write_row(db, parent: Atoms, mask: int, method: str, basis: str, *, energy: float | None,
               forces: np.ndarray | None = None, spin: int | None = None,
               s2: float | None = None, wall: float | None = None, note: str = "",
-              reason: str = "", done: dict | None = None) -> int:
+              reason: str = "", done: dict | None = None) -> int | None:
     """Write the row of task ``(parent, mask, method, basis)``; energy in eV, forces eV/Å.
 
-    ``energy=None`` writes a failure (``status="failed"``, ``reason``). ``done`` is the
-    driver's :func:`done_tasks` map: an ``ok`` row is never written twice, and a ``failed``
-    row is overwritten in place. Returns the row id.
+    ``energy=None`` writes a failure (``status="failed"``, ``reason``). The task is looked up
+    and written in one locked transaction: a labelled task is never written again (whoever
+    labelled it first, e.g. a concurrent labeller, wins and None is returned), a failed or
+    energy-less row is overwritten in place. ``done`` (the driver's :func:`done_tasks` map) is
+    updated. Returns the row id, or None when nothing was written.
     """
     atoms = subcluster(parent, mask)
     atoms.info = {}
     kvp = _kvp(parent, mask, method, basis)
     key = TaskKey(kvp["cluster"], mask, method, basis)
-    if done is None:
-        done = {}
-        rows = _retry_locked(lambda: list(db.select(include_data=False, **key._asdict())),
-                             what="read")
-        if rows:
-            done[key] = (rows[0].id, rows[0].status)
-    prev = done.get(key)
-    if prev is not None and prev[1] == "ok":
-        raise StoreError(f"task {key} already has an ok row (id {prev[0]})")
     if energy is None:
         kvp.update(status="failed", reason=(reason or "unknown failure")[:500])
     else:
@@ -142,11 +256,22 @@ def write_row(db, parent: Atoms, mask: int, method: str, basis: str, *, energy: 
             kvp["note"] = note[:200]
     if wall is not None:
         kvp["wall"] = float(wall)
-    row_id = _retry_locked(lambda: db.write(atoms, key_value_pairs=kvp,
-                                            id=None if prev is None else prev[0]))
-    row_id = prev[0] if prev is not None else row_id
-    done[key] = (row_id, kvp["status"])
-    return row_id
+
+    def locked_write() -> tuple[int, str, bool]:
+        with _transaction(db):
+            rows = list(db.select(include_data=False, columns=_COLUMNS, **key._asdict()))
+            if len(rows) > 1:
+                raise StoreError(f"duplicate rows {[r.id for r in rows]} for task {key}")
+            if rows and is_labelled(rows[0]):
+                return rows[0].id, "ok", False
+            prev = rows[0].id if rows else None
+            new = db.write(atoms, key_value_pairs=kvp, id=prev)
+            return (new if prev is None else prev), kvp["status"], True
+
+    row_id, status, written = _retry_locked(locked_write)
+    if done is not None:
+        done[key] = (row_id, status)
+    return row_id if written else None
 
 
 def cluster_rows(db, cluster: str, method: str, basis: str, status: str = "ok") -> list:
@@ -182,6 +307,8 @@ def compact(path: str, drop_indices: bool = False) -> tuple[int, int]:
     """VACUUM a SQLite ase.db (optionally dropping ase's secondary indices); sizes in bytes."""
     if "://" in path:
         raise ValueError("compact works on SQLite files only")
+    connect(path, create=False)
+    _check_sqlite_file(path, write=True)
     before = os.path.getsize(path)
     con = sqlite3.connect(path, timeout=LOCK_TIMEOUT_S)
     try:

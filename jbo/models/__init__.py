@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import re
+from numbers import Integral, Real
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo.models import layers
+from jbo import geometry
 from jbo.models.base import ZooModel
 from jbo.models.io import load, save
 from jbo.models.linear_ace import LinearACE
@@ -110,9 +113,33 @@ def create(name: str, **hypers) -> ZooModel:
     if e0 and len(e0) != len(species):
         raise ValueError(f"atom_energies has {len(e0)} entries for {len(species)} species")
     hypers["atom_energies"] = e0
-    if float(hypers.get("cutoff", valid["cutoff"])) <= 0:
-        raise ValueError("cutoff must be positive")
+    for key in sorted(set(valid) - {"species", "atom_energies", "dtype"}):
+        _check_hyper(name, key, hypers.get(key, valid[key]), valid[key])
     return cls(**hypers)
+
+
+#: Integer hyperparameters that may be 0 (angular orders: l = 0 alone is a valid model).
+_MAY_BE_ZERO = re.compile(r"(^|_)(angular|ell|l)$")
+
+
+def _check_hyper(model: str, key: str, value: Any, default: Any) -> None:
+    """Same type as the default; floats finite and > 0; counts >= 1 (angular orders >= 0)."""
+    where = f"{model} hyperparameter {key}={value!r}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be True or False")
+    elif isinstance(default, Integral):
+        low = 0 if _MAY_BE_ZERO.search(key) else 1
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+            raise ValueError(f"{where} must be an int >= {low}")
+    elif isinstance(default, Real):
+        if isinstance(value, bool) or not isinstance(value, Real) or not (
+                math.isfinite(value) and value > 0):
+            raise ValueError(f"{where} must be a finite number > 0 (Å for cutoffs)")
+    elif isinstance(default, tuple) and all(isinstance(v, Integral) for v in default):
+        if not isinstance(value, tuple) or not all(
+                isinstance(v, Integral) and not isinstance(v, bool) and v >= 1 for v in value):
+            raise ValueError(f"{where} must be a list of ints >= 1 (layer widths)")
 
 
 def init(module: ZooModel, key: jax.Array | int = 0, n_atoms: int = 3):
@@ -160,10 +187,15 @@ class EnergyFn:
         self._energy = jax.jit(module.apply)
         self._atomic = jax.jit(functools.partial(module.apply, method="atomic_energies"))
 
+    @property
+    def contract_key(self):
+        """The masking contract is a property of the architecture: checked once per module."""
+        return self.module
+
     def validate(self, positions, species, mask) -> None:
-        """Raise ValueError for present atoms of an element the model does not know (concrete
-        inputs; the engine calls this once per decomposition, before tracing)."""
-        layers.check_species(species, mask, self.module.species)
+        """:func:`jbo.geometry.validate` with the model's species (shapes always; values on
+        concrete input; the engine calls this once per decomposition, before tracing)."""
+        geometry.validate(positions, species, mask, known_species=self.module.species)
 
     def __call__(self, positions, species, mask=None):
         if mask is None:

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jbo import geometry
 from jbo.models import layers
 
 
@@ -60,9 +61,10 @@ class ZooModel(nn.Module):
         Returns:
             ``(positions[N,3] in dtype, species_idx[N], mask[N] bool, Pairs, baseline[N])``.
         """
+        # shapes and dtypes always (trace time); values only on concrete input (never in jit)
+        geometry.validate(positions, species, mask, known_species=self.species)
         dt = jnp.dtype(self.dtype)
         positions = jnp.asarray(positions, dt)
-        mask = jnp.asarray(mask, bool)
         idx = layers.species_index(species, self.species)
         pairs = layers.pair_geometry(positions, mask, self.cutoff)
         base = layers.composition_baseline(idx, mask, self.atom_energies, self.n_species, dt)
