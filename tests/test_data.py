@@ -364,6 +364,7 @@ def test_ok_row_without_energy_is_not_done(db_url):
     from jbo.data.batches import read_db
     from jbo.data.label import label
     from jbo.data.mbe import all_mbe
+    from jbo.data.records import read_parents
     from jbo.data.store import connect, done_tasks
 
     parents = clusters.generate([2], ["low"], 1, seed=3)
@@ -375,7 +376,7 @@ def test_ok_row_without_energy_is_not_done(db_url):
                                              split="train", method="fci", basis="sto-3g",
                                              status="ok", spin=0, seed=3))
     assert done_tasks(db)[(cid, 3, "fci", "sto-3g")] == (bad, "unlabelled")
-    assert read_db(db_url) == [] and all_mbe(db)[0] == []
+    assert read_db(db_url) == [] and all_mbe(read_parents(db_url))[0] == []
     rep = label(db_url, parents, n_workers=0, progress=False)
     assert rep.written_ok == 3
     fixed = db.get(id=bad)
@@ -419,39 +420,3 @@ def test_cli_generate_label_mbe_summary(tmp_path, capsys):
     assert not (tmp_path / "missing.db").exists()
 
 
-# ------------------------------------------------------------------ the shipped dataset
-SHIPPED = ROOT / "data" / "h_clusters.db"
-
-
-@pytest.mark.skipif(not SHIPPED.exists(), reason="dataset not generated")
-def test_shipped_dataset_is_complete_and_consistent():
-    from jbo.data.mbe import mbe_from_energies
-
-    import json
-
-    with sqlite3.connect(f"file:{SHIPPED}?mode=ro", uri=True) as con:
-        got = con.execute("SELECT energy, key_value_pairs FROM systems").fetchall()
-    rows = [dict(json.loads(k), energy=e) for e, k in got]
-    keys = Counter((r["cluster"], r["subset"], r["method"], r["basis"]) for r in rows)
-    assert max(keys.values()) == 1
-    assert all(r["status"] == "ok" and np.isfinite(r["energy"]) for r in rows)
-    train = [r for r in rows if r["split"] == "train"]
-    held = [r for r in rows if r["split"] == "heldout"]
-    assert {r["n_parent"] for r in train} == set(range(4, 9))
-    assert {r["n_parent"] for r in held} <= set(range(9, 13)) and held
-    assert all(r["subset"] == 2 ** r["n_parent"] - 1 for r in held)
-    assert {r["regime"] for r in train} == {"low", "high"}
-    lattices: dict[str, np.ndarray] = {}
-    for r in train:
-        e = lattices.setdefault(r["cluster"], np.full(2 ** r["n_parent"], np.nan))
-        e[r["subset"]] = r["energy"]
-    for cid, e in lattices.items():  # every subcluster labelled
-        assert np.isfinite(e[1:]).all(), cid
-    for cid in sorted(lattices)[::10]:
-        m = mbe_from_energies(lattices[cid], cid)
-        assert m.truncated[-1] == pytest.approx(m.total, abs=1e-8)
-    # spot-check stored labels against a fresh computation
-    full = [r for r in train if r["subset"] == 2 ** r["n_parent"] - 1 and r["n_parent"] <= 6]
-    for r in full[::45]:
-        at = clusters.random_cluster(r["n_parent"], r["regime"], r["seed"])
-        assert reference.energy(at) == pytest.approx(r["energy"], abs=1e-6)
