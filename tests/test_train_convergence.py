@@ -88,11 +88,12 @@ def jax_leaves(tree):
 
 
 def test_validation_and_checkpoints_follow_their_schedule(toy_db, tmp_path):
-    """eval_every=2 over 9 steps: validations after steps 2, 4, 6, 8; with a checkpoint floor
-    longer than the run only the final step is checkpointed."""
+    """eval_every=2 over 9 steps: validations after steps 2, 4, 6, 8 and at the budget stop
+    (9), so the last parameters are always validated; with a checkpoint floor longer than the
+    run only the final step is checkpointed."""
     res = train(_cfg(toy_db, eval_every=2, checkpoint_seconds=1e6, out_dir=str(tmp_path)),
                 module=ToyEAM())
-    assert [int(h["step"]) for h in res.history] == [2, 4, 6, 8] and len(res.steps) == 9
+    assert [int(h["step"]) for h in res.history] == [2, 4, 6, 8, 9] and len(res.steps) == 9
     assert Checkpoints(tmp_path / "checkpoints").steps() == [9]
 
 

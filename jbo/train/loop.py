@@ -202,7 +202,11 @@ def _loop(run: Run, log: MetricsLog, pbar, on_step, t0: float) -> str:
         if evaluated:
             state, reason = _evaluate_and_decide(run, state, log, t0)
             run.state = state
-        reason = reason or _budget_reason(run, step, t0)
+        if reason is None:
+            reason = _budget_reason(run, step, t0)
+            if reason is not None and not evaluated:  # a budget stop still reports validation
+                state, _ = _evaluate_and_decide(run, state, log, t0)
+                run.state = state
         periodic = (step % cfg.checkpoint_every == 0) if cfg.checkpoint_every else \
             (evaluated and time.perf_counter() - last_ckpt >= cfg.checkpoint_seconds)
         if periodic or reason is not None:
