@@ -9,7 +9,7 @@ logging, TensorBoard and checkpoints; compilation excluded: the difference of tw
 
 Writes ``results/benchmarks/train.json``: compile time and median wall time per step of both
 steps (same model, parameters, batch), their ratio (goal: <= 3), and the setup. Uses the
-training rows of ``data/h_clusters.db`` (full clusters H_4..H_8); without that file, random
+training rows of ``data/h_clusters.npz`` (full clusters H_4..H_8); without that file, random
 H_8 clusters with dummy labels (timing does not depend on the labels).
 """
 
@@ -72,7 +72,7 @@ def _time(fn, repeats: int) -> tuple[float, float]:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--db", default=str(ROOT / "data" / "h_clusters.db"))
+    p.add_argument("--db", default=str(ROOT / "data" / "h_clusters.npz"))
     p.add_argument("--model", default="soap_bpnn")
     p.add_argument("--hypers", default=json.dumps(DEFAULT_HYPERS))
     p.add_argument("--makeup", default="full")

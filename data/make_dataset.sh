@@ -14,10 +14,10 @@ $L --split heldout --sizes 9-10 --regimes low,high --count 9:7,10:6 --seed 5000 
 $L --split heldout --sizes 11-12 --regimes high --count 11:4,12:2 --seed 5100 --subsets full
 # 2. 100 H_8 parents per regime with every subcluster (reference MBE known)
 $L --split train --sizes 8 --regimes low,high --count 100 --seed 20000 --subsets all
-# 3. the H_8 pool: 2000 full clusters per regime (totals and forces)
-$L --split train --sizes 8 --regimes low,high --count 2000 --seed 10000 --subsets full
-# 4. 3 complete H_9 and H_10 parents per regime (held out, decomposed order by order)
+# 3. 3 complete H_9 and H_10 parents per regime (held out, decomposed order by order)
 $L --split heldout --sizes 9-10 --regimes low,high --count 3 --seed 30000 --subsets all
+# 4. the H_8 pool: 2000 full clusters per regime (totals and forces)
+$L --split train --sizes 8 --regimes low,high --count 2000 --seed 10000 --subsets full
 # 5. the shipped compact file, validated
 python -m jbo.data pack --db "$STORE" -o data/h_clusters.npz
 python -m jbo.data validate --db data/h_clusters.npz --sample 200

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DB = str(ROOT / "data" / "h_clusters.db")
+DEFAULT_DB = str(ROOT / "data" / "h_clusters.npz")
 
 # Small, fast variants of the zoo models (this study trains many of them on CPUs).
 STUDY_HYPERS: dict[str, dict[str, Any]] = {

@@ -6,7 +6,7 @@
         --out results/train_body_order_reg_terms        # the Σ ε(S)² penalty instead
     python experiments/train_body_order_reg.py --model pet --makeup up_to:3 --order 3
 
-Trains the same model twice on ``data/h_clusters.db`` (same data, split, seed, energies and
+Trains the same model twice on ``data/h_clusters.npz`` (same data, split, seed, energies and
 forces, the same convergence rule and budget: see ``--patience``, ``--max-seconds``): without and
 with the body-order regularizer (default: the truncation penalty λ ((E − E_MBE(K)) / (n s))²,
 K = 2; ``--reg-mode terms``: λ Σ_{k>K} Σ_{|S|=k} ε(S)² / (n s²)). Then decomposes both (the
@@ -58,7 +58,7 @@ CONVERGENCE = {"eval_every": (40, 8), "patience": (25, 4), "plateau_patience": (
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db", default=str(ROOT / "data" / "h_clusters.db"))
+    p.add_argument("--db", default=str(ROOT / "data" / "h_clusters.npz"))
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--model", default="soap_bpnn", help="any of jbo.models.available()")
     p.add_argument("--hypers", default=None, help="model hyperparameters (JSON); default: a "

@@ -1,7 +1,7 @@
 """The ``jbo`` command: train models, decompose them into body orders, label reference data.
 
-    jbo train --db data/h_clusters.db --model soap_bpnn --lam 1 --order 2 --out runs/reg
-    jbo decompose runs/reg --db data/h_clusters.db --split heldout
+    jbo train --db data/h_clusters.npz --model soap_bpnn --lam 1 --order 2 --out runs/reg
+    jbo decompose runs/reg --db data/h_clusters.npz --split heldout
     jbo decompose --calculator emt --structures clusters.extxyz   (any ASE calculator)
     jbo label ...            (the reference-data tool: same as `python -m jbo.data ...`)
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a jbo.models model with energy (+force) losses, "
                        "checkpoints (resumable), CSV/TensorBoard metrics and the optional "
                        "body-order regularizer (penalizing interaction orders k > K).")
-    t.add_argument("--db", default="data/h_clusters.db", help="ase.db dataset (default: %(default)s)")
+    t.add_argument("--db", default="data/h_clusters.npz", help="dataset: compact .npz or ase.db file/URL (default: %(default)s)")
     t.add_argument("--model", default="soap_bpnn", help="registered model (jbo.models.available())")
     t.add_argument("--hypers", default="{}", help="model hyperparameters as JSON, e.g. "
                    "'{\"max_radial\": 4}'")
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("checkpoint", nargs="?", default=None,
                    help="run folder of `jbo train` (or its checkpoints/), or a model file of "
                    "jbo.models.save; omit with --calculator")
-    d.add_argument("--db", default="data/h_clusters.db", help="clusters to decompose")
+    d.add_argument("--db", default="data/h_clusters.npz", help="clusters to decompose")
     d.add_argument("--split", default="heldout", help="rows with this split (full clusters)")
     d.add_argument("--max-order", type=int, default=None, help="truncate at this order")
     d.add_argument("--which", default="best", choices=["best", "latest"])

@@ -16,7 +16,7 @@ from ase.units import Hartree
 from experiments import common
 
 HAVE_DB = Path(common.DEFAULT_DB).exists()
-needs_db = pytest.mark.skipif(not HAVE_DB, reason="data/h_clusters.db is not shipped yet")
+needs_db = pytest.mark.skipif(not HAVE_DB, reason="data/h_clusters.npz is not shipped yet")
 
 
 @pytest.fixture(scope="module")

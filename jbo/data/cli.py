@@ -1,15 +1,18 @@
-"""Command line of the reference-data step: ``python -m jbo.data {generate,label,mbe,summary}``.
+"""The reference-data command line: ``python -m jbo.data {generate,label,pack,validate,export,mbe,summary,compact}``.
 
 ``main(argv)`` is the entry point (the project CLI hooks it as ``jbo label``). Examples::
 
     python -m jbo.data generate --sizes 4-8 --regimes low,high --count 30 --seed 0 -o c.extxyz
-    python -m jbo.data label --db data/h_clusters.db --sizes 4-8 --regimes low,high \\
+    python -m jbo.data label --db data/work/labels.db --sizes 4-8 --regimes low,high \\
         --count 30 --seed 0 --split train --subsets all --method fci --basis sto-3g
     python -m jbo.data label --db refs.db --clusters c.extxyz --scheduler tcp://host:8786
         (the workers of an existing cluster need jbo and PySCF importable)
-    python -m jbo.data mbe --db data/h_clusters.db
-    python -m jbo.data summary --db data/h_clusters.db --markdown
-    python -m jbo.data compact --db data/h_clusters.db --drop-indices
+    python -m jbo.data pack --db data/work/labels.db -o data/h_clusters.npz
+    python -m jbo.data validate --db data/h_clusters.npz --sample 200
+    python -m jbo.data export --db data/h_clusters.npz -o rows.extxyz
+    python -m jbo.data mbe --db data/h_clusters.npz
+    python -m jbo.data summary --db data/h_clusters.npz --markdown
+    python -m jbo.data compact --db data/work/labels.db --drop-indices
 """
 
 from __future__ import annotations
@@ -151,8 +154,33 @@ def _cmd_mbe(args) -> int:
     return 0
 
 
+def _summary_compact(args) -> int:
+    from jbo.data.records import read_parents
+
+    parents = read_parents(args.db)
+    groups: dict[tuple, list] = defaultdict(list)
+    for p in parents:
+        groups[(p.split, p.regime, p.n)].append(p)
+    head = ("split", "regime", "n", "parents", "complete", "structures")
+    md = args.markdown
+    print(("| " + " | ".join(head) + " |\n|" + "---|" * len(head)) if md else
+          "  ".join(f"{h:>11}" for h in head))
+    for k in sorted(groups):
+        ps = groups[k]
+        vals = (*k, len(ps), sum(p.is_complete for p in ps), sum(len(p.subsets) for p in ps))
+        print(("| " + " | ".join(map(str, vals)) + " |") if md else
+              "  ".join(f"{v!s:>11}" for v in vals))
+    print(f"\n{len(parents)} parents, {sum(len(p.subsets) for p in parents)} labelled "
+          "structures")
+    return 0
+
+
 def _cmd_summary(args) -> int:
+    from jbo.data.records import is_compact
     from jbo.data.store import connect
+
+    if is_compact(args.db):
+        return _summary_compact(args)
 
     db = connect(args.db, create=False)
     rows = list(db.select(include_data=False, columns=["id", "key_value_pairs"]))

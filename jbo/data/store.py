@@ -74,7 +74,7 @@ def connect(url: str, create: bool = True):
         return db
     if os.path.isdir(url):
         raise StoreError(f"{url} is a directory, not a database file; pass the path of an "
-                         "ase.db file (e.g. data/h_clusters.db)")
+                         "ase.db file (e.g. data/work/labels.db) or a compact .npz dataset")
     if os.path.exists(url):
         _check_sqlite_file(url, write=create)
     elif not create:

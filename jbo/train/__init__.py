@@ -1,7 +1,7 @@
 """Training of jbo models on ase.db datasets, with the body-order regularizer.
 
     from jbo.train import TrainConfig, RegularizerConfig, train
-    result = train(TrainConfig(db="data/h_clusters.db", model="soap_bpnn", makeup="up_to:3",
+    result = train(TrainConfig(db="data/h_clusters.npz", model="soap_bpnn", makeup="up_to:3",
                                regularizer=RegularizerConfig(lam=1.0, order=3),
                                out_dir="runs/reg"))
 

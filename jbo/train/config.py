@@ -60,7 +60,7 @@ class RegularizerConfig:
 class TrainConfig:
     """Everything a training run depends on. Units: eV, Å; learning rate per optax step."""
 
-    db: str = "data/h_clusters.db"
+    db: str = "data/h_clusters.npz"
     model: str = "soap_bpnn"
     hypers: dict[str, Any] = dataclasses.field(default_factory=dict)
     makeup: str = "full"  # full | up_to:M | ...+atoms | all  (jbo.data.batches.parse_makeup)

@@ -11,9 +11,9 @@ Colab TPU (unchanged code): Runtime > Change runtime type > TPU, then in a cell:
     !git clone <this repo> jbo && pip install -q -e jbo "jax[tpu]"
     import jax; print(jax.devices())          # 8 TPU cores (restart the runtime if not)
     from jbo.train import TrainConfig, train
-    train(TrainConfig(db="jbo/data/h_clusters.db", shard=True, batch_size=64,
+    train(TrainConfig(db="data/h_clusters.npz", shard=True, batch_size=64,
                       dtype="float32", out_dir="run"))
-    # or: !jbo train --db jbo/data/h_clusters.db --shard --dtype float32 --out run
+    # or: !jbo train --db data/h_clusters.npz --shard --dtype float32 --out run
 
 TPUs emulate float64 slowly: train the model in float32 (the regularizer's subset energies and
 Möbius sums stay float64 by design). To test sharding on a CPU-only machine, set
