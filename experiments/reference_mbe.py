@@ -55,11 +55,14 @@ def stored_summary(mbes: list, spins: dict[str, list[tuple[int, int]]]) -> dict:
     return out
 
 
-def _spins(db) -> dict[str, list[tuple[int, int]]]:
+def _spins(source) -> dict[str, list[tuple[int, int]]]:
+    """``{regime: [(subset size, 2S), ...]}`` of every labelled structure of a dataset."""
+    from jbo.data.records import read_parents
+
     out: dict[str, list] = defaultdict(list)
-    for r in db.select(status="ok", include_data=False, columns=["id", "key_value_pairs"]):
-        if "spin" in r and int(r.spin) >= 0:
-            out[r.get("regime", "")].append((bin(int(r.subset)).count("1"), int(r.spin)))
+    for p in read_parents(source):
+        sizes = np.bitwise_count(p.subsets.astype(np.uint64)).tolist()
+        out[p.regime] += [(k, s) for k, s in zip(sizes, p.spin.tolist()) if s >= 0]
     return dict(out)
 
 
@@ -181,11 +184,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = p.parse_args(argv)
     out = common.out_dir(args, "reference_mbe")
     t0 = time.perf_counter()
-    from jbo.data.store import connect
-
     data = common.load_data(args.db, sizes=(4, 5) if args.quick else None)
     mbes = sorted(data.ref.values(), key=lambda m: (m.regime, m.n, m.cluster))
-    summary = stored_summary(mbes, _spins(connect(args.db)))
+    summary = stored_summary(mbes, _spins(args.db))
     sizes = [3] if args.quick else [int(x) for x in args.sizes.split(",")]
     stretches = [1.0, 4.0] if args.quick else [float(x) for x in args.stretches.split(",")]
     limit = atomic_limit(sizes, stretches)
