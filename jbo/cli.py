@@ -270,7 +270,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.config = train_config(args)
         except ValueError as err:
             parser.error(f"train: {err}")
-    import jbo  # noqa: F401  (float64)
     from jbo.data.store import StoreError
 
     try:

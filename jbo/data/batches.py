@@ -44,9 +44,6 @@ class Batch:
     def __len__(self) -> int:
         return int(self.energy.shape[0])
 
-    def take(self, idx: np.ndarray) -> "Batch":
-        return Batch(**{f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self)})
-
     def as_dict(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 

@@ -15,7 +15,7 @@ placement is accepted only if it keeps every pair at least ``d_min`` apart. Henc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 from ase import Atoms
@@ -157,10 +157,3 @@ def check_geometry(atoms: Atoms, min_distance: float = 0.3) -> None:
         dmin = float(nearest_neighbour_distances(pos).min())
         if dmin < min_distance:
             raise ValueError(f"overlapping atoms: closest pair {dmin:.3f} Å < {min_distance} Å")
-
-
-def iter_tasks(parents: Iterable[Atoms], which: str = "all") -> Iterator[tuple[Atoms, int]]:
-    """(parent, mask) for every subcluster of every parent to label."""
-    for p in parents:
-        for m in subsets(len(p), which):
-            yield p, m

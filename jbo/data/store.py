@@ -18,9 +18,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections import Counter
 from contextlib import contextmanager
-from typing import Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from ase import Atoms
@@ -29,7 +28,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from jbo.data.clusters import subcluster
 
 __all__ = ["TaskKey", "StoreError", "connect", "done_tasks", "write_row", "task_key",
-           "is_labelled", "cluster_rows", "iter_parents", "counts", "compact"]
+           "is_labelled", "compact"]
 
 LOCK_TIMEOUT_S = 120.0  # give up on a database locked by another writer after this long
 _PG_LOCK = 7_261_011  # PostgreSQL advisory lock key serialising jbo's writers
@@ -272,29 +271,6 @@ def write_row(db, parent: Atoms, mask: int, method: str, basis: str, *, energy: 
     if done is not None:
         done[key] = (row_id, status)
     return row_id if written else None
-
-
-def cluster_rows(db, cluster: str, method: str, basis: str, status: str = "ok") -> list:
-    """All rows of one parent cluster for a method/basis (default: the ``ok`` ones)."""
-    return list(db.select(cluster=cluster, method=method, basis=basis, status=status))
-
-
-def iter_parents(db, method: str | None = None, basis: str | None = None,
-                 split: str | None = None) -> Iterator[tuple[str, int]]:
-    """Distinct ``(cluster, n_parent)`` pairs in the database, sorted by cluster id."""
-    sel = {k: v for k, v in (("method", method), ("basis", basis), ("split", split)) if v}
-    seen = {(r.cluster, int(r.n_parent)) for r in db.select(include_data=False,
-                                                             columns=["id", "key_value_pairs"],
-                                                             **sel) if "cluster" in r}
-    yield from sorted(seen)
-
-
-def counts(db, keys: Iterable[str] = ("split", "regime", "n_parent", "method", "basis",
-                                      "status")) -> Counter:
-    """Row counts grouped by the given key-value keys."""
-    keys = tuple(keys)
-    return Counter(tuple(r.get(k) for k in keys)
-                   for r in db.select(include_data=False, columns=["id", "key_value_pairs"]))
 
 
 # ase's secondary indices: they speed up key queries on large databases, and are a third of
