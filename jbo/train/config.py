@@ -91,7 +91,7 @@ class TrainConfig:
     plateau_patience: int | None = None  # evaluations without improvement before lr *= factor
     plateau_factor: float = 0.5
     min_lr_scale: float = 1e-3  # the plateau reductions stop at this fraction of the schedule
-    max_seconds: float | None = None  # wall-time budget of the run (s)
+    max_seconds: float | None = None  # wall-time budget of the training steps (s; setup excluded)
     ema_decay: float = 0.0  # parameter EMA (e.g. 0.99): evaluated and kept as best; 0 = off
     eval_every: int | None = None  # steps between validations; None = once per epoch
     log_every: int = 64  # steps per dispatch: metrics read, logged and checked this often

@@ -140,11 +140,12 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
       that ran it (may raise to interrupt).
     Raises :class:`TrainingDiverged` on a non-finite loss (the last good state is checkpointed).
     """
-    t0 = time.perf_counter()
+    t_start = time.perf_counter()
     run = setup(config, module, records)
     step0 = int(run.state.step)
     log = MetricsLog(config.out_dir, resume_step=step0, tensorboard=config.tensorboard)
     pbar = _progress(config.progress, run.total_steps, step0)
+    t0 = time.perf_counter()  # max_seconds counts training, not reading the data
     try:
         reason = _loop(run, log, pbar, on_step, t0)
     finally:
@@ -157,7 +158,7 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
     # without validation data (or before the first validation) the best are the last ones
     best = state.best_params if run.data.val and int(state.evals) else _evaluated(run, state)
     return TrainResult(state.params, best, run.model, run.module, config, log.epochs, log.steps,
-                       run.data, reason, time.perf_counter() - t0, state)
+                       run.data, reason, time.perf_counter() - t_start, state)
 
 
 def _loop(run: Run, log: MetricsLog, pbar, on_step, t0: float) -> str:
