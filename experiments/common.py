@@ -168,6 +168,7 @@ class Data:
     train_parents: list[str]  # candidate training parents (hash split), sorted
     test_parents: list[str]   # held-out H_4..H_8 parents, sorted
     heldout: list             # full-cluster Records of split="heldout"
+    spec: str = ""            # fingerprint of the data and its split (part of every cell key)
 
 
 @lru_cache(maxsize=4)
@@ -194,7 +195,23 @@ def load_data(db: str, test_fraction: float = 0.25, split_seed: int = 0,
     tr, te = split_by_cluster(pool, test_fraction, split_seed)
     heldout = [r for r in records if r.split == "heldout" and r.is_full]
     regimes = sorted({r.regime for r in records})
-    return Data(db, records, ref, regimes, sorted(tr), sorted(te), heldout)
+    spec = _fingerprint(_file_digest(db), test_fraction, split_seed, max_train_atoms, sizes)
+    return Data(db, records, ref, regimes, sorted(tr), sorted(te), heldout, spec)
+
+
+def _file_digest(db: str) -> str:
+    """Content hash of a dataset file (its URL for a database server)."""
+    if "://" in db:
+        return db
+    import hashlib
+
+    return hashlib.sha256(Path(db).read_bytes()).hexdigest()
+
+
+def _fingerprint(*parts: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def reference_mbes(records: list) -> dict:
@@ -262,7 +279,14 @@ class Cell:
     def hypers(self) -> dict[str, Any]:
         return {**STUDY_HYPERS.get(self.model, {}), **dict(self.extra_hypers)}
 
-    def key(self) -> str:
+    def key(self, data_spec: str = "") -> str:
+        """A readable name, then a hash of everything that decides the cell's result: every
+        field, the resolved hyperparameters (STUDY_HYPERS included) and ``data_spec`` (the
+        dataset's content and split, :attr:`Data.spec`), so no edit reuses a stale cell."""
+        digest = _fingerprint(dataclasses.asdict(self), self.hypers(), data_spec)[:10]
+        return f"{self._name()}_{digest}"
+
+    def _name(self) -> str:
         mk = self.makeup.replace(":", "").replace("+", "-")
         parts = [self.model, mk, f"n{self.n_train or 'all'}", f"s{self.seed}",
                  f"t{self.steps}"]
@@ -374,7 +398,7 @@ def test_sets(data: Data, cell: Cell, max_test: int, which: Sequence[str]) -> di
 def run_cell(cell: Cell, data: Data, cache: CellCache, max_test: int = 40,
              which: Sequence[str] = ("test",), log=print) -> dict:
     """Train + decompose one cell, or load it from ``cache``."""
-    key = cell.key()
+    key = cell.key(data.spec)
     hit = cache.get(key)
     if hit is not None and set(which) <= set(hit["tests"]):
         return hit

@@ -131,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for seed, regime, model, lam in grid:
         cell = common.Cell(model, args.makeups[0], None, seed, args.steps, lam=lam,
                            reg_order=args.reg_order, regimes=(regime,),
-                           batch_size=args.batch_size, lr=args.lr)
+                           batch_size=args.batch_size, lr=args.lr,
+                           extra_hypers=common.extra(args))
         cells.append(common.run_cell(cell, data, cache, args.max_test,
                                      ("test", "other_regime", "heldout")))
     rows = [summarize(c, args.reg_order) for c in cells]

@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 for n in args.sizes:
                     cell = common.Cell(model, makeup, n, seed, args.steps,
                                        regimes=tuple(args.regimes) if args.regimes else None,
-                                       batch_size=args.batch_size, lr=args.lr)
+                                       batch_size=args.batch_size, lr=args.lr,
+                                       extra_hypers=common.extra(args))
                     cells.append(common.run_cell(cell, data, cache, args.max_test, ("test",)))
     rows = [summarize(c) for c in cells]
     result = dict(db=args.db, quick=args.quick, config=vars(args), rows=rows,

@@ -42,6 +42,20 @@ def test_metrics_on_hand_made_cell():
     assert common.mean_abs_order(t["per_order"], t["n"], 1)[0] == pytest.approx(1e3 * 0.5625)
 
 
+def test_cell_key_covers_everything_that_decides_the_result(monkeypatch):
+    """Edited study hyperparameters, a --use-bias override or other data never reuse a cell."""
+    import dataclasses
+
+    a = common.Cell("soap_bpnn", "full", None, 0)
+    key = a.key("data-1")
+    assert key == common.Cell("soap_bpnn", "full", None, 0).key("data-1")
+    assert key != a.key("data-2")
+    assert key != dataclasses.replace(a, extra_hypers=(("use_bias", True),)).key("data-1")
+    edited = {**common.STUDY_HYPERS.get("soap_bpnn", {}), "hidden": (3,)}
+    monkeypatch.setitem(common.STUDY_HYPERS, "soap_bpnn", edited)
+    assert a.key("data-1") != key
+
+
 def test_cell_keys_and_cache(tmp_path):
     a = common.Cell("pet", "up_to:4+atoms", None, 0)
     b = common.Cell("pet", "up_to:4+atoms", 8, 0, lam=0.1, regimes=("low",))
