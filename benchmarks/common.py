@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 
 import jax
 import numpy as np
+
+
+def write_json(path: str, out: dict, indent: int = 1) -> None:
+    """Write a benchmark's results to ``path`` (folders created) and say so."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(out, fh, indent=indent)
+    print(f"wrote {path}")
 
 
 def best_time(fn, repeat: int = 3) -> float:

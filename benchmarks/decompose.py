@@ -27,7 +27,7 @@ import jbo  # noqa: F401
 from jbo import lattice, potentials
 from jbo.decompose import body_orders, connected_plan
 
-from benchmarks.common import best_time
+from benchmarks.common import best_time, write_json
 
 CUTOFF = 2.5
 
@@ -148,10 +148,7 @@ def main(argv=None) -> dict:
         "exhaustive": ex,
         "large": large,
     }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(out, fh, indent=1)
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
     return out
 
 

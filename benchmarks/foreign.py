@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import time
 
@@ -28,6 +27,8 @@ from ase.cluster import Icosahedron
 import jbo  # noqa: F401
 from jbo.adapters import from_ase
 from jbo.decompose import body_orders
+
+from benchmarks.common import write_json
 
 
 class SlowEMT(EMT):
@@ -145,10 +146,7 @@ def main(argv=None) -> dict:
     out["workers"] = [bench_workers(n, EMT, "EMT", counts),
                       bench_workers(6 if args.quick else 8, SlowEMT, "EMT+10ms", counts)]
     out["torch"] = bench_torch(n)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
     return out
 
 

@@ -13,7 +13,6 @@ rotationally constrained): max |E(Rx) - E(x)| over random rotations.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -24,7 +23,7 @@ import numpy as np
 import jbo  # noqa: F401  (float64)
 from jbo import models
 
-from benchmarks.common import best_time
+from benchmarks.common import best_time, write_json
 
 N_ATOMS = 8
 
@@ -129,9 +128,7 @@ def main(argv=None) -> dict:
         if "rotation_error_max_eV" in r:
             print(f"\n{r['model']} rotational error at init: max {r['rotation_error_max_eV']:.3e} eV, "
                   f"mean {r['rotation_error_mean_eV']:.3e} eV over 20 rotations (|E| = {abs(r['energy']):.3f} eV)")
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(out, fh, indent=2)
+    write_json(args.out, out, indent=2)
     return out
 
 

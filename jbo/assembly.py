@@ -68,7 +68,7 @@ class BodyOrders:
         """Atom indices of the subset behind ``terms[..., j]``."""
         s = np.asarray(self.subsets)
         if self.mode == "exhaustive":
-            return tuple(int(i) for i in range(int(s[j]).bit_length()) if (int(s[j]) >> i) & 1)
+            return tuple(lattice.members(s[j]))
         return tuple(int(i) for i in s[j] if i >= 0)
 
 

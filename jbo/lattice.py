@@ -35,6 +35,12 @@ def popcount(x):
     return count
 
 
+def members(mask: int) -> list[int]:
+    """Atom indices whose bit is set in ``mask`` (bit i = atom i), ascending."""
+    mask = int(mask)
+    return [i for i in range(mask.bit_length()) if mask >> i & 1]
+
+
 def _n_from_length(length: int) -> int:
     n = length.bit_length() - 1
     if length != 1 << n:

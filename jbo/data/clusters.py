@@ -20,6 +20,8 @@ from typing import Iterable
 import numpy as np
 from ase import Atoms
 
+from jbo import lattice
+
 __all__ = [
     "Regime", "REGIMES", "cluster_id", "random_cluster", "generate", "subcluster",
     "subsets", "nearest_neighbour_distances", "is_connected", "check_geometry",
@@ -119,8 +121,7 @@ def subcluster(atoms: Atoms, mask: int) -> Atoms:
     n = len(atoms)
     if not 0 < mask < 2**n:
         raise ValueError(f"subset mask {mask} out of range for {n} atoms")
-    idx = [i for i in range(n) if mask >> i & 1]
-    sub = atoms[idx]
+    sub = atoms[lattice.members(mask)]
     sub.info = dict(atoms.info, subset=int(mask))
     return sub
 

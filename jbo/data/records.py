@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jbo import lattice
+
 __all__ = ["Record", "Parent", "read_parents", "read_records", "write_compact", "export",
            "is_compact", "COMPACT_FORMAT", "COMPACT_VERSION"]
 
@@ -96,7 +98,7 @@ class Parent:
         """One :class:`Record` per labelled subset, atoms in bit order."""
         out = []
         for j, mask in enumerate(self.subsets.tolist()):
-            idx = [i for i in range(self.n) if mask >> i & 1]
+            idx = lattice.members(mask)
             out.append(Record(
                 positions=self.positions[idx], species=self.numbers[idx],
                 energy=float(self.energy[j]),
@@ -182,7 +184,7 @@ def _parent_from_rows(key: tuple, rows: list) -> Parent:
     m = len(rows)
     forces = np.zeros((m, n, 3)) if all(r.get("forces") is not None for r in rows) else None
     for j, r in enumerate(rows):
-        idx = [i for i in range(n) if int(r.subset) >> i & 1]
+        idx = lattice.members(r.subset)
         pos[idx], num[idx] = r.positions, r.numbers
         if forces is not None:
             forces[j, idx] = r.forces
@@ -214,7 +216,7 @@ def write_compact(parents: Sequence[Parent], path: str | Path) -> int:
     f_rows = []  # forces on the atoms of each subset, in bit order
     for p in parents:
         for j, mask in enumerate(p.subsets.tolist()):
-            idx = [i for i in range(p.n) if mask >> i & 1]
+            idx = lattice.members(mask)
             f_rows.append(p.forces[j, idx] if p.forces is not None else np.zeros((len(idx), 3)))
     arrays = {k: np.array([getattr(p, k) for p in parents]) for k in _PARENT_STR}
     arrays.update(
@@ -292,8 +294,7 @@ def export(parents: Sequence[Parent], path: str | Path) -> int:
             atoms = Atoms(numbers=p.numbers, positions=p.positions)
             atoms.info.update(cluster=p.cluster, regime=p.regime, split=p.split, seed=p.seed)
             for j, mask in enumerate(p.subsets.tolist()):
-                f = None if p.forces is None else p.forces[j][[i for i in range(p.n)
-                                                               if mask >> i & 1]]
+                f = None if p.forces is None else p.forces[j][lattice.members(mask)]
                 write_row(db, atoms, mask, p.method, p.basis, energy=float(p.energy[j]),
                           forces=f, spin=int(p.spin[j]), s2=float(p.s2[j]))
                 count += 1

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jbo import lattice
 from jbo.data.records import Parent
 
 __all__ = ["Problem", "validate", "format_report"]
@@ -47,7 +48,7 @@ def _structure(p: Parent, j: int) -> list[Problem]:
     vals = [p.energy[j], p.s2[j]] + ([] if p.forces is None else list(p.forces[j].ravel()))
     if not np.all(np.isfinite(vals)):
         out.append(Problem("non-finite", p.cluster, mask, "energy, <S^2> or forces not finite"))
-    n_elec = int(sum(p.numbers[i] for i in range(p.n) if mask >> i & 1))
+    n_elec = int(p.numbers[lattice.members(mask)].sum())
     twos = int(p.spin[j])
     if twos < 0 or twos % 2 != n_elec % 2:
         out.append(Problem("spin", p.cluster, mask,
@@ -117,7 +118,7 @@ def _relabel(parents: Sequence[Parent], sample: int | None, seed: int, tol: floa
     out = []
     for p, j in tasks:
         mask = int(p.subsets[j])
-        idx = [i for i in range(p.n) if mask >> i & 1]
+        idx = lattice.members(mask)
         lab = reference.compute(Atoms(numbers=p.numbers[idx], positions=p.positions[idx]),
                                 p.method, p.basis)
         if abs(lab.energy - p.energy[j]) > tol or lab.spin != int(p.spin[j]):
