@@ -17,6 +17,8 @@ unless ``use_bias=True`` (biases in the final readout MLP).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import e3nn_jax as e3nn
 import flax.linen as nn
 import jax
@@ -144,6 +146,8 @@ class MACE(ZooModel):
     radial_hidden: tuple[int, ...] = (32,)
     readout_hidden: int = 16
     avg_num_neighbors: float = 4.0
+
+    data_constants: ClassVar[tuple[str, ...]] = ("avg_num_neighbors",)
 
     @property
     def num_interactions(self) -> int:

@@ -27,6 +27,7 @@ keeps it (it then acts as a learned per-species shift).
 from __future__ import annotations
 
 import warnings
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +70,8 @@ class NequIP(ZooModel):
     radial_hidden: int = 32
     radial_layers: int = 2
     avg_num_neighbors: float = 4.0
+
+    data_constants: ClassVar[tuple[str, ...]] = ("avg_num_neighbors",)
 
     @property
     def num_interactions(self) -> int:

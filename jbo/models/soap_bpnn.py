@@ -14,6 +14,8 @@ exactly its composition energy ``atom_energies[species]``, as the reference stud
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +52,10 @@ class SoapBPNN(ZooModel):
         hidden: widths of the hidden layers of each species' MLP (2 hidden layers).
         avg_num_neighbors: fixed constant dividing the density (no data-dependent
             normalisation, so masked atoms cannot leak in).
+        feature_scale: fixed factor on the power spectrum. Training takes it from the data
+            (1 / RMS of the features over the training atoms, :mod:`jbo.train.constants`)
+            unless given: a fixed scale keeps ``p = 0 -> 0`` and the energy smooth, where a
+            per-atom LayerNorm (metatrain) would not.
     """
 
     cutoff: float = 5.0
@@ -57,6 +63,9 @@ class SoapBPNN(ZooModel):
     max_angular: int = 6
     hidden: tuple[int, ...] = (64, 64)
     avg_num_neighbors: float = 4.0
+    feature_scale: float = 1.0
+
+    data_constants: ClassVar[tuple[str, ...]] = ("feature_scale",)
 
     def descriptor(self, pairs, idx) -> jax.Array:
         """``[N, F]`` SOAP power spectrum of every atom (0 for masked or isolated atoms)."""
@@ -64,7 +73,12 @@ class SoapBPNN(ZooModel):
             pairs, idx, self.n_species, self.max_radial, self.max_angular, self.cutoff,
             scale=1.0 / self.avg_num_neighbors,
         )
-        return power_spectrum(dens, self.max_angular)
+        return power_spectrum(dens, self.max_angular) * self.feature_scale
+
+    def features(self, positions, species, mask) -> jax.Array:
+        """``[N, F]`` scaled power spectrum of each atom (0 for masked or isolated atoms)."""
+        _, idx, _, pairs, _ = self._prepare(positions, species, mask)
+        return self.descriptor(pairs, idx)
 
     @property
     def num_features(self) -> int:

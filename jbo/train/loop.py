@@ -28,6 +28,7 @@ from jbo.train import dataset as ds
 from jbo.train import sharding
 from jbo.train.checkpoints import Checkpoints
 from jbo.train.config import TrainConfig
+from jbo.train.constants import resolve_hypers
 from jbo.train.convergence import after_evaluation
 from jbo.train.losses import EnergyModel
 from jbo.train.metrics import MetricsLog
@@ -102,8 +103,11 @@ def setup(config: TrainConfig, module=None, records: list[Record] | None = None)
     reg_dev = put(ds.padded(data.reg, len(data.reg))) if rc.lam > 0 else {}
     val_dev = _val_chunks(data.val, mesh)
 
-    module = module if module is not None else create_module(config.model, config.hypers,
-                                                             config.dtype)
+    hypers = config.hypers
+    if module is None:  # data constants (e.g. MACE's avg_num_neighbors) from the training set
+        hypers = resolve_hypers(config.model, config.hypers, data.train,
+                                lambda name, **h: create_module(name, h, config.dtype))
+        module = create_module(config.model, hypers, config.dtype)
     params = init_params(module, ds.padded(data.train[:1], 1, n_max), config.seed, dtype)
     model = energy_model(module, params, base, scale, dtype)
     # the schedule spans all epochs, not ``max_steps``: a run stopped early and resumed sees
@@ -112,7 +116,7 @@ def setup(config: TrainConfig, module=None, records: list[Record] | None = None)
     spec = StepSpec(model, opt, rc, config.energy_weight, config.force_weight,
                     config.ema_decay, mesh)
     state = TrainState.initial(params, init_opt(opt, params), config.seed)
-    meta = run_meta(config, base, scale, n_batches)
+    meta = run_meta(config, base, scale, n_batches, hypers)
     ckpt = None
     if config.out_dir:
         prepare_out_dir(config)

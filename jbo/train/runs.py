@@ -19,10 +19,12 @@ RESUME_IGNORED = {"epochs", "max_steps", "max_seconds", "progress", "resume", "o
                   "patience", "min_improvement", "log_every"}
 
 
-def run_meta(config: TrainConfig, base: dict[int, float], scale: float, n_batches: int) -> dict:
-    """The JSON stored beside every checkpoint's state."""
+def run_meta(config: TrainConfig, base: dict[int, float], scale: float, n_batches: int,
+             hypers: dict | None = None) -> dict:
+    """The JSON stored beside every checkpoint's state; ``hypers``: the resolved model
+    hyperparameters (with the data constants), default ``config.hypers``."""
     return {"format": 2, "config": config.to_dict(), "model": config.model,
-            "hypers": config.hypers, "dtype": config.dtype, "scale": scale,
+            "hypers": config.hypers if hypers is None else hypers, "dtype": config.dtype, "scale": scale,
             "baseline": {str(z): c for z, c in base.items()}, "n_batches": n_batches}
 
 
