@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import jbo  # noqa: E402,F401  (float64)
-from jbo.cli import add_makeup_and_regularizer_args  # noqa: E402
+from jbo.configargs import add_config_args  # noqa: E402
 from jbo.data.batches import read_db  # noqa: E402
 from jbo import models  # noqa: E402
 from jbo.train import RegularizerConfig, TrainConfig, evaluate, train  # noqa: E402
@@ -63,7 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="soap_bpnn", help="any of jbo.models.available()")
     p.add_argument("--hypers", default=None, help="model hyperparameters (JSON); default: a "
                    "small model that trains in minutes on a laptop CPU")
-    add_makeup_and_regularizer_args(p, lam=1.0)
+    add_config_args(p, TrainConfig, include=("makeup", "baseline_from_atoms"))
+    add_config_args(p, RegularizerConfig, prefix="reg-", include=("lam", "order", "mode",
+                    "batch_size"), defaults={"lam": 1.0, "mode": "truncation"})
     p.add_argument("--backend", default=None, choices=["engine", "masks"],
                    help="subset-lattice layout of the penalty: engine (compact, fastest steps; "
                    "default) or masks (3-10x faster to compile; default with --quick)")

@@ -401,7 +401,10 @@ def test_training_reads_back_the_labels(db_url):
 
 
 def test_cli_generate_label_mbe_summary(tmp_path, capsys):
-    from jbo.data import main
+    from jbo.cli import main as jbo_main
+
+    def main(argv):  # `jbo data ...`
+        return jbo_main(["data", *argv])
 
     xyz, db = str(tmp_path / "c.extxyz"), str(tmp_path / "c.db")
     assert main(["generate", "--sizes", "3", "--regimes", "low", "--count", "2",

@@ -310,8 +310,9 @@ def test_cli_errors_are_clear(name, argv, phrase, tmp_path, capsys, monkeypatch)
         pytest.skip("root writes to read-only files: nothing to refuse")
     monkeypatch.chdir(tmp_path)
     tool, *args = [a.format(**dbs) for a in argv]
-    if tool == "jbo.data":
-        from jbo.data.cli import main
+    if tool == "jbo.data":  # `jbo data ...`: the same parser
+        from jbo.cli import main
+        args = ["data", *args]
     elif tool == "jbo":
         from jbo.cli import main
     else:
