@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 
 import jbo  # noqa: E402,F401  (float64)
 from jbo.configargs import add_config_args  # noqa: E402
-from jbo.data.batches import read_db  # noqa: E402
+from jbo.data.records import read_records  # noqa: E402
 from jbo import models  # noqa: E402
 from jbo.train import RegularizerConfig, TrainConfig, evaluate, train  # noqa: E402
 from jbo.train.convergence import describe  # noqa: E402
@@ -146,7 +146,7 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = read_db(args.db)
+    records = read_records(args.db)
     largest = max((r.n_parent for r in records if r.split == "train"), default=0)
     if not 1 <= args.order < largest:  # checked before any training, not after
         raise ValueError(f"--order {args.order}: the regularizer penalizes orders k > K, but the "

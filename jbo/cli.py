@@ -130,12 +130,12 @@ def _decompose(args) -> int:
     if args.calculator is not None:
         return _decompose_calculator(args)
 
-    from jbo.data.batches import read_db
+    from jbo.data.records import read_records
     from jbo.train.analysis import model_per_order
     from jbo.train.model import load_trained
 
     trained = load_trained(args.checkpoint, which=args.which)
-    rows = [r for r in read_db(args.db, split=args.split) if r.is_full]
+    rows = [r for r in read_records(args.db, split=args.split) if r.is_full]
     if not rows:
         print(f"no full clusters with split={args.split!r} in {args.db}", file=sys.stderr)
         return 2

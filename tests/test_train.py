@@ -15,7 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from jbo.data.batches import batch_indices, read_db
+from jbo.data.records import read_records
+from jbo.train.dataset import batch_indices
 from jbo.train import (CheckpointError, Checkpoints, RegularizerConfig, TrainConfig,
                        TrainingDiverged, train)
 from jbo.train.metrics import read_csv
@@ -104,7 +105,7 @@ def test_max_steps_then_resume_matches(toy_db, tmp_path):
 
 
 def test_nan_loss_stops_naming_batch_and_keeps_checkpoint(toy_db, tmp_path):
-    records = read_db(toy_db)
+    records = read_records(toy_db)
     cfg = _cfg(toy_db, out_dir=str(tmp_path), checkpoint_every=1)
     from jbo.train import dataset as ds
     train_rows = ds.prepare(cfg, records).train

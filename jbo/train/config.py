@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from typing import Any, Literal
 
 from jbo.configargs import option
 
-__all__ = ["TrainConfig", "RegularizerConfig"]
+__all__ = ["TrainConfig", "RegularizerConfig", "parse_makeup"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +133,6 @@ class TrainConfig:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.schedule not in ("constant", "cosine", "exponential"):
             raise ValueError(f"schedule must be constant|cosine|exponential, got {self.schedule!r}")
-        from jbo.data.batches import parse_makeup
         parse_makeup(self.makeup)  # ValueError with the accepted forms
         if not isinstance(self.hypers, dict):
             raise ValueError(f"hypers must be a dict of model hyperparameters, got "
@@ -200,3 +200,24 @@ def _integer(cfg, name: str, lo: int) -> None:
     v = getattr(cfg, name)
     if not isinstance(v, int) or isinstance(v, bool) or v < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+
+_MAKEUP_HELP = ("makeup must be 'full', 'all', or 'up_to:M' (M >= 2), optionally followed by "
+                "'+atoms', e.g. 'full', 'up_to:3', 'full+atoms', 'up_to:2+atoms'")
+
+
+def parse_makeup(makeup: str) -> tuple[int, bool, bool]:
+    """``makeup`` -> (max subcluster size m (0 = none), include isolated atoms, everything).
+
+    ``full``: full clusters only. ``up_to:m``: full clusters plus subclusters of 2..m atoms.
+    ``+atoms``: also the 1-atom subsets. ``all``: every labelled row.
+    """
+    m = re.fullmatch(r"\s*(full|all|up_to:(\d+))\s*(\+\s*atoms)?\s*", makeup)
+    if m is None:
+        raise ValueError(f"unknown dataset makeup {makeup!r}: {_MAKEUP_HELP}")
+    if m.group(1) == "all":
+        return 0, True, True
+    size = int(m.group(2)) if m.group(2) else 0
+    if m.group(2) and size < 2:
+        raise ValueError(f"makeup {makeup!r}: M must be >= 2 ({_MAKEUP_HELP})")
+    return size, m.group(3) is not None, False

@@ -47,11 +47,12 @@ def _init(module, key, positions, species, mask, dtype: str):
     return cast_tree(module.init(key, positions, species, mask), jnp.dtype(dtype))
 
 
-def init_params(module, sample: dict[str, np.ndarray], seed: int, dtype) -> Any:
-    """Initialise on the first structure of a padded ``sample`` batch; cast to ``dtype``."""
+def init_params(module, sample, seed: int, dtype) -> Any:
+    """Initialise on the first structure of a padded ``sample`` batch
+    (:class:`jbo.train.dataset.Batch`); cast to ``dtype``."""
     dtype = jnp.dtype(dtype).name
-    return _init(module, jax.random.PRNGKey(seed), jnp.asarray(sample["positions"][0], dtype),
-                 jnp.asarray(sample["species"][0]), jnp.asarray(sample["mask"][0]), dtype)
+    return _init(module, jax.random.PRNGKey(seed), jnp.asarray(sample.positions[0], dtype),
+                 jnp.asarray(sample.species[0]), jnp.asarray(sample.mask[0]), dtype)
 
 
 def _locality(module, params) -> tuple[float | None, bool]:
