@@ -99,7 +99,7 @@ def test_bad_generated_options_are_one_line_errors(argv, phrase, capsys):
 
 
 def test_train_then_decompose(tmp_path, capsys):
-    from tests.test_train_fixtures import write_toy_db
+    from tests.toy import write_toy_db
     db = write_toy_db(tmp_path / "toy.db", train_sizes=(4, 4, 5), heldout_sizes=(5,),
                       forces=False)
     hypers = json.dumps({"max_radial": 2, "max_angular": 1, "hidden": [4]})

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.test_train_fixtures import write_toy_db
+from tests.toy import write_toy_db
 
 
 @pytest.mark.experiment

@@ -14,8 +14,8 @@ from jbo.train import TrainConfig, train
 from jbo.train import dataset as ds
 from jbo.train.losses import energy_force_loss
 from jbo.train.model import energy_model
-from tests.test_train_fixtures import (ToyEAM, reference_energy, reference_forces, toy_cluster,
-                                       write_toy_db)
+from tests.toy import (ToyEAM, reference_energy, reference_forces, toy_cluster,
+                       write_toy_db)
 
 SMALL = {  # tiny hypers: compile time dominates
     "soap_bpnn": dict(max_radial=3, max_angular=2, hidden=(8,)),

@@ -9,7 +9,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jbo.train.checkpoints import Checkpoints
 from jbo.train.runs import check_belongs
