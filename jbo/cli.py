@@ -93,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=_decompose)
     data_cli.add_commands(sub.add_parser(
         "data", help="reference data: generate, label, pack, validate, export, mbe, summary",
-        description=data_cli.__doc__.split("\n")[0]).add_subparsers(dest="data_command",
-                                                                      required=True))
+        description="Reference data: generate random H clusters, label them (PySCF, "
+        "resumable, parallel), pack/validate/export a dataset, its MBE and summary "
+        "(`python -m jbo.data ...` is the same)").add_subparsers(
+            dest="data_command", metavar="COMMAND", required=True))
     return p
 
 
