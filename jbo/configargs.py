@@ -129,7 +129,8 @@ def add_config_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup, c
     if unknown:
         raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
     for f in _selected(cls, include, exclude):
-        flag, text = flag_of(f, prefix), f.metadata.get("help", "")
+        flag = flag_of(f, prefix)
+        text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         if f.name in defaults:
             default = defaults[f.name]
         elif f.default_factory is not dataclasses.MISSING:

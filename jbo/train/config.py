@@ -95,7 +95,7 @@ class TrainConfig:
                              "per-atom residual energies")
     patience: int | None = option(None, help="stop when the validation MAE has not improved "
                                   "by more than --min-improvement in this many evaluations")
-    min_improvement: float = option(0.0, help="relative improvement that counts (0.01 = 1%%)")
+    min_improvement: float = option(0.0, help="relative improvement that counts (0.01 = 1%)")
     plateau_patience: int | None = option(None, help="evaluations without improvement before "
                                           "the learning rate is multiplied by --plateau-factor")
     plateau_factor: float = option(0.5, help="learning-rate factor at a plateau")
