@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import jbo  # noqa: E402,F401
-from jbo.data.batches import Record, read_db  # noqa: E402
+from jbo.data.records import Record, read_records  # noqa: E402
 from jbo.train import RegularizerConfig, TrainConfig  # noqa: E402
 from jbo.train import dataset as ds  # noqa: E402
 from jbo.train.step import OptSpec, StepSpec, init_opt as _init_opt, train_step  # noqa: E402
@@ -49,11 +49,10 @@ def _synthetic(n: int = 8, count: int = 32) -> list[Record]:
 def _records(db: str, makeup: str) -> tuple[list[Record], list[Record], str]:
     """(training rows, H_8 clusters for the regularizer, where they came from)."""
     if Path(db).exists():
-        from jbo.data.batches import select_makeup
-        rows = [r for r in read_db(db) if r.split == "train"]
+        rows = [r for r in read_records(db) if r.split == "train"]
         h8 = [r for r in rows if r.is_full and r.n_atoms == 8]
         if rows and h8:
-            return select_makeup(rows, makeup), h8, db
+            return ds.select_makeup(rows, makeup), h8, db
     rec = _synthetic()
     return rec, rec, "synthetic random H_8 clusters"
 
@@ -101,8 +100,8 @@ def main(argv=None) -> dict:
     hypers = json.loads(args.hypers)
     module = create_module(args.model, hypers, "float64")
     n_max = max(r.n_atoms for r in train_rows)
-    batch = ds.padded(train_rows[:args.batch_size], args.batch_size, n_max)
-    reg_batch = ds.padded(reg_rows[:args.reg_batch_size], args.reg_batch_size)
+    batch = ds.pad_records(train_rows[:args.batch_size], n_max, args.batch_size)
+    reg_batch = ds.pad_records(reg_rows[:args.reg_batch_size], size=args.reg_batch_size)
     base, scale = ds.normalization(TrainConfig(), train_rows)
     params = init_params(module, batch, 0, jnp.float64)
     model = energy_model(module, params, base, scale, jnp.float64)
@@ -110,7 +109,7 @@ def main(argv=None) -> dict:
     opt_state = _init_opt(opt, params)
     key = jax.random.PRNGKey(0)
     out = {"data": source, "model": args.model, "hypers": hypers, "batch_size": args.batch_size,
-           "reg_batch_size": args.reg_batch_size, "reg_cluster_atoms": int(reg_batch["mask"]
+           "reg_batch_size": args.reg_batch_size, "reg_cluster_atoms": int(reg_batch.mask
                                                                           .sum(1).max()),
            "order_K": args.order, "train_batch_max_atoms": n_max,
            "device": str(jax.devices()[0]), "jax": jax.__version__,
@@ -154,7 +153,7 @@ def loop_benchmark(args) -> dict:
     from jbo.train import train
     from jbo.train import dataset as tds
     from jbo.train.loop import setup
-    records = read_db(args.db)
+    records = read_records(args.db)
     res = {"makeup": args.loop_makeup, "batch_size": args.batch_size, "device":
            str(jax.devices()[0]), "goal_ratio": 1.5}
     for name in args.loop_models.split(","):
@@ -165,8 +164,8 @@ def loop_benchmark(args) -> dict:
                               epochs=1000)
             run = setup(cfg, records=records)
             st = run.state
-            batch = tds.padded(run.data.train[:args.batch_size], args.batch_size,
-                               max(r.n_atoms for r in run.data.train))
+            batch = tds.pad_records(run.data.train[:args.batch_size],
+                                    max(r.n_atoms for r in run.data.train), args.batch_size)
             def bare(calls: int) -> float:
                 times = []
                 for _ in range(calls):

@@ -9,7 +9,7 @@ interrupted study continues where it stopped (a cell is skipped when its JSON ex
 Test sets (never trained on):
 
 * ``test``: the held-out H_4..H_8 parents of the training regimes (``split="train"`` parents
-  removed by a seeded hash split, :func:`jbo.data.batches.split_by_cluster`); their reference
+  removed by a seeded hash split, :func:`jbo.train.dataset.split_by_cluster`); their reference
   MBE comes from the stored subcluster energies (:func:`jbo.data.mbe.all_mbe`).
 * ``other_regime``: H_4..H_8 parents of the regimes not trained on (with reference MBE).
 * ``heldout``: the ``split="heldout"`` H_9..H_12 clusters (reference totals only).
@@ -162,7 +162,7 @@ class Data:
     """The reference data of a study: records, reference MBEs and the parent split."""
 
     db: str
-    records: list            # every ok row (jbo.data.batches.Record)
+    records: list            # every ok row (jbo.data.records.Record)
     ref: dict                # {cluster: jbo.data.mbe.ReferenceMBE} of complete train parents
     regimes: list[str]
     train_parents: list[str]  # candidate training parents (hash split), sorted
@@ -179,7 +179,8 @@ def load_data(db: str, test_fraction: float = 0.25, split_seed: int = 0,
     ``sizes``: read only training parents of these sizes (and every heldout cluster); quick
     modes use it to skip most of the database.
     """
-    from jbo.data.batches import read_db, split_by_cluster
+    from jbo.data.records import read_records as read_db
+    from jbo.train.dataset import split_by_cluster
 
     if "://" not in db and not Path(db).exists():
         raise FileNotFoundError(f"reference database {db} not found (see data/README.md)")
@@ -309,7 +310,8 @@ def train_cell(cell: Cell, data: Data):
     """Train ``cell``; returns (contract energy_fn in eV, info dict)."""
     import jax
 
-    from jbo.data.batches import parse_makeup, select_makeup
+    from jbo.train.config import parse_makeup
+    from jbo.train.dataset import select_makeup
     from jbo.train import RegularizerConfig, TrainConfig, train
     from jbo.train.losses import contract_energy_fn
 
@@ -356,19 +358,19 @@ def decompose(energy_fn, records: list, orders: bool = True) -> dict[str, list]:
     import jax
 
     from jbo.decompose import body_orders
-    from jbo.train.dataset import padded
+    from jbo.train.dataset import pad_records
 
     if not records:
         return dict(cluster=[], n=[], regime=[], total=[], per_order=[])
-    b = padded(records, len(records))
+    b = pad_records(records)
     n = [r.n_atoms for r in records]
     if orders:
-        res = body_orders(energy_fn, b["positions"], b["species"], atom_mask=b["mask"],
+        res = body_orders(energy_fn, b.positions, b.species, atom_mask=b.mask,
                           mesh=device_mesh())
         per = np.asarray(res.per_order)
         total, per_order = np.asarray(res.total), [per[i, :k].tolist() for i, k in enumerate(n)]
     else:
-        total = np.asarray(jax.jit(jax.vmap(energy_fn))(b["positions"], b["species"], b["mask"]))
+        total = np.asarray(jax.jit(jax.vmap(energy_fn))(b.positions, b.species, b.mask))
         per_order = [None] * len(n)
     return dict(cluster=[r.cluster for r in records], n=n, regime=[r.regime for r in records],
                 total=total.tolist(), per_order=per_order)

@@ -39,8 +39,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import jbo  # noqa: E402,F401  (float64)
-from jbo.cli import add_makeup_and_regularizer_args  # noqa: E402
-from jbo.data.batches import read_db  # noqa: E402
+from jbo.configargs import add_config_args  # noqa: E402
+from jbo.data.records import read_records  # noqa: E402
 from jbo import models  # noqa: E402
 from jbo.train import RegularizerConfig, TrainConfig, evaluate, train  # noqa: E402
 from jbo.train.convergence import describe  # noqa: E402
@@ -63,7 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="soap_bpnn", help="any of jbo.models.available()")
     p.add_argument("--hypers", default=None, help="model hyperparameters (JSON); default: a "
                    "small model that trains in minutes on a laptop CPU")
-    add_makeup_and_regularizer_args(p, lam=1.0)
+    add_config_args(p, TrainConfig, include=("makeup", "baseline_from_atoms"))
+    add_config_args(p, RegularizerConfig, prefix="reg-", include=("lam", "order", "mode",
+                    "batch_size"), defaults={"lam": 1.0, "mode": "truncation"})
     p.add_argument("--backend", default=None, choices=["engine", "masks"],
                    help="subset-lattice layout of the penalty: engine (compact, fastest steps; "
                    "default) or masks (3-10x faster to compile; default with --quick)")
@@ -144,7 +146,7 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = read_db(args.db)
+    records = read_records(args.db)
     largest = max((r.n_parent for r in records if r.split == "train"), default=0)
     if not 1 <= args.order < largest:  # checked before any training, not after
         raise ValueError(f"--order {args.order}: the regularizer penalizes orders k > K, but the "

@@ -1,11 +1,13 @@
-"""The ``jbo`` command: train models, decompose them into body orders, label reference data.
+"""The ``jbo`` command: one parser for training, decomposition and the reference data.
 
     jbo train --db data/h_clusters.npz --model soap_bpnn --lam 1 --order 2 --out runs/reg
     jbo decompose runs/reg --db data/h_clusters.npz --split heldout
     jbo decompose --calculator emt --structures clusters.extxyz   (any ASE calculator)
-    jbo label ...            (the reference-data tool: same as `python -m jbo.data ...`)
+    jbo data {generate,label,pack,validate,export,mbe,summary,compact} ...
 
-Run ``jbo <command> --help`` for the options of each command.
+``jbo train``'s options are generated from :class:`~jbo.train.TrainConfig` and
+:class:`~jbo.train.RegularizerConfig` (:mod:`jbo.configargs`); ``python -m jbo.data ...`` is
+``jbo data ...``. Run ``jbo <command> --help`` for the options of each command.
 """
 
 from __future__ import annotations
@@ -15,34 +17,35 @@ import json
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser"]
+from jbo.configargs import add_config_args, config_from_args
+from jbo.data import cli as data_cli
+
+__all__ = ["main", "build_parser", "add_train_args", "train_config"]
 
 _EPILOG = """examples:
   jbo train --model soap_bpnn --makeup up_to:3 --epochs 50 --out runs/plain
   jbo train --model soap_bpnn --lam 1.0 --order 2 --out runs/reg
   jbo decompose runs/reg --split heldout --json spectra.json
   jbo decompose --calculator emt --structures clusters.extxyz --max-order 4 --json emt.json
-  jbo label --help
+  jbo data summary --db data/h_clusters.npz
 
 Energies are in eV (per atom in meV/atom where stated), lengths in Å. See docs/CONTRACTS.md
 for the ase.db schema the dataset follows."""
 
 
-def add_makeup_and_regularizer_args(p: argparse.ArgumentParser, lam: float) -> None:
-    """The dataset-makeup and body-order-regularizer options shared by ``jbo train`` and the
-    main job (``experiments.train_body_order_reg``); ``lam`` is the default strength."""
-    p.add_argument("--makeup", default="full", help="training rows: full | up_to:M (add "
-                   "subclusters of 2..M atoms) | ...+atoms (add isolated atoms) | all")
-    p.add_argument("--baseline-from-atoms", action="store_true",
-                   help="composition baseline = the isolated-atom energies of the training set "
-                   "(needs a makeup with +atoms); default: least-squares fit")
-    p.add_argument("--lam", type=float, default=lam, help="body-order regularizer strength λ")
-    p.add_argument("--order", type=int, default=2, help="regularizer order K: penalize k > K")
-    p.add_argument("--reg-mode", default="truncation", choices=["terms", "truncation"],
-                   help="truncation: λ((E − E_MBE(K))/(n s))², from subsets of size <= K "
-                   "(~2.5x a plain step); terms: λ Σ_{k>K} Σ_{|S|=k} ε(S)²/(n s²) over all "
-                   "2^n subsets (~15x; amortize with RegularizerConfig.every)")
-    p.add_argument("--reg-batch", type=int, default=4, help="clusters per penalty evaluation")
+# options of `jbo train` that differ from the dataclass defaults: the truncation penalty is
+# the practical one (~2.5x a plain step instead of ~15x)
+TRAIN_DEFAULTS = {"mode": "truncation"}
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Every :class:`TrainConfig` / :class:`RegularizerConfig` field as a ``jbo train`` option
+    (``--reg-*`` for the regularizer, ``--lam``/``--order`` for its strength and order)."""
+    from jbo.train.config import RegularizerConfig, TrainConfig
+
+    add_config_args(p, TrainConfig, exclude=("regularizer",), required=("out_dir",))
+    add_config_args(p.add_argument_group("body-order regularizer"), RegularizerConfig,
+                    prefix="reg-", defaults=TRAIN_DEFAULTS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,48 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         "potentials: train a model (optionally with the body-order regularizer), decompose "
         "any trained model into E^(1), E^(2), ... , or label reference clusters.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="{train,decompose,label}")
+    sub = p.add_subparsers(dest="command", metavar="{train,decompose,data}")
 
     t = sub.add_parser("train", help="train a model on an ase.db dataset",
                        description="Train a jbo.models model with energy (+force) losses, "
                        "checkpoints (resumable), CSV/TensorBoard metrics and the optional "
                        "body-order regularizer (penalizing interaction orders k > K).")
-    t.add_argument("--db", default="data/h_clusters.npz", help="dataset: compact .npz or ase.db file/URL (default: %(default)s)")
-    t.add_argument("--model", default="soap_bpnn", help="registered model (jbo.models.available())")
-    t.add_argument("--hypers", default="{}", help="model hyperparameters as JSON, e.g. "
-                   "'{\"max_radial\": 4}'")
-    t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (Adam)")
-    t.add_argument("--schedule", default="cosine", choices=["constant", "cosine", "exponential"])
-    t.add_argument("--force-weight", type=float, default=0.0,
-                   help="weight of the force loss relative to the per-atom energy loss")
-    add_makeup_and_regularizer_args(t, lam=0.0)
-    t.add_argument("--reg-every", type=int, default=1,
-                   help="evaluate the penalty every n-th step only, weighted by n")
-    t.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    t.add_argument("--val-fraction", type=float, default=0.2)
-    t.add_argument("--energy-weight", type=float, default=1.0,
-                   help="weight of the per-atom energy loss")
-    t.add_argument("--patience", type=int, default=None, help="stop when the validation MAE "
-                   "has not improved by more than --min-improvement in this many evaluations")
-    t.add_argument("--min-improvement", type=float, default=0.0,
-                   help="relative improvement that counts (0.01 = 1%%)")
-    t.add_argument("--plateau-patience", type=int, default=None, help="evaluations without "
-                   "improvement before the learning rate is multiplied by --plateau-factor")
-    t.add_argument("--plateau-factor", type=float, default=0.5)
-    t.add_argument("--ema", type=float, default=0.0, help="parameter EMA decay (e.g. 0.99)")
-    t.add_argument("--eval-every", type=int, default=None,
-                   help="steps between validations (default: once per epoch)")
-    t.add_argument("--max-steps", type=int, default=None, help="step budget")
-    t.add_argument("--max-seconds", type=float, default=None, help="wall-time budget (s)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--shard", action="store_true", help="data-parallel over all local devices")
-    t.add_argument("--out", required=True, help="run folder: checkpoints/, metrics.csv, "
-                   "steps.csv, tensorboard/ (an existing run there is resumed)")
-    t.add_argument("--no-resume", action="store_true", help="start over even if --out has "
-                   "checkpoints (they are moved aside to checkpoints.replaced-<time>/)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_train_args(t)
+    t.set_defaults(fn=_train)
 
     d = sub.add_parser("decompose", help="body-order spectrum of a trained model or any "
                        "ASE calculator",
@@ -121,31 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a killed run resumes from it)")
     d.add_argument("--plot", default=None, help="spectrum plot |E^(k)|/n vs k (PNG; default: "
                    "next to --json)")
-    sub.add_parser("label", help="label reference clusters (delegates to python -m jbo.data)",
-                   add_help=False)
+    d.set_defaults(fn=_decompose)
+    data_cli.add_commands(sub.add_parser(
+        "data", help="reference data: generate, label, pack, validate, export, mbe, summary",
+        description="Reference data: generate random H clusters, label them (PySCF, "
+        "resumable, parallel), pack/validate/export a dataset, its MBE and summary "
+        "(`python -m jbo.data ...` is the same)").add_subparsers(
+            dest="data_command", metavar="COMMAND", required=True))
     return p
 
 
-def train_config(args):
+def train_config(args: argparse.Namespace):
     """The :class:`TrainConfig` of parsed ``jbo train`` options (ValueError names a bad one)."""
-    from jbo.train import RegularizerConfig, TrainConfig
+    from jbo.train.config import RegularizerConfig, TrainConfig
 
-    try:
-        hypers = json.loads(args.hypers)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--hypers is not valid JSON ({err}); e.g. '{{\"max_radial\": 4}}'")
-    return TrainConfig(
-        db=args.db, model=args.model, hypers=hypers, makeup=args.makeup,
-        baseline_from_atoms=args.baseline_from_atoms,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
-        energy_weight=args.energy_weight, force_weight=args.force_weight, dtype=args.dtype,
-        val_fraction=args.val_fraction, patience=args.patience,
-        min_improvement=args.min_improvement, plateau_patience=args.plateau_patience,
-        plateau_factor=args.plateau_factor, ema_decay=args.ema, eval_every=args.eval_every,
-        max_steps=args.max_steps, max_seconds=args.max_seconds, seed=args.seed,
-        shard=args.shard, out_dir=args.out, resume=not args.no_resume, progress=not args.quiet,
-        regularizer=RegularizerConfig(lam=args.lam, order=args.order, mode=args.reg_mode,
-                                      every=args.reg_every, batch_size=args.reg_batch))
+    reg = config_from_args(RegularizerConfig, args, prefix="reg-")
+    return config_from_args(TrainConfig, args, regularizer=reg)
 
 
 def _train(args) -> int:
@@ -172,12 +132,12 @@ def _decompose(args) -> int:
     if args.calculator is not None:
         return _decompose_calculator(args)
 
-    from jbo.data.batches import read_db
+    from jbo.data.records import read_records
     from jbo.train.analysis import model_per_order
     from jbo.train.model import load_trained
 
     trained = load_trained(args.checkpoint, which=args.which)
-    rows = [r for r in read_db(args.db, split=args.split) if r.is_full]
+    rows = [r for r in read_records(args.db, split=args.split) if r.is_full]
     if not rows:
         print(f"no full clusters with split={args.split!r} in {args.db}", file=sys.stderr)
         return 2
@@ -256,10 +216,8 @@ def _decompose_calculator(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jbo`` console script; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "label":
-        from jbo.data.__main__ import main as label_main
-        return int(label_main(argv[1:]) or 0)
+    from jbo.data.store import StoreError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -270,11 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.config = train_config(args)
         except ValueError as err:
             parser.error(f"train: {err}")
-    from jbo.data.store import StoreError
-
+    expected = (ValueError, StoreError, OSError) + ((KeyError,) if args.command == "data" else ())
     try:
-        return {"train": _train, "decompose": _decompose}[args.command](args)
-    except (ValueError, StoreError, OSError) as exc:  # bad input: one line, no traceback
+        return int(args.fn(args) or 0)
+    except expected as exc:  # bad input: one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -6,7 +6,7 @@ import pytest
 import jbo  # noqa: F401
 from jbo.train import TrainConfig
 from jbo.train.dataset import normalization, prepare
-from tests.test_train_fixtures import reference_energy, write_toy_db
+from tests.toy import reference_energy, write_toy_db
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from ase import Atoms
 from jbo.calculator import JboCalculator
 from jbo.train import RegularizerConfig, TrainConfig, load_trained, train
 from jbo.train.losses import structure_energy
-from tests.test_train_fixtures import ToyEAM, toy_cluster, write_toy_db
+from tests.toy import ToyEAM, toy_cluster, write_toy_db
 
 
 @pytest.fixture(scope="module")

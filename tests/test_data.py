@@ -361,7 +361,7 @@ def test_two_labellers_write_each_task_once(db_url, tmp_path):
 
 def test_ok_row_without_energy_is_not_done(db_url):
     """A status=ok row with no energy is relabelled in place, and skipped by readers."""
-    from jbo.data.batches import read_db
+    from jbo.data.records import read_records
     from jbo.data.label import label
     from jbo.data.mbe import all_mbe
     from jbo.data.records import read_parents
@@ -376,7 +376,7 @@ def test_ok_row_without_energy_is_not_done(db_url):
                                              split="train", method="fci", basis="sto-3g",
                                              status="ok", spin=0, seed=3))
     assert done_tasks(db)[(cid, 3, "fci", "sto-3g")] == (bad, "unlabelled")
-    assert read_db(db_url) == [] and all_mbe(read_parents(db_url))[0] == []
+    assert read_records(db_url) == [] and all_mbe(read_parents(db_url))[0] == []
     rep = label(db_url, parents, n_workers=0, progress=False)
     assert rep.written_ok == 3
     fixed = db.get(id=bad)
@@ -386,12 +386,12 @@ def test_ok_row_without_energy_is_not_done(db_url):
 
 def test_training_reads_back_the_labels(db_url):
     """What labelling wrote is what training reads: energies, forces, keys, on either backend."""
-    from jbo.data.batches import read_db
+    from jbo.data.records import read_records
     from jbo.data.label import label
 
     parents = clusters.generate([3], ["low"], 1, seed=11)
     label(db_url, parents, n_workers=0, progress=False)
-    recs = {r.subset: r for r in read_db(db_url, split="train")}
+    recs = {r.subset: r for r in read_records(db_url, split="train")}
     assert sorted(recs) == list(range(1, 8))
     full = recs[7]
     np.testing.assert_allclose(full.positions, parents[0].positions, atol=1e-12)
@@ -401,7 +401,10 @@ def test_training_reads_back_the_labels(db_url):
 
 
 def test_cli_generate_label_mbe_summary(tmp_path, capsys):
-    from jbo.data import main
+    from jbo.cli import main as jbo_main
+
+    def main(argv):  # `jbo data ...`
+        return jbo_main(["data", *argv])
 
     xyz, db = str(tmp_path / "c.extxyz"), str(tmp_path / "c.db")
     assert main(["generate", "--sizes", "3", "--regimes", "low", "--count", "2",

@@ -14,7 +14,7 @@ from jbo.calculator import JboCalculator
 from jbo.decompose import body_orders
 from jbo.train.model import Trained, energy_model, load_trained
 from tests.test_train_forces import SLOW, SMALL
-from tests.test_train_fixtures import toy_cluster
+from tests.toy import toy_cluster
 
 BASE = {1: -13.6, 8: -2041.3}
 
@@ -45,7 +45,7 @@ def test_round_trip_gives_identical_energies_and_forces(name, tmp_path):
 def test_file_is_accepted_by_engine_calculator_and_cli(tmp_path, capsys):
     from ase import Atoms
     from jbo.cli import main
-    from tests.test_train_fixtures import write_toy_db
+    from tests.toy import write_toy_db
     path = models.save(tmp_path / "soap.jbo", _trained("soap_bpnn"))
     pot = load_trained(path)
     pos = toy_cluster(4, 2)
@@ -99,5 +99,5 @@ def test_bad_files_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="do not fit"):
         models.load(path)
     with pytest.raises(ValueError, match="only jbo.models zoo models"):
-        from tests.test_train_fixtures import ToyEAM
+        from tests.toy import ToyEAM
         models.save(tmp_path / "toy.jbo", ToyEAM(), {"params": {}})

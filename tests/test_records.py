@@ -106,7 +106,10 @@ def test_validate_passes_clean_data_and_names_each_planted_fault(store):
 
 
 def test_validate_cli_exit_codes(store, tmp_path, capsys):
-    from jbo.data import main
+    from jbo.cli import main as jbo_main
+
+    def main(argv):  # `jbo data ...`
+        return jbo_main(["data", *argv])
 
     path = tmp_path / "d.npz"
     assert main(["pack", "--db", store, "-o", str(path)]) == 0

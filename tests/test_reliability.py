@@ -73,7 +73,7 @@ def _tiny_model():
 
 def test_nan_positions_are_refused_at_every_entry_point(tmp_path):  # item 5
     from jbo.calculator import JboCalculator
-    from jbo.data.batches import read_db
+    from jbo.data.records import read_records
     from jbo.train.model import Trained, energy_model
 
     module, params = _tiny_model()
@@ -105,7 +105,7 @@ def test_nan_positions_are_refused_at_every_entry_point(tmp_path):  # item 5
     with sqlite3.connect(tmp_path / "nan.db") as con:  # a labelled row whose geometry is NaN
         con.execute("UPDATE systems SET positions = ? WHERE id = ?", (nan.tobytes(), row_id))
     with pytest.raises(ValueError, match=f"row {row_id} .*not finite"):
-        read_db(str(tmp_path / "nan.db"))
+        read_records(str(tmp_path / "nan.db"))
 
 
 @pytest.mark.parametrize("hypers,phrase", [
@@ -188,7 +188,7 @@ def _api_cases(tmp_path):
     folder = tmp_path / "folder.db"
     folder.mkdir()
     from jbo.calculator import JboCalculator
-    from jbo.data.batches import read_db
+    from jbo.data.records import read_records
     from jbo.data.store import StoreError, connect
     from jbo.train.model import Trained, energy_model
 
@@ -235,9 +235,9 @@ def _api_cases(tmp_path):
         "store: text file named .db": (lambda: connect(str(text)), StoreError,
                                        "is not a SQLite database"),
         "store: directory": (lambda: connect(str(folder)), StoreError, "is a directory"),
-        "training data: text file": (lambda: read_db(text), StoreError,
+        "training data: text file": (lambda: read_records(text), StoreError,
                                      "is not a SQLite database"),
-        "training data: truncated": (lambda: read_db(truncated), StoreError,
+        "training data: truncated": (lambda: read_records(truncated), StoreError,
                                      "truncated .* or corrupted"),
     }
 
@@ -310,8 +310,9 @@ def test_cli_errors_are_clear(name, argv, phrase, tmp_path, capsys, monkeypatch)
         pytest.skip("root writes to read-only files: nothing to refuse")
     monkeypatch.chdir(tmp_path)
     tool, *args = [a.format(**dbs) for a in argv]
-    if tool == "jbo.data":
-        from jbo.data.cli import main
+    if tool == "jbo.data":  # `jbo data ...`: the same parser
+        from jbo.cli import main
+        args = ["data", *args]
     elif tool == "jbo":
         from jbo.cli import main
     else:

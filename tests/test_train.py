@@ -3,43 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import subprocess
-import sys
-import textwrap
 import warnings
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from jbo.data.batches import batch_indices, read_db
-from jbo.train import (CheckpointError, Checkpoints, RegularizerConfig, TrainConfig,
-                       TrainingDiverged, train)
+from jbo.data.records import read_records
+from jbo.train import (CheckpointError, Checkpoints, RegularizerConfig, TrainingDiverged,
+                       train)
+from jbo.train.dataset import batch_indices
 from jbo.train.metrics import read_csv
-from tests.test_train_fixtures import ToyEAM, write_toy_db
-
-ROOT = Path(__file__).resolve().parents[1]
-REG = RegularizerConfig(lam=0.05, order=2, batch_size=2, backend="masks")  # fast to compile
-
-
-@pytest.fixture(scope="module")
-def toy_db(tmp_path_factory) -> Path:
-    return write_toy_db(tmp_path_factory.mktemp("db") / "toy.db")
-
-
-def _cfg(db, **kw) -> TrainConfig:
-    base = dict(db=str(db), model="toy", makeup="up_to:2", epochs=3, batch_size=16, lr=1e-2,
-                progress=False, tensorboard=False, force_weight=0.1, regularizer=REG,
-                checkpoint_seconds=0.0)
-    base.update(kw)
-    return TrainConfig(**base)
+from tests.toy import ToyEAM, toy_config
 
 
 def test_loss_decreases_and_logs(toy_db, tmp_path):
-    res = train(_cfg(toy_db, out_dir=str(tmp_path), tensorboard=True), module=ToyEAM())
+    res = train(toy_config(toy_db, out_dir=str(tmp_path), tensorboard=True), module=ToyEAM())
     losses = [h["train_loss"] for h in res.history]
     assert len(losses) == 3 and losses[2] < losses[1] < 0.9 * losses[0]
     assert np.isfinite(res.history[-1]["val_mae"]) and res.history[-1]["reg"] > 0
@@ -51,7 +30,7 @@ def test_loss_decreases_and_logs(toy_db, tmp_path):
                for r in res.data.train)
 
 
-# the loop before it ran many steps per dispatch (main at f082889, _cfg(toy_db), seed 0): the
+# the loop before it ran many steps per dispatch (main at f082889, toy_config(toy_db), seed 0): the
 # per-step losses and per-epoch validation MAEs (meV/atom) of the 9-step run
 OLD_LOOP_LOSS = [2.277196776583527, 6.298751685287593, 6.132740681604856, 3.982126188976861,
                  2.9798927929508046, 6.241411438520865, 2.4207473327878524, 3.9409977224280284,
@@ -63,7 +42,7 @@ OLD_LOOP_VAL = [4.826466264102436, 0.14911308739407048, 1.5129101103728004]
 def test_loss_curve_matches_the_per_step_loop(toy_db, log_every):
     """Steps dispatched in chunks over device-resident data reproduce the old per-step loop's
     loss curve and validation MAEs to float64 round-off (forces and regularizer on)."""
-    res = train(_cfg(toy_db, log_every=log_every), module=ToyEAM())
+    res = train(toy_config(toy_db, log_every=log_every), module=ToyEAM())
     np.testing.assert_allclose([s["loss"] for s in res.steps], OLD_LOOP_LOSS, rtol=1e-12)
     np.testing.assert_allclose([h["val_mae"] for h in res.history], OLD_LOOP_VAL, rtol=1e-12)
     assert res.stop_reason == "budget: 3 epochs done"
@@ -72,7 +51,7 @@ def test_loss_curve_matches_the_per_step_loop(toy_db, log_every):
 def test_resume_is_exact_after_interruption_at_random_step(toy_db, tmp_path):
     """Interrupted at a random step (checkpoints only at epoch ends) and resumed: every
     per-step loss of the uninterrupted run is reproduced bit for bit."""
-    straight = train(_cfg(toy_db, out_dir=str(tmp_path / "a")), module=ToyEAM())
+    straight = train(toy_config(toy_db, out_dir=str(tmp_path / "a")), module=ToyEAM())
     n_steps = len(straight.steps)
     stop_at = int(np.random.default_rng().integers(2, n_steps))
 
@@ -81,8 +60,8 @@ def test_resume_is_exact_after_interruption_at_random_step(toy_db, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(toy_db, out_dir=str(tmp_path / "b")), module=ToyEAM(), on_step=interrupt)
-    resumed = train(_cfg(toy_db, out_dir=str(tmp_path / "b")), module=ToyEAM())
+        train(toy_config(toy_db, out_dir=str(tmp_path / "b")), module=ToyEAM(), on_step=interrupt)
+    resumed = train(toy_config(toy_db, out_dir=str(tmp_path / "b")), module=ToyEAM())
     a = read_csv(tmp_path / "a" / "steps.csv")
     b = read_csv(tmp_path / "b" / "steps.csv")
     assert a == b, f"resumed after step {stop_at} differs"
@@ -95,8 +74,8 @@ def test_resume_is_exact_after_interruption_at_random_step(toy_db, tmp_path):
 
 
 def test_max_steps_then_resume_matches(toy_db, tmp_path):
-    full = train(_cfg(toy_db), module=ToyEAM())
-    cfg = _cfg(toy_db, out_dir=str(tmp_path), checkpoint_every=1)
+    full = train(toy_config(toy_db), module=ToyEAM())
+    cfg = toy_config(toy_db, out_dir=str(tmp_path), checkpoint_every=1)
     first = train(cfg.replace(max_steps=3), module=ToyEAM())
     assert first.stop_reason == "budget: max_steps=3 reached" and len(first.steps) == 3
     second = train(cfg, module=ToyEAM())
@@ -104,8 +83,8 @@ def test_max_steps_then_resume_matches(toy_db, tmp_path):
 
 
 def test_nan_loss_stops_naming_batch_and_keeps_checkpoint(toy_db, tmp_path):
-    records = read_db(toy_db)
-    cfg = _cfg(toy_db, out_dir=str(tmp_path), checkpoint_every=1)
+    records = read_records(toy_db)
+    cfg = toy_config(toy_db, out_dir=str(tmp_path), checkpoint_every=1)
     from jbo.train import dataset as ds
     train_rows = ds.prepare(cfg, records).train
     third = batch_indices(len(train_rows), cfg.batch_size, cfg.seed, 0)[2]
@@ -122,7 +101,7 @@ def test_nan_loss_stops_naming_batch_and_keeps_checkpoint(toy_db, tmp_path):
 
 
 def test_corrupt_checkpoint_falls_back_to_previous(toy_db, tmp_path):
-    cfg = _cfg(toy_db, max_steps=3, out_dir=str(tmp_path), checkpoint_every=1)
+    cfg = toy_config(toy_db, max_steps=3, out_dir=str(tmp_path), checkpoint_every=1)
     train(cfg, module=ToyEAM())
     ckpt = Checkpoints(tmp_path / "checkpoints")
     assert ckpt.steps() == [3, 2, 1]
@@ -149,7 +128,7 @@ def test_corrupt_checkpoint_falls_back_to_previous(toy_db, tmp_path):
 
 def test_float32_training_with_amortized_masks_regularizer(toy_db):
     reg = RegularizerConfig(lam=0.05, order=2, batch_size=2, every=2, backend="masks")
-    res = train(_cfg(toy_db, dtype="float32", force_weight=0.0, regularizer=reg),
+    res = train(toy_config(toy_db, dtype="float32", force_weight=0.0, regularizer=reg),
                 module=ToyEAM())
     leaves = jax.tree_util.tree_leaves(res.params)
     assert all(x.dtype == np.float32 for x in leaves)
@@ -162,40 +141,19 @@ def test_float32_training_with_amortized_masks_regularizer(toy_db):
 
 def test_config_errors_are_clear(toy_db, tmp_path):
     with pytest.raises(ValueError, match="makeup"):
-        train(_cfg(toy_db, makeup="dimers"), module=ToyEAM())
+        train(toy_config(toy_db, makeup="dimers"), module=ToyEAM())
     with pytest.raises(ValueError, match="dtype"):
-        _cfg(toy_db, dtype="float16")
-    train(_cfg(toy_db, max_steps=1, out_dir=str(tmp_path)), module=ToyEAM())
+        toy_config(toy_db, dtype="float16")
+    train(toy_config(toy_db, max_steps=1, out_dir=str(tmp_path)), module=ToyEAM())
     with pytest.raises(ValueError, match=r"cannot resume .*\['lr'\]"):
-        train(_cfg(toy_db, lr=0.5, out_dir=str(tmp_path)), module=ToyEAM())
+        train(toy_config(toy_db, lr=0.5, out_dir=str(tmp_path)), module=ToyEAM())
 
 
-SHARDED = textwrap.dedent("""
-    import os, sys, json
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    sys.path.insert(0, {root!r})
-    import jax, jbo
-    from jbo.train import TrainConfig, train
-    from tests.test_train_fixtures import ToyEAM
-    assert jax.device_count() == 8, jax.devices()
-    cfg = TrainConfig.from_dict(json.loads({cfg!r}))
-    r = train(cfg, module=ToyEAM())
-    print("RESULT" + json.dumps(dict(steps=[s["loss"] for s in r.steps],
-                                     val=[h["val_mae"] for h in r.history])))
-""")
-
-
-def test_sharded_matches_single_device(toy_db):
+def test_sharded_matches_single_device(toy_db, eight_devices):
     """8 fake CPU devices (batch split, params replicated; forces and the regularizer on)
     give the single-device losses and validation errors to rounding."""
-    cfg = _cfg(toy_db)
-    single = train(cfg, module=ToyEAM())  # same spec as the other tests: compiled already
-    code = SHARDED.format(root=str(ROOT), cfg=cfg.replace(shard=True).to_json())
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sharded = json.loads(proc.stdout.split("RESULT")[-1])
+    single = train(toy_config(toy_db), module=ToyEAM())  # same spec as the other tests: compiled
+    sharded = eight_devices["train"]
     np.testing.assert_allclose(sharded["steps"], [s["loss"] for s in single.steps], rtol=1e-9)
     np.testing.assert_allclose(sharded["val"], [h["val_mae"] for h in single.history],
                                rtol=1e-9)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +13,7 @@ from jbo.train import RegularizerConfig, TrainConfig, TrainState, load_trained, 
 from jbo.train.checkpoints import Checkpoints
 from jbo.train.convergence import after_evaluation, describe
 from jbo.train.loop import evaluate
-from tests.test_train_fixtures import ToyEAM, write_toy_db
-
-
-@pytest.fixture(scope="module")
-def toy_db(tmp_path_factory) -> Path:
-    return write_toy_db(tmp_path_factory.mktemp("db") / "toy.db")
+from tests.toy import ToyEAM
 
 
 def _cfg(db, **kw) -> TrainConfig:

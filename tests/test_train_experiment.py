@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.test_train_fixtures import write_toy_db
+from tests.toy import write_toy_db
 
 
 @pytest.mark.experiment
@@ -35,11 +35,11 @@ def test_main_job_quick_on_tiny_db(tmp_path):
     # trained to a rule with a recorded stop reason; the models ship as loadable files
     from jbo import models
     from jbo.train.loop import evaluate
-    from jbo.data.batches import read_db
+    from jbo.data.records import read_records
     for name in ("plain", "regularized"):
         r = saved["runs"][name]
         assert r["stop_reason"].startswith(("converged", "budget")) and r["convergence_rule"]
         assert len(r["validation_curve"]["step"]) == len(r["validation_curve"]["lr"])
         pot = models.load(out / r["model_file"])
-        val = [x for x in read_db(db) if x.cluster in set(summary["val_parents"]) and x.is_full]
+        val = [x for x in read_records(db) if x.cluster in set(summary["val_parents"]) and x.is_full]
         assert abs(evaluate(pot.model, pot.params, val)["mae"] - r["val_mae_mev_per_atom"]) < 1e-9

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from jbo import models
-from jbo.data.batches import Record
+from jbo.data.records import Record
 from jbo.train import TrainConfig, train
 from jbo.train import dataset as ds
 from jbo.train.losses import energy_force_loss
 from jbo.train.model import energy_model
-from tests.test_train_fixtures import (ToyEAM, reference_energy, reference_forces, toy_cluster,
-                                       write_toy_db)
+from tests.toy import (ToyEAM, reference_energy, reference_forces, toy_cluster,
+                       write_toy_db)
 
 SMALL = {  # tiny hypers: compile time dominates
     "soap_bpnn": dict(max_radial=3, max_angular=2, hidden=(8,)),
@@ -36,7 +36,7 @@ def _batch(sizes=(3, 4, 4)) -> dict[str, np.ndarray]:
         recs.append(Record(pos, np.ones(n, np.int32), reference_energy(pos),
                            reference_forces(pos) if j else None, f"c{j}", (1 << n) - 1, n,
                            "train"))
-    return ds.padded(recs, len(recs))  # the first row has no forces: must not count
+    return ds.pad_records(recs)  # the first row has no forces: must not count
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
@@ -81,9 +81,9 @@ def test_force_training_reports_force_errors_and_uses_subcluster_forces(tmp_path
     assert h[-1]["train_force_mae"] < h[0]["train_force_mae"]
     # the validation force MAE is the mean |ΔF| component of the validation clusters (meV/Å)
     from jbo.train.losses import batch_energy_forces
-    b = ds.padded(data.val, len(data.val))
-    _, f = batch_energy_forces(res.model, res.best_params, b["positions"], b["species"],
-                               b["mask"], True)
-    err = np.abs(np.asarray(f) - b["forces"])[b["mask"]]
+    b = ds.pad_records(data.val)
+    _, f = batch_energy_forces(res.model, res.best_params, b.positions, b.species,
+                               b.mask, True)
+    err = np.abs(np.asarray(f) - b.forces)[b.mask]
     best = min(range(len(h)), key=lambda i: h[i]["val_mae"])
     np.testing.assert_allclose(h[best]["val_force_mae"], 1e3 * err.mean(), rtol=1e-9)

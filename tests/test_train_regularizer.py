@@ -12,7 +12,7 @@ import pytest
 from jbo.train.losses import EnergyModel, cast_tree, contract_energy_fn
 from jbo.train.regularizers import (body_order_penalty, exact_penalty, exhaustive_terms,
                                     penalty_from_terms, truncation_penalty)
-from tests.test_train_fixtures import ToyEAM, toy_cluster
+from tests.toy import ToyEAM, reference_energy, toy_cluster
 
 SCALE = 0.7
 
@@ -148,3 +148,14 @@ def test_subset_energies_are_float64_when_training_float32():
     assert e_reg.dtype == jnp.float64
     assert float(e_reg) == float(e_64)
     assert abs(float(e_32) - float(e_64)) < 1e-3  # same model, float32 rounding
+
+
+def test_reference_is_many_body():
+    """The stand-in reference really has 3- and 4-body terms (else the regularizer is moot)."""
+    from jbo import lattice
+    pos = toy_cluster(4, 1)
+    e = np.array([reference_energy(pos, [(s >> i) & 1 for i in range(4)]) if s else 0.0
+                  for s in range(16)])
+    eps = np.asarray(lattice.mobius(jnp.asarray(e)))
+    pc = lattice.popcount(np.arange(16))
+    assert np.abs(eps[pc == 3]).max() > 1e-3 and abs(eps[15]) > 1e-5

@@ -8,16 +8,7 @@ Modules (imported on demand; PySCF is only needed for labelling):
 * :mod:`jbo.data.store`: the ase.db schema of docs/CONTRACTS.md, resumable bookkeeping.
 * :mod:`jbo.data.label`: parallel, resumable labelling with dask.distributed.
 * :mod:`jbo.data.mbe`: the MBE of the reference energies via :mod:`jbo.lattice`.
-* :mod:`jbo.data.cli`: ``python -m jbo.data {generate,label,mbe,summary}``; ``main(argv)``.
+* :mod:`jbo.data.records`: the one reader of a dataset into records, the compact format.
+* :mod:`jbo.data.cli`: the ``jbo data {generate,label,pack,validate,export,mbe,summary,compact}``
+  subcommands (also ``python -m jbo.data ...``).
 """
-
-from __future__ import annotations
-
-from typing import Sequence
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The reference-data CLI (see :mod:`jbo.data.cli`)."""
-    from jbo.data.cli import main as _main
-
-    return _main(argv)

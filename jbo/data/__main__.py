@@ -1,8 +1,8 @@
-"""``python -m jbo.data ...``: see :mod:`jbo.data.cli`."""
+"""``python -m jbo.data ...``: the same parser as ``jbo data ...`` (:mod:`jbo.cli`)."""
 
 import sys
 
-from jbo.data.cli import main
+from jbo.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["data", *sys.argv[1:]]))

@@ -1,30 +1,29 @@
-"""The reference-data command line: ``python -m jbo.data {generate,label,pack,validate,export,mbe,summary,compact}``.
+"""The reference-data commands: ``jbo data {generate,label,pack,validate,export,mbe,summary,compact}``.
 
-``main(argv)`` is the entry point (the project CLI hooks it as ``jbo label``). Examples::
+:func:`add_commands` adds them to the one ``jbo`` parser (:mod:`jbo.cli`);
+``python -m jbo.data ...`` is the same as ``jbo data ...``. Examples::
 
-    python -m jbo.data generate --sizes 4-8 --regimes low,high --count 30 --seed 0 -o c.extxyz
-    python -m jbo.data label --db data/work/labels.db --sizes 4-8 --regimes low,high \\
+    jbo data generate --sizes 4-8 --regimes low,high --count 30 --seed 0 -o c.extxyz
+    jbo data label --db data/work/labels.db --sizes 4-8 --regimes low,high \\
         --count 30 --seed 0 --split train --subsets all --method fci --basis sto-3g
-    python -m jbo.data label --db refs.db --clusters c.extxyz --scheduler tcp://host:8786
+    jbo data label --db refs.db --clusters c.extxyz --scheduler tcp://host:8786
         (the workers of an existing cluster need jbo and PySCF importable)
-    python -m jbo.data pack --db data/work/labels.db -o data/h_clusters.npz
-    python -m jbo.data validate --db data/h_clusters.npz --sample 200
-    python -m jbo.data export --db data/h_clusters.npz -o rows.extxyz
-    python -m jbo.data mbe --db data/h_clusters.npz
-    python -m jbo.data summary --db data/h_clusters.npz --markdown
-    python -m jbo.data compact --db data/work/labels.db --drop-indices
+    jbo data pack --db data/work/labels.db -o data/h_clusters.npz
+    jbo data validate --db data/h_clusters.npz --sample 200
+    jbo data export --db data/h_clusters.npz -o rows.extxyz
+    jbo data mbe --db data/h_clusters.npz
+    jbo data summary --db data/h_clusters.npz --markdown
+    jbo data compact --db data/work/labels.db --drop-indices
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter, defaultdict
-from typing import Sequence
 
 import numpy as np
 
-__all__ = ["main", "parse_sizes", "parse_count"]
+__all__ = ["add_commands", "parse_sizes", "parse_count"]
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -257,9 +256,9 @@ def _cmd_compact(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m jbo.data", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add the reference-data subcommands to ``sub`` (``jbo data``'s subparsers); each sets
+    ``fn``, which takes the parsed arguments and returns the exit status."""
     g = sub.add_parser("generate", help="write random H clusters to an extxyz file")
     _add_generation(g, required=True)
     g.add_argument("-o", "--output", required=True)
@@ -315,16 +314,3 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relabelling agreement (meV, default 1e-3)")
     v.add_argument("--no-progress", action="store_true")
     v.set_defaults(fn=_cmd_validate)
-    return ap
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    from jbo.data.store import StoreError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.fn(args) or 0)
-    except (ValueError, KeyError, StoreError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2

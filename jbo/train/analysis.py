@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbo import lattice
-from jbo.data.batches import Record, pad_records
+from jbo.data.records import Record
+from jbo.train.dataset import pad_records
 from jbo.decompose import body_orders
 from jbo.train.losses import EnergyModel, contract_energy_fn
 

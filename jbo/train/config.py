@@ -5,39 +5,38 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any
+import re
+from typing import Any, Literal
 
-__all__ = ["TrainConfig", "RegularizerConfig"]
+from jbo.configargs import option
+
+__all__ = ["TrainConfig", "RegularizerConfig", "parse_makeup"]
 
 
 @dataclasses.dataclass(frozen=True)
 class RegularizerConfig:
-    """The body-order regularizer (see :mod:`jbo.train.regularizers`).
-
-    lam: strength λ (0 disables it). order: K, interaction orders k > K are penalized.
-    mode: ``"terms"`` (λ Σ_{k>K} w_k Σ_{|S|=k} ε(S)² / n) or ``"truncation"``
-      (λ ((E − E_MBE(K)) / n)²), both in units of the normalisation scale s.
-    weights: w_k for k = K+1, K+2, ... (missing entries = 1).
-    exact_max_atoms: clusters of at most this many atoms (all of the batch) use the exact
-      exhaustive lattice; larger ones use the stochastic estimator with ``samples`` subsets per
-      order up to ``max_order``.
-    batch_size: clusters drawn from the training full clusters per step for the penalty.
-    every: evaluate the penalty on every n-th step only, weighted by n (same expected
-      gradient, 1/n of the cost).
-    backend: ``"engine"`` (jbo.decompose, fastest steps) or ``"masks"`` (one vmap over subset
-      masks: same values, much faster to compile); see :mod:`jbo.train.regularizers`.
+    """The body-order regularizer (see :mod:`jbo.train.regularizers`); each field's help is
+    its ``jbo train`` option (:mod:`jbo.configargs`). Penalties are in units of the
+    normalisation scale s; ``every = n`` gives the same expected gradient at 1/n of the cost.
     """
 
-    lam: float = 0.0
-    order: int = 2
-    mode: str = "terms"
-    weights: tuple[float, ...] = ()
-    exact_max_atoms: int = 10
-    samples: int = 4
-    max_order: int = 6
-    batch_size: int = 4
-    every: int = 1
-    backend: str = "engine"
+    lam: float = option(0.0, flag="--lam", help="body-order regularizer strength λ (0: off)")
+    order: int = option(2, flag="--order", help="regularizer order K: penalize orders k > K")
+    mode: Literal["terms", "truncation"] = option(
+        "terms", help="truncation: λ((E − E_MBE(K))/(n s))², from subsets of size <= K (~2.5x "
+        "a plain step); terms: λ Σ_{k>K} Σ_{|S|=k} ε(S)²/(n s²) over all 2^n subsets (~15x; "
+        "amortize with --reg-every)")
+    weights: tuple[float, ...] = option((), help="w_k for k = K+1, K+2, ... (comma-separated; "
+                                        "missing entries = 1)")
+    exact_max_atoms: int = option(10, help="clusters of at most this many atoms use the exact "
+                                  "lattice, larger ones the stochastic estimator")
+    samples: int = option(4, help="stochastic estimator: subsets per order")
+    max_order: int = option(6, help="stochastic estimator: highest order sampled")
+    batch_size: int = option(4, flag="--reg-batch", help="clusters per penalty evaluation")
+    every: int = option(1, help="evaluate the penalty every n-th step only, weighted by n")
+    backend: Literal["engine", "masks"] = option(
+        "engine", help="engine: jbo.decompose (fastest steps); masks: one vmap over subset "
+        "masks (same values, much faster to compile)")
 
     def __post_init__(self):
         _number(self, "lam", lo=0.0)
@@ -58,54 +57,72 @@ class RegularizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on. Units: eV, Å; learning rate per optax step."""
+    """Everything a training run depends on. Units: eV, Å; learning rate per optax step.
+    Each field's help is its ``jbo train`` option (:mod:`jbo.configargs`)."""
 
-    db: str = "data/h_clusters.npz"
-    model: str = "soap_bpnn"
-    hypers: dict[str, Any] = dataclasses.field(default_factory=dict)
-    makeup: str = "full"  # full | up_to:M | ...+atoms | all  (jbo.data.batches.parse_makeup)
-    val_fraction: float = 0.2
-    split_seed: int = 0
-    seed: int = 0
-    dtype: str = "float64"  # float32 | float64: parameters and model inputs
-    epochs: int = 100
-    max_steps: int | None = None  # stop after this many optimizer steps (e.g. to test resume)
-    batch_size: int = 16
-    lr: float = 3e-3
-    schedule: str = "cosine"  # constant | cosine | exponential
-    warmup_steps: int = 0
-    decay_rate: float = 0.1  # exponential: lr * decay_rate ** (step / total_steps)
-    grad_clip: float | None = 10.0
-    energy_weight: float = 1.0
-    force_weight: float = 0.0
-    baseline: bool = True  # fit a composition baseline Σ_Z c_Z n_Z and learn the residual
-    # take c_Z from the isolated-atom rows of the training set instead of a least-squares fit:
+    db: str = option("data/h_clusters.npz", help="dataset: compact .npz or ase.db file/URL")
+    model: str = option("soap_bpnn", help="registered model (jbo.models.available())")
+    hypers: dict[str, Any] = option(default_factory=dict, help="model hyperparameters as "
+                                    "JSON, e.g. '{\"max_radial\": 4}'")
+    makeup: str = option("full", help="training rows: full | up_to:M (add subclusters of 2..M "
+                         "atoms) | ...+atoms (add isolated atoms) | all")
+    val_fraction: float = option(0.2, help="fraction of the training parents held out for "
+                                 "validation (split by parent cluster)")
+    split_seed: int = option(0, help="seed of the train/validation split")
+    seed: int = option(0, help="seed of the parameters, data order and regularizer samples")
+    dtype: Literal["float32", "float64"] = option(
+        "float64", help="parameters and model inputs")
+    epochs: int = option(100, help="epoch budget")
+    max_steps: int | None = option(None, help="step budget (e.g. to test resume)")
+    batch_size: int = option(16, help="structures per optimizer step")
+    lr: float = option(3e-3, help="peak learning rate (Adam)")
+    schedule: Literal["constant", "cosine", "exponential"] = option(
+        "cosine", help="learning-rate schedule over all epochs")
+    warmup_steps: int = option(0, help="linear warm-up steps (cosine)")
+    decay_rate: float = option(0.1, help="exponential: lr * decay_rate ** (step / total_steps)")
+    grad_clip: float | None = option(10.0, help="clip the global gradient norm (none: off)")
+    energy_weight: float = option(1.0, help="weight of the per-atom energy loss")
+    force_weight: float = option(0.0, help="weight of the force loss relative to the "
+                                 "per-atom energy loss")
+    baseline: bool = option(True, help="do not fit a composition baseline Σ_Z c_Z n_Z (by "
+                            "default the model learns the residual)")
     # zoo models (no biases) predict exactly c_Z for an isolated atom, so this makes the
-    # model's E^(1) the reference's (needs a makeup with '+atoms' or 'all')
-    baseline_from_atoms: bool = False
-    normalize: bool = True  # scale model output by the std of per-atom residual energies
-    # convergence (jbo.train.convergence): evaluations without a relative improvement of the
-    # validation MAE by more than min_improvement before stopping (None: never stop early)
-    patience: int | None = None
-    min_improvement: float = 0.0  # relative, e.g. 0.01 = 1 %
-    plateau_patience: int | None = None  # evaluations without improvement before lr *= factor
-    plateau_factor: float = 0.5
-    min_lr_scale: float = 1e-3  # the plateau reductions stop at this fraction of the schedule
-    max_seconds: float | None = None  # wall-time budget of the training steps (s; setup excluded)
-    ema_decay: float = 0.0  # parameter EMA (e.g. 0.99): evaluated and kept as best; 0 = off
-    eval_every: int | None = None  # steps between validations; None = once per epoch
-    log_every: int = 64  # steps per dispatch: metrics read, logged and checked this often
+    # model's E^(1) the reference's
+    baseline_from_atoms: bool = option(False, help="composition baseline = the isolated-atom "
+                                       "energies of the training set (needs a makeup with "
+                                       "+atoms); default: least-squares fit")
+    normalize: bool = option(True, help="do not scale the model output by the std of the "
+                             "per-atom residual energies")
+    patience: int | None = option(None, help="stop when the validation MAE has not improved "
+                                  "by more than --min-improvement in this many evaluations")
+    min_improvement: float = option(0.0, help="relative improvement that counts (0.01 = 1%)")
+    plateau_patience: int | None = option(None, help="evaluations without improvement before "
+                                          "the learning rate is multiplied by --plateau-factor")
+    plateau_factor: float = option(0.5, help="learning-rate factor at a plateau")
+    min_lr_scale: float = option(1e-3, help="plateau reductions stop at this fraction of the "
+                                 "schedule")
+    max_seconds: float | None = option(None, help="wall-time budget of the training steps "
+                                       "(s; setup excluded)")
+    ema_decay: float = option(0.0, flag="--ema", help="parameter EMA decay (e.g. 0.99), "
+                              "evaluated and kept as best; 0 = off")
+    eval_every: int | None = option(None, help="steps between validations (default: once per "
+                                    "epoch)")
+    log_every: int = option(64, help="steps per dispatch: metrics read, logged and checked "
+                            "this often")
     regularizer: RegularizerConfig = dataclasses.field(default_factory=RegularizerConfig)
-    out_dir: str | None = None  # checkpoints/, metrics.csv, steps.csv, tensorboard/
-    # checkpoints: every checkpoint_every steps; None = after evaluations, at most once per
-    # checkpoint_seconds of wall time; the last step (or the stop) is always saved
-    checkpoint_every: int | None = None
-    checkpoint_seconds: float = 30.0
-    keep_checkpoints: int = 3
-    resume: bool = True  # continue from the newest valid checkpoint in out_dir
-    shard: bool = False  # data-parallel over jax.devices()
-    progress: bool = True
-    tensorboard: bool = True
+    out_dir: str | None = option(None, flag="--out", help="run folder: checkpoints/, "
+                                 "metrics.csv, steps.csv, tensorboard/ (an existing run there "
+                                 "is resumed)")
+    checkpoint_every: int | None = option(None, help="steps between checkpoints (default: "
+                                          "after evaluations, at most every "
+                                          "--checkpoint-seconds; the last step is always saved)")
+    checkpoint_seconds: float = option(30.0, help="least wall time between checkpoints (s)")
+    keep_checkpoints: int = option(3, help="checkpoints kept")
+    resume: bool = option(True, help="start over even if --out has checkpoints (they are "
+                          "moved aside to checkpoints.replaced-<time>/)")
+    shard: bool = option(False, help="data-parallel over all local devices")
+    progress: bool = option(True, flag="--quiet", help="no progress bar")
+    tensorboard: bool = option(True, help="no TensorBoard event files")
 
     def __post_init__(self):
         if isinstance(self.regularizer, dict):
@@ -116,7 +133,6 @@ class TrainConfig:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.schedule not in ("constant", "cosine", "exponential"):
             raise ValueError(f"schedule must be constant|cosine|exponential, got {self.schedule!r}")
-        from jbo.data.batches import parse_makeup
         parse_makeup(self.makeup)  # ValueError with the accepted forms
         if not isinstance(self.hypers, dict):
             raise ValueError(f"hypers must be a dict of model hyperparameters, got "
@@ -184,3 +200,24 @@ def _integer(cfg, name: str, lo: int) -> None:
     v = getattr(cfg, name)
     if not isinstance(v, int) or isinstance(v, bool) or v < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+
+_MAKEUP_HELP = ("makeup must be 'full', 'all', or 'up_to:M' (M >= 2), optionally followed by "
+                "'+atoms', e.g. 'full', 'up_to:3', 'full+atoms', 'up_to:2+atoms'")
+
+
+def parse_makeup(makeup: str) -> tuple[int, bool, bool]:
+    """``makeup`` -> (max subcluster size m (0 = none), include isolated atoms, everything).
+
+    ``full``: full clusters only. ``up_to:m``: full clusters plus subclusters of 2..m atoms.
+    ``+atoms``: also the 1-atom subsets. ``all``: every labelled row.
+    """
+    m = re.fullmatch(r"\s*(full|all|up_to:(\d+))\s*(\+\s*atoms)?\s*", makeup)
+    if m is None:
+        raise ValueError(f"unknown dataset makeup {makeup!r}: {_MAKEUP_HELP}")
+    if m.group(1) == "all":
+        return 0, True, True
+    size = int(m.group(2)) if m.group(2) else 0
+    if m.group(2) and size < 2:
+        raise ValueError(f"makeup {makeup!r}: M must be >= 2 ({_MAKEUP_HELP})")
+    return size, m.group(3) is not None, False

@@ -1,17 +1,110 @@
-"""The datasets of a training run: train (makeup-selected), validation, regularizer, test."""
+"""The training data of a run: records -> makeup, split, baseline -> padded :class:`Batch`.
+
+Selects the *dataset makeup* (full clusters only, plus subclusters up to m atoms, plus isolated
+atoms) by the popcount of each record's ``subset`` bitmask, splits the ``split="train"`` parents
+into training / validation **by parent cluster** (subclusters of a validation cluster never leak
+into training), fits the composition baseline, and pads records straight into a :class:`Batch`
+(a pytree: numpy on the host, uploaded as is, gathered and sharded on the device):
+
+    positions [B, Nmax, 3] (Å)   species [B, Nmax] int32   mask [B, Nmax] bool
+    energy [B] (eV)              forces [B, Nmax, 3] (eV/Å)  has_forces [B] bool
+    weight [B] (0 for padding rows added to fill a fixed batch size)
+
+Records come from the one reader, :func:`jbo.data.records.read_records`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from collections.abc import Sequence
 
+import flax.struct
 import numpy as np
 
-from jbo.data.batches import (Record, fit_composition_baseline, isolated_atom_baseline,
-                              pad_records, read_db,
-                              select_makeup, split_by_cluster)
-from jbo.train.config import TrainConfig
+from jbo.data.records import Record, read_records
+from jbo.train.config import TrainConfig, parse_makeup
 
-__all__ = ["Datasets", "prepare", "normalization"]
+__all__ = ["Batch", "Datasets", "prepare", "normalization", "baseline_array", "pad_records",
+           "select_makeup", "split_by_cluster", "fit_composition_baseline",
+           "isolated_atom_baseline", "batch_indices"]
+
+
+@flax.struct.dataclass
+class Batch:
+    """Padded arrays of a list of structures (module docstring: shapes, units); a pytree."""
+
+    positions: np.ndarray
+    species: np.ndarray
+    mask: np.ndarray
+    energy: np.ndarray
+    forces: np.ndarray
+    has_forces: np.ndarray
+    weight: np.ndarray
+
+
+def select_makeup(records: Sequence[Record], makeup: str) -> list[Record]:
+    """Rows of ``records`` that the dataset makeup keeps (see :func:`parse_makeup`)."""
+    size, atoms, everything = parse_makeup(makeup)
+    out = []
+    for r in records:
+        k = bin(r.subset).count("1")
+        if everything or r.is_full or (2 <= k <= size) or (atoms and k == 1):
+            out.append(r)
+    return out
+
+
+def _cluster_rank(cluster: str, seed: int) -> float:
+    h = hashlib.sha256(f"{seed}:{cluster}".encode()).digest()
+    return int.from_bytes(h[:8], "little") / 2.0**64
+
+
+def split_by_cluster(records: Sequence[Record], val_fraction: float, seed: int = 0
+                     ) -> tuple[set[str], set[str]]:
+    """Deterministic (train, validation) sets of parent-cluster ids among ``split="train"`` rows.
+
+    Clusters are ranked by a seeded hash of their id (stable when rows are added), and the
+    lowest ``round(val_fraction * n)`` (at least 1 when ``val_fraction > 0`` and n >= 2) go to
+    validation. Every subcluster row follows its parent.
+    """
+    clusters = sorted({r.cluster for r in records if r.split == "train"})
+    if not clusters:
+        raise ValueError("no split='train' rows: the dataset needs training parents")
+    ranked = sorted(clusters, key=lambda c: _cluster_rank(c, seed))
+    n_val = int(round(val_fraction * len(ranked)))
+    if val_fraction > 0 and len(ranked) >= 2:
+        n_val = min(max(n_val, 1), len(ranked) - 1)
+    return set(ranked[n_val:]), set(ranked[:n_val])
+
+
+def pad_records(records: Sequence[Record], n_max: int | None = None,
+                size: int | None = None) -> Batch:
+    """Pad ``records`` to ``[size, n_max]`` arrays. Rows beyond ``len(records)`` repeat the first
+    record with ``weight=0`` (real geometry keeps every model finite on padding rows)."""
+    if not records:
+        raise ValueError("cannot pad an empty list of records")
+    n_max = n_max or max(r.n_atoms for r in records)
+    size = size or len(records)
+    if size < len(records):
+        raise ValueError(f"size={size} is smaller than the number of records {len(records)}")
+    if any(r.n_atoms > n_max for r in records):
+        raise ValueError(f"a record has more than n_max={n_max} atoms")
+    pos = np.zeros((size, n_max, 3))
+    spc = np.zeros((size, n_max), np.int32)
+    msk = np.zeros((size, n_max), bool)
+    frc = np.zeros((size, n_max, 3))
+    eng = np.zeros(size)
+    hasf = np.zeros(size, bool)
+    wgt = np.zeros(size)
+    for b in range(size):
+        r = records[b] if b < len(records) else records[0]
+        n = r.n_atoms
+        pos[b, :n], spc[b, :n], msk[b, :n], eng[b] = r.positions, r.species, True, r.energy
+        if r.forces is not None:
+            frc[b, :n], hasf[b] = r.forces, True
+        wgt[b] = 1.0 if b < len(records) else 0.0
+    return Batch(positions=pos, species=spc, mask=msk, energy=eng, forces=frc, has_forces=hasf,
+                 weight=wgt)
 
 
 @dataclasses.dataclass
@@ -30,7 +123,7 @@ class Datasets:
 
 def prepare(config: TrainConfig, records: list[Record] | None = None) -> Datasets:
     """Read ``config.db`` (unless ``records`` is given) and split it (see :class:`Datasets`)."""
-    records = read_db(config.db) if records is None else records
+    records = read_records(config.db) if records is None else records
     if not records:
         raise ValueError(f"{config.db} holds no status='ok' rows")
     seen: set[tuple[str, int]] = set()
@@ -38,7 +131,7 @@ def prepare(config: TrainConfig, records: list[Record] | None = None) -> Dataset
         if (r.cluster, r.subset) in seen:
             raise ValueError(f"{config.db} labels {r.cluster} subset {r.subset} more than once "
                              "(several methods or bases?); select one, e.g. "
-                             "read_db(db, method='fci') and pass records=")
+                             "read_records(db, method='fci') and pass records=")
         seen.add((r.cluster, r.subset))
     train_ids, val_ids = split_by_cluster(records, config.val_fraction, config.split_seed)
     pool = [r for r in records if r.split == "train"]
@@ -76,14 +169,50 @@ def normalization(config: TrainConfig, train: list[Record]) -> tuple[dict[int, f
     return base, scale
 
 
+def fit_composition_baseline(records: Sequence[Record], ridge: float = 1e-10
+                             ) -> dict[int, float]:
+    """Least-squares energy per element, E ≈ Σ_Z c_Z n_Z (eV per atom of element Z).
+
+    A pure one-body term: it moves only the order-1 part of any body-order decomposition.
+    """
+    zs = sorted({int(z) for r in records for z in r.species})
+    counts = np.array([[np.sum(r.species == z) for z in zs] for r in records], float)
+    energy = np.array([r.energy for r in records])
+    a = counts.T @ counts + ridge * np.eye(len(zs))
+    coef = np.linalg.solve(a, counts.T @ energy)
+    return {z: float(c) for z, c in zip(zs, coef)}
+
+
+def isolated_atom_baseline(records: Sequence[Record]) -> dict[int, float]:
+    """Energy per element (eV) read off the isolated-atom rows (mean over them, which are
+    identical for a size-consistent reference). Raises ValueError for an element without one."""
+    zs = sorted({int(z) for r in records for z in r.species})
+    atoms: dict[int, list[float]] = {}
+    for r in records:
+        if r.n_atoms == 1:
+            atoms.setdefault(int(r.species[0]), []).append(r.energy)
+    missing = [z for z in zs if z not in atoms]
+    if missing:
+        raise ValueError(
+            f"baseline_from_atoms needs isolated-atom rows for elements {missing} in the training "
+            "set; use a makeup with '+atoms' (e.g. 'up_to:4+atoms') or 'all'"
+        )
+    return {z: float(np.mean(atoms[z])) for z in zs}
+
+
+def batch_indices(n: int, batch_size: int, key_seed: int, epoch: int, shuffle: bool = True
+                  ) -> list[np.ndarray]:
+    """Index arrays of one epoch; the permutation depends only on (key_seed, epoch).
+
+    The last batch may be short (callers pad it with zero-weight rows), so every structure is
+    seen exactly once per epoch.
+    """
+    order = (np.random.default_rng([key_seed, epoch]).permutation(n) if shuffle
+             else np.arange(n))
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 def baseline_array(base: dict[int, float], z_max: int = 118) -> np.ndarray:
     """``[z_max+1]`` eV per atom indexed by atomic number (0 for absent elements)."""
     arr = np.zeros(z_max + 1)
     for z, c in base.items():
         arr[int(z)] = c
     return arr
-
-
-def padded(records: list[Record], size: int, n_max: int | None = None) -> dict[str, np.ndarray]:
-    """:func:`jbo.data.batches.pad_records` as a dict (the step's input)."""
-    return pad_records(records, n_max=n_max, size=size).as_dict()

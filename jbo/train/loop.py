@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo.data.batches import Record, batch_indices
+from jbo.data.records import Record
 from jbo.train import dataset as ds
 from jbo.train import sharding
 from jbo.train.checkpoints import Checkpoints
@@ -70,8 +70,8 @@ class Run:
     spec: StepSpec
     mesh: Any
     state: TrainState
-    train_dev: dict  # device-resident padded training rows
-    reg_dev: dict  # device-resident regularizer clusters ({} without regularizer)
+    train_dev: ds.Batch  # device-resident padded training rows
+    reg_dev: ds.Batch | None  # device-resident regularizer clusters (None without regularizer)
     val_dev: list  # device-resident validation chunks
     batch: int  # rows per step (before padding to the device count)
     batch_dev: int
@@ -99,8 +99,8 @@ def setup(config: TrainConfig, module=None, records: list[Record] | None = None)
         total = min(total, config.max_steps)
     rc = config.regularizer
     put = lambda a: sharding.replicate(jax.tree_util.tree_map(jnp.asarray, a), mesh)  # noqa
-    train_dev = put(ds.padded(data.train, len(data.train), n_max))
-    reg_dev = put(ds.padded(data.reg, len(data.reg))) if rc.lam > 0 else {}
+    train_dev = put(ds.pad_records(data.train, n_max))
+    reg_dev = put(ds.pad_records(data.reg)) if rc.lam > 0 else None
     val_dev = _val_chunks(data.val, mesh)
 
     hypers = config.hypers
@@ -108,7 +108,7 @@ def setup(config: TrainConfig, module=None, records: list[Record] | None = None)
         hypers = resolve_hypers(config.model, config.hypers, data.train,
                                 lambda name, **h: create_module(name, h, config.dtype))
         module = create_module(config.model, hypers, config.dtype)
-    params = init_params(module, ds.padded(data.train[:1], 1, n_max), config.seed, dtype)
+    params = init_params(module, ds.pad_records(data.train[:1], n_max), config.seed, dtype)
     model = energy_model(module, params, base, scale, dtype)
     # the schedule spans all epochs, not ``max_steps``: a run stopped early and resumed sees
     # the same learning rates as one that never stopped
@@ -291,7 +291,7 @@ class _Planner:
         epoch, pos = divmod(step, self.run.n_batches)
         if epoch != self._epoch:
             self._epoch = epoch
-            self._batches = batch_indices(len(self.run.data.train), self.run.batch,
+            self._batches = ds.batch_indices(len(self.run.data.train), self.run.batch,
                                           self.run.config.seed, epoch)
         return self._batches[pos]
 
@@ -323,16 +323,16 @@ def _evaluated(run: Run, state: TrainState):
     return state.ema if run.config.ema_decay > 0 else state.params
 
 
-def _val_chunks(records: list[Record], mesh, size: int = 64) -> list[dict]:
+def _val_chunks(records: list[Record], mesh, size: int = 64) -> list[ds.Batch]:
     if not records:
         return []
     n_max = max(r.n_atoms for r in records)
     size = sharding.round_up(min(size, len(records)), mesh)
-    return [sharding.shard_batch(ds.padded(records[i:i + size], size, n_max), mesh)
+    return [sharding.shard_batch(ds.pad_records(records[i:i + size], n_max, size), mesh)
             for i in range(0, len(records), size)]
 
 
-def evaluate_device(model: EnergyModel, params, chunks: list[dict], forces: bool = False
+def evaluate_device(model: EnergyModel, params, chunks: list[ds.Batch], forces: bool = False
                     ) -> dict[str, float]:
     """Energy MAE/RMSE (meV/atom) and, with ``forces``, force MAE/RMSE (meV/Å) of padded
     device-resident chunks; one host transfer. ``{}`` without chunks."""

@@ -105,17 +105,17 @@ def energy_force_loss(params: Params, batch: dict[str, jnp.ndarray], model: Ener
     components).
     """
     use_f = force_weight > 0
-    mask = batch["mask"]
-    e, f = batch_energy_forces(model, params, batch["positions"], batch["species"], mask, use_f)
-    w = batch["weight"]
+    mask = batch.mask
+    e, f = batch_energy_forces(model, params, batch.positions, batch.species, mask, use_f)
+    w = batch.weight
     n = jnp.maximum(jnp.sum(mask, -1), 1)
-    de = (e - batch["energy"]) / n
+    de = (e - batch.energy) / n
     wsum = jnp.sum(w)
     loss = energy_weight * jnp.sum(w * de**2) / jnp.maximum(wsum, 1e-12) / model.scale**2
     sums = {"weight": wsum, "abs_e": jnp.sum(w * jnp.abs(de)), "sq_e": jnp.sum(w * de**2)}
     if use_f:
-        wf = w * batch["has_forces"]
-        df = jnp.where(mask[..., None], f - batch["forces"], 0.0)
+        wf = w * batch.has_forces
+        df = jnp.where(mask[..., None], f - batch.forces, 0.0)
         sq = jnp.sum(df**2, (-1, -2))
         n_f = 3.0 * jnp.sum(wf * n)
         loss = loss + force_weight * jnp.sum(wf * sq) / jnp.maximum(n_f, 1e-12) / model.scale**2

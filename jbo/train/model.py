@@ -9,7 +9,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jbo.train.checkpoints import Checkpoints
 from jbo.train.runs import check_belongs
@@ -47,11 +46,12 @@ def _init(module, key, positions, species, mask, dtype: str):
     return cast_tree(module.init(key, positions, species, mask), jnp.dtype(dtype))
 
 
-def init_params(module, sample: dict[str, np.ndarray], seed: int, dtype) -> Any:
-    """Initialise on the first structure of a padded ``sample`` batch; cast to ``dtype``."""
+def init_params(module, sample, seed: int, dtype) -> Any:
+    """Initialise on the first structure of a padded ``sample`` batch
+    (:class:`jbo.train.dataset.Batch`); cast to ``dtype``."""
     dtype = jnp.dtype(dtype).name
-    return _init(module, jax.random.PRNGKey(seed), jnp.asarray(sample["positions"][0], dtype),
-                 jnp.asarray(sample["species"][0]), jnp.asarray(sample["mask"][0]), dtype)
+    return _init(module, jax.random.PRNGKey(seed), jnp.asarray(sample.positions[0], dtype),
+                 jnp.asarray(sample.species[0]), jnp.asarray(sample.mask[0]), dtype)
 
 
 def _locality(module, params) -> tuple[float | None, bool]:

@@ -47,8 +47,9 @@ def round_up(n: int, mesh: Mesh | None) -> int:
     return -(-n // d) * d
 
 
-def shard_batch(batch: dict[str, Any], mesh: Mesh | None) -> dict[str, Any]:
-    """Put every array of ``batch`` on the mesh, split along its leading (batch) axis."""
+def shard_batch(batch: Any, mesh: Mesh | None) -> Any:
+    """Put every array of ``batch`` (a pytree, e.g. :class:`jbo.train.dataset.Batch`) on the
+    mesh, split along its leading (batch) axis."""
     if mesh is None:
         return jax.tree_util.tree_map(jax.numpy.asarray, batch)
     d = mesh.devices.size

@@ -19,6 +19,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jbo.train.config import RegularizerConfig, TrainConfig
+from jbo.train.dataset import Batch
 from jbo.train.losses import EnergyModel, batch_energy_forces, contract_energy_fn, energy_force_loss
 from jbo.train.regularizers import body_order_penalty
 
@@ -90,11 +91,11 @@ def objective(spec: StepSpec, params, batch, reg_batch, key, step=0):
     if rc.lam > 0:
         def penalty(p):
             pen = body_order_penalty(
-                contract_energy_fn(model, p, jnp.float64), reg_batch["positions"],
-                reg_batch["species"], reg_batch["mask"], key, order=rc.order, mode=rc.mode,
+                contract_energy_fn(model, p, jnp.float64), reg_batch.positions,
+                reg_batch.species, reg_batch.mask, key, order=rc.order, mode=rc.mode,
                 weights=rc.weights, scale=model.scale, exact_max_atoms=rc.exact_max_atoms,
                 samples=rc.samples, max_order=rc.max_order, backend=rc.backend)
-            w = reg_batch["weight"]
+            w = reg_batch.weight
             return jnp.sum(w * pen) / jnp.maximum(jnp.sum(w), 1e-12)
         if rc.every == 1:
             reg = penalty(params)
@@ -129,14 +130,13 @@ def init_opt(opt: OptSpec, params):
     return opt.build().init(params)
 
 
-def _gather(arrays: dict, idx, weight, mesh):
-    """Rows ``idx[B]`` of device-resident arrays; ``weight[B]`` replaces their weight column."""
-    out = {k: jnp.take(v, idx, axis=0) for k, v in arrays.items()}
-    out["weight"] = weight
+def _gather(arrays: Batch, idx, weight, mesh) -> Batch:
+    """Rows ``idx[B]`` of a device-resident batch; ``weight[B]`` replaces their weights."""
+    out = jax.tree_util.tree_map(lambda v: jnp.take(v, idx, axis=0), arrays)
+    out = out.replace(weight=weight)
     if mesh is not None:  # split the gathered batch over the devices (GSPMD does the rest)
-        out = {k: jax.lax.with_sharding_constraint(
-            v, NamedSharding(mesh, PartitionSpec("data", *([None] * (v.ndim - 1)))))
-            for k, v in out.items()}
+        out = jax.tree_util.tree_map(lambda v: jax.lax.with_sharding_constraint(
+            v, NamedSharding(mesh, PartitionSpec("data", *([None] * (v.ndim - 1))))), out)
     return out
 
 
@@ -149,7 +149,8 @@ def _full_metrics(m: dict) -> dict:
 def run_steps(spec: StepSpec, params, opt_state, ema, data, reg_data, key, plan, n, lr_scale):
     """Up to ``n <= K`` optimizer steps in one dispatch.
 
-    data / reg_data: device-resident padded arrays of the training rows / regularizer clusters.
+    data / reg_data: device-resident :class:`Batch` of the training rows / regularizer clusters
+      (``reg_data`` None without regularizer).
     plan: ``idx [K,B]``, ``weight [K,B]`` (0 for padding rows), ``reg_idx [K,R]``,
       ``reg_weight [K,R]``, ``step [K]``
       (the 0-based global index of each step). key: the run's PRNG key (step keys are
@@ -169,7 +170,7 @@ def run_steps(spec: StepSpec, params, opt_state, ema, data, reg_data, key, plan,
         i, _, params, opt_state, ema, bufs = c
         batch = _gather(data, plan["idx"][i], plan["weight"][i], spec.mesh)
         reg_batch = _gather(reg_data, plan["reg_idx"][i], plan["reg_weight"][i],
-                            spec.mesh) if reg_data else {}
+                            spec.mesh) if reg_data is not None else None
         step = plan["step"][i]
         new_p, new_o, m = _step(spec, params, opt_state, batch, reg_batch,
                                 jax.random.fold_in(key, step), step, lr_scale)
@@ -189,17 +190,16 @@ def run_steps(spec: StepSpec, params, opt_state, ema, data, reg_data, key, plan,
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def eval_sums(model: EnergyModel, params, batch, forces: bool = False):
+def eval_sums(model: EnergyModel, params, batch: Batch, forces: bool = False):
     """Additive error sums of a padded batch: ``n`` structures, ``abs_e``/``sq_e`` (eV/atom
     per structure), ``n_f`` force components, ``abs_f``/``sq_f`` (eV/Å)."""
-    w = batch["weight"]
-    e, f = batch_energy_forces(model, params, batch["positions"], batch["species"],
-                               batch["mask"], forces)
-    de = (e - batch["energy"]) / jnp.maximum(jnp.sum(batch["mask"], -1), 1)
+    w = batch.weight
+    e, f = batch_energy_forces(model, params, batch.positions, batch.species, batch.mask, forces)
+    de = (e - batch.energy) / jnp.maximum(jnp.sum(batch.mask, -1), 1)
     out = {"n": jnp.sum(w), "abs_e": jnp.sum(w * jnp.abs(de)), "sq_e": jnp.sum(w * de**2)}
     if forces:
-        wf = (w * batch["has_forces"])[:, None, None] * batch["mask"][..., None]
-        df = f - batch["forces"]
+        wf = (w * batch.has_forces)[:, None, None] * batch.mask[..., None]
+        df = f - batch.forces
         out.update(n_f=jnp.sum(wf) * 3, abs_f=jnp.sum(wf * jnp.abs(df)),
                    sq_f=jnp.sum(wf * df**2))
     return out

@@ -1,7 +1,8 @@
 """Stand-ins for the training tests: a tiny many-body Flax model and a tiny labelled ase.db.
 
 The analytic reference is a Finnis–Sinclair-like potential (pairs + −√ρ embedding), which has
-interaction terms at every body order. Imported by the other tests/test_train*.py modules.
+interaction terms at every body order (``test_train_regularizer::test_reference_is_many_body``).
+Helpers only; the pytest fixtures built on them are in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jbo  # noqa: F401  (float64)
+from jbo.train.config import RegularizerConfig, TrainConfig
 
 E_ATOM = -13.6  # eV, isolated-atom energy of the analytic reference
 
@@ -114,12 +116,14 @@ def write_toy_db(path: str | Path, train_sizes=(4, 4, 5, 5, 4, 5), heldout_sizes
     return path
 
 
-def test_reference_is_many_body():
-    """The stand-in reference really has 3- and 4-body terms (else the regularizer is moot)."""
-    from jbo import lattice
-    pos = toy_cluster(4, 1)
-    e = np.array([reference_energy(pos, [(s >> i) & 1 for i in range(4)]) if s else 0.0
-                  for s in range(16)])
-    eps = np.asarray(lattice.mobius(jnp.asarray(e)))
-    pc = lattice.popcount(np.arange(16))
-    assert np.abs(eps[pc == 3]).max() > 1e-3 and abs(eps[15]) > 1e-5
+# a fast-to-compile regularizer and the standard toy run of the training tests
+TOY_REG = RegularizerConfig(lam=0.05, order=2, batch_size=2, backend="masks")
+
+
+def toy_config(db, **kw) -> TrainConfig:
+    """The toy training run (3 epochs, forces and the regularizer on); ``kw`` overrides."""
+    base = dict(db=str(db), model="toy", makeup="up_to:2", epochs=3, batch_size=16, lr=1e-2,
+                progress=False, tensorboard=False, force_weight=0.1, regularizer=TOY_REG,
+                checkpoint_seconds=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
