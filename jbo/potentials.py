@@ -1,4 +1,4 @@
-"""Analytic potentials (:class:`jbo.potential.Potential`\ s); independent truths for tests.
+"""Analytic potentials (each a :class:`jbo.potential.Potential`); independent truths for tests.
 
 Each factory returns a Potential ``(positions[N,3], species[N], mask[N]) -> scalar`` (eV) whose
 constants are its parameters (leaves) and whose ``cutoff`` (Å, or None when infinite-ranged)
@@ -22,7 +22,7 @@ Array = jnp.ndarray
 def _analytic(fn, cutoff: float | None, **params) -> Potential:
     """``fn(params, positions, species, mask, cutoff=)``: constants as leaves, cutoff static."""
     cutoff = None if cutoff is None else float(cutoff)
-    return Potential(Bound.of(fn, cutoff=cutoff), {k: float(v) for k, v in params.items()},
+    return Potential(Bound.of(fn, cutoff=cutoff), params,
                      cutoff=cutoff, is_local=cutoff is not None, receptive_field=cutoff)
 
 
