@@ -2,8 +2,9 @@
 
 Each factory returns a Potential ``(positions[N,3], species[N], mask[N]) -> scalar`` (eV) whose
 constants are its parameters (leaves) and whose ``cutoff`` (Å, or None when infinite-ranged)
-and ``is_local`` are static. Masked atoms are absent. Their many-body expansions are known exactly: a pair potential has ε(S) = 0 for
-|S| >= 3; the Axilrod–Teller term has ε(S) = 0 for |S| >= 4 and ε({i,j,k}) = its triple energy.
+and ``is_local`` are static. Masked atoms are absent. Their many-body expansions are known
+exactly: a pair potential has ε(S) = 0 for |S| >= 3; the Axilrod–Teller term has ε(S) = 0 for
+|S| >= 4 and ε({i,j,k}) = its triple energy. ``combine`` (sums) is :func:`jbo.potential.combine`.
 
 Foreign models (any ASE calculator, batched PyTorch models) are re-exported here from
 :mod:`jbo.adapters`: ``from_ase(calculator)``, ``from_torch(model)``.
@@ -14,7 +15,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jbo.adapters import from_ase, from_torch  # noqa: F401  (host-evaluated potentials)
-from jbo.potential import Bound, Potential, combine  # noqa: F401  (combine: sums of potentials)
+from jbo.potential import Bound, Potential, combine
+
+__all__ = ["morse", "lennard_jones", "axilrod_teller", "embedded_atom", "combine", "switch",
+           "pair_distances", "axilrod_teller_triple", "from_ase", "from_torch"]
 
 Array = jnp.ndarray
 

@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo.train.checkpoints import Checkpoints
-from jbo.train.runs import check_belongs
-from jbo.train.dataset import baseline_array
 from jbo.potential import Potential, cast_tree
+from jbo.train.checkpoints import Checkpoints
+from jbo.train.dataset import baseline_array
 from jbo.train.losses import EnergyModel
+from jbo.train.runs import check_belongs
 
 __all__ = ["create_module", "init_params", "energy_model", "Trained", "load_trained"]
 
