@@ -10,27 +10,14 @@ composition baseline + s · model, evaluated in float64.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from jbo import geometry
-from jbo.train.losses import EnergyModel, structure_energy
 from jbo.train.model import Trained, load_trained
 
 __all__ = ["JboCalculator"]
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _energy_and_forces(model: EnergyModel, params, positions, species):
-    mask = jnp.ones(species.shape, bool)
-    e, g = jax.value_and_grad(lambda p: structure_energy(model, params, p, species, mask,
-                                                         dtype=jnp.float64))(positions)
-    return e, -g
 
 
 class JboCalculator(Calculator):
@@ -63,9 +50,7 @@ class JboCalculator(Calculator):
         if unknown:
             raise ValueError(f"elements {unknown} were not in the training data of this model "
                              f"(known: {sorted(self._known)})")
-        geometry.validate(atoms.positions, atoms.numbers.astype(np.int32))
-        e, f = _energy_and_forces(self.trained.model, self.trained.params,
-                                  jnp.asarray(atoms.positions, jnp.float64),
-                                  jnp.asarray(atoms.numbers, jnp.int32))
+        e, f = self.trained.potential.energy_and_forces(
+            np.asarray(atoms.positions, np.float64), np.asarray(atoms.numbers, np.int32))
         self.results = {"energy": float(e), "free_energy": float(e),
                         "forces": np.asarray(f, dtype=np.float64)}

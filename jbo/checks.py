@@ -8,7 +8,7 @@ its jitted work; nothing here runs inside ``jit`` or costs anything on the hot p
   local with a cutoff (``energy_fn.is_local = True``, ``energy_fn.cutoff`` in Å).
 * :func:`plan_matches` — a connected plan's cutoff graph is the one of the positions given.
 * :func:`check_contract` — masked evaluation equals evaluation of the extracted subcluster on a
-  few random subsets of a few atoms; :func:`contract_once` runs it once per energy function.
+  few random subsets of a few atoms; :func:`contract_once` runs it once per architecture.
 * :func:`finite_result` — a NaN/inf result names the smallest subset whose term is not finite.
 """
 
@@ -21,9 +21,11 @@ from numbers import Integral
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jbo import geometry
+from jbo.potential import Potential, as_potential
 
 __all__ = ["options", "plan_matches", "check_contract", "contract_once", "finite_result",
            "ContractError", "memory_limit"]
@@ -168,12 +170,8 @@ def check_contract(energy_fn: Callable, positions, species=None, atom_mask=None,
     masks = np.zeros((n_subsets, len(win)), bool)
     np.put_along_axis(masks, picks, True, axis=1)
 
-    @jax.jit  # one small program: its compile is the check's whole cost
-    def both(p, z, m, p_s, z_s):
-        return (jax.vmap(energy_fn, (None, None, 0))(p, z, m),
-                jax.vmap(energy_fn, (0, 0, None))(p_s, z_s, np.ones(size, bool)))
-
-    masked, alone = both(pos[win], spec[win], masks, pos[win][picks], spec[win][picks])
+    masked, alone = _masked_and_alone(as_potential(energy_fn), pos[win], spec[win], masks,
+                                      pos[win][picks], spec[win][picks])
     if isinstance(masked, jax.core.Tracer) or isinstance(alone, jax.core.Tracer):
         return False  # e.g. parameters being differentiated: nothing to compare on the host
     masked, alone = np.asarray(masked, np.float64), np.asarray(alone, np.float64)
@@ -188,26 +186,24 @@ def check_contract(energy_fn: Callable, positions, species=None, atom_mask=None,
     return True
 
 
-_checked: "weakref.WeakSet" = weakref.WeakSet()
-_checked_ids: set[int] = set()  # energy functions that cannot be weakly referenced
+@jax.jit  # one small program per architecture and shape: its compile is the check's cost
+def _masked_and_alone(pot: Potential, p, z, m, p_s, z_s):
+    return (jax.vmap(pot.energy, (None, None, 0))(p, z, m),
+            jax.vmap(pot.energy, (0, 0, None))(p_s, z_s, jnp.ones(p_s.shape[1], bool)))
 
 
-def contract_once(energy_fn: Callable, pos, spec, amask) -> None:
-    """:func:`check_contract` the first time an energy function (or its ``contract_key``, e.g.
-    a zoo model's module) is seen with concrete output; later calls cost one set lookup."""
-    key = getattr(energy_fn, "contract_key", energy_fn)
-    try:
-        if key in _checked:
-            return
-    except TypeError:
-        if id(key) in _checked_ids:
-            return
-    if not check_contract(energy_fn, pos, spec, amask):
+_checked: set = set()  # static parts (Potential.static) of the potentials already checked
+
+
+def contract_once(pot: Potential, pos, spec, amask) -> None:
+    """:func:`check_contract` the first time a potential's static part (its architecture: the
+    apply function and metadata, not the parameters) is seen with concrete output; later calls,
+    new parameters included, cost one set lookup."""
+    key = pot.static
+    if key in _checked:
         return
-    try:
+    if check_contract(pot, pos, spec, amask):
         _checked.add(key)
-    except TypeError:
-        _checked_ids.add(id(key))
 
 
 def finite_result(result, subsets_of: Callable[[int], tuple[int, ...]]) -> None:

@@ -32,13 +32,14 @@ from jbo.assembly import assemble_family_jit as _assemble_family_jit
 from jbo.assembly import assemble_lattice_jit as _assemble_lattice_jit
 from jbo.checks import check_contract, memory_limit
 from jbo.host import HostPotential
+from jbo.potential import Potential, as_potential
 from jbo.plans import SubsetPlan, connected_plan, plan_bytes, truncated_plan
 
 __all__ = ["BodyOrders", "body_orders", "check_contract", "connected_plan", "SubsetPlan",
            "memory_limit", "assemble_lattice", "assemble_family"]
 
 Array = jax.Array
-EnergyFn = Callable[[Array, Array, Array], Array]
+EnergyFn = Callable[[Array, Array, Array], Array]  # or a Potential (what the engine runs)
 
 #: Evaluations per vmapped chunk inside ``lax.map``.
 DEFAULT_CHUNK = 256
@@ -66,10 +67,12 @@ def body_orders(
     """Decompose the energy of one cluster or a padded batch into body orders.
 
     Args:
-      energy_fn: ``(positions[N,3], species[N], mask[N] bool) -> scalar`` energy (eV) of the
-        atoms where mask is True, as if the others did not exist. If it has a ``validate(
-        positions, species, mask)`` method (zoo models do), it is called on concrete input.
-        Or a :class:`jbo.host.HostPotential` (an ASE calculator or torch model through
+      energy_fn: a :class:`jbo.potential.Potential` (zoo, analytic and trained models are),
+        or any ``(positions[N,3], species[N], mask[N] bool) -> scalar`` energy (eV) of the
+        atoms where mask is True, as if the others did not exist (wrapped by
+        :func:`jbo.potential.as_potential`). Its ``validate`` runs on concrete input. The
+        potential is a traced argument of the compiled programs: new parameters of the same
+        architecture reuse them. Or a :class:`jbo.host.HostPotential` (an ASE calculator or torch model through
         :mod:`jbo.adapters`): the same subsets are evaluated on the host, then assembled alike.
       positions: ``[N, 3]`` or ``[B, N, 3]`` (Å), or an ``ase.Atoms`` (or a list of them) in
         vacuum, which also gives species and padding.
@@ -101,33 +104,33 @@ def body_orders(
     _check_host(energy_fn, concrete, mesh)
     k, cutoff = checks.options(energy_fn, n, max_order=max_order, cutoff=cutoff, plan=plan,
                                chunk_size=chunk_size, layout=layout)
+    host_pot = isinstance(energy_fn, HostPotential)
+    pot = energy_fn if host_pot else as_potential(energy_fn)
     if concrete:
-        validate = getattr(energy_fn, "validate", None)  # e.g. a model's known species
-        if validate is not None:
-            validate(pos, spec, amask)
+        pot.validate(pos, spec, amask)  # e.g. a model's known species
         host = np.asarray(pos), np.asarray(spec), np.asarray(amask)  # no staged jnp ops
-        if check_contract and not isinstance(energy_fn, HostPotential):  # host: real subclusters
-            checks.contract_once(energy_fn, *host)
+        if check_contract and not host_pot:  # a host potential evaluates real subclusters
+            checks.contract_once(pot, *host)
         if plan is not None:
             checks.plan_matches(plan, host[0], host[2])
 
     if plan is None and cutoff is None and max_order is None:
         _check_exhaustive_fits(n_clusters, n, forces)
 
-        def run(p, s, a):
-            if isinstance(energy_fn, HostPotential):
-                e, g = energy_fn.lattice_energies(p, s, a, forces)
+        def run(pot, p, s, a):
+            if host_pot:
+                e, g = pot.lattice_energies(p, s, a, forces)
                 return _assemble_lattice_jit(jnp.asarray(e), _maybe(g), a, terms)
-            return _exhaustive(energy_fn, p, s, a, forces, terms, chunk_size, layout)
+            return _exhaustive(pot, p, s, a, forces, terms, chunk_size, layout)
 
     elif plan is None and cutoff is None:
         need = plan_bytes(n_clusters * lattice.n_subsets_up_to(n, k), k, terms, forces)
         if need > memory_limit():
             raise MemoryError(_too_big(n_clusters, n, k, need, forces))
 
-        def run(p, s, a):
+        def run(pot, p, s, a):
             local = truncated_plan(p.shape[0], n, k)
-            return _run_family(energy_fn, p, s, a, local, forces, terms, chunk_size)
+            return _run_family(pot, p, s, a, local, forces, terms, chunk_size)
 
     else:
         if plan is None:
@@ -148,11 +151,12 @@ def body_orders(
                 "geometry, so decompose each shard's clusters with their own plan instead"
             )
 
-        def run(p, s, a):
-            return _run_family(energy_fn, p, s, a, plan, forces, terms, chunk_size)
+        def run(pot, p, s, a):
+            return _run_family(pot, p, s, a, plan, forces, terms, chunk_size)
 
-    result = run(pos, spec, amask) if mesh is None else _sharded(mesh, run, pos, spec, amask)
-    nan_allowed = isinstance(energy_fn, HostPotential) and energy_fn.on_error == "nan"
+    result = run(pot, pos, spec, amask) if mesh is None else \
+        _sharded(mesh, run, pot, pos, spec, amask)
+    nan_allowed = host_pot and energy_fn.on_error == "nan"
     if concrete and not nan_allowed and not isinstance(result.per_order, jax.core.Tracer):
         checks.finite_result(result, result.atoms)  # (on_error="nan" asked for NaN terms)
     if not batched:
@@ -175,11 +179,11 @@ def _maybe(x):
     return None if x is None else jnp.asarray(x)
 
 
-def _run_family(energy_fn, pos, spec, amask, plan, forces, want_terms, chunk) -> BodyOrders:
+def _run_family(pot, pos, spec, amask, plan, forces, want_terms, chunk) -> BodyOrders:
     """A plan's family through the jitted device path, or evaluated on the host."""
-    if not isinstance(energy_fn, HostPotential):
-        return _family(energy_fn, pos, spec, amask, plan, forces, want_terms, chunk)
-    e, g, total = energy_fn.family_energies(pos, spec, amask, plan, forces)
+    if not isinstance(pot, HostPotential):
+        return _family(pot, pos, spec, amask, plan, forces, want_terms, chunk)
+    e, g, total = pot.family_energies(pos, spec, amask, plan, forces)
     return _assemble_family_jit(jnp.asarray(e), _maybe(g), jnp.asarray(total), plan, amask,
                                 want_terms)
 
@@ -207,11 +211,11 @@ def _check_exhaustive_fits(n_clusters: int, n: int, forces: bool) -> None:
         raise MemoryError(_too_big(n_clusters, n, None, need, forces))
 
 
-def _energy(energy_fn: EnergyFn, grads: bool):
+def _energy(pot: Potential, grads: bool):
     """(pos, spec, mask) -> E (float64; 0 for an empty subset) [, ∂E/∂pos]."""
 
     def one(p, s, m):
-        e = jnp.asarray(energy_fn(p, s, m))
+        e = jnp.asarray(pot.energy(p, s, m))
         if jnp.iscomplexobj(e):  # checked while tracing: free at run time
             raise TypeError(f"energy_fn must return a real energy (eV), got dtype {e.dtype}")
         e = e.astype(jnp.float64)
@@ -269,21 +273,23 @@ def _lattice_masks(f, pos, spec, amask, forces: bool, chunk: int):
 LAYOUTS = {"compact": _lattice_compact, "masks": _lattice_masks}
 
 
-@partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
-def _exhaustive(energy_fn, pos, spec, amask, forces, want_terms, chunk, layout) -> BodyOrders:
+# the potential is traced (its params are leaves): static are only shapes and options
+@partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _exhaustive(pot: Potential, pos, spec, amask, forces, want_terms, chunk, layout
+                ) -> BodyOrders:
     """All subsets (evaluated in the given layout), fast Möbius transform, per-order sums."""
-    energies, grads = LAYOUTS[layout](_energy(energy_fn, forces), pos, spec, amask, forces, chunk)
+    energies, grads = LAYOUTS[layout](_energy(pot, forces), pos, spec, amask, forces, chunk)
     return assemble_lattice(energies, grads, amask, want_terms)
 
 
-@partial(jax.jit, static_argnums=(0, 5, 6, 7))
-def _family(energy_fn, pos, spec, amask, plan: SubsetPlan, forces, want_terms, chunk):
+@partial(jax.jit, static_argnums=(5, 6, 7))
+def _family(pot: Potential, pos, spec, amask, plan: SubsetPlan, forces, want_terms, chunk):
     """Evaluate a subset family and contract it with the plan's order weights."""
     idx = jnp.asarray(plan.idx)
     safe = jnp.maximum(idx, 0)
     flat_pos = pos.reshape(-1, 3)
     sub_mask = (idx >= 0) & amask.reshape(-1)[safe]
-    f = _energy(energy_fn, forces)
+    f = _energy(pot, forces)
     # Padding slots are absent atoms; park them far apart so no model ever sees r = 0.
     park = 1e3 * jnp.arange(1, idx.shape[1] + 1, dtype=flat_pos.dtype)[:, None] * jnp.eye(3)[0]
     sub_pos = jnp.where(sub_mask[..., None], flat_pos[safe], flat_pos[safe[:, :1]] + park)
@@ -292,13 +298,14 @@ def _family(energy_fn, pos, spec, amask, plan: SubsetPlan, forces, want_terms, c
         (sub_pos, spec.reshape(-1)[safe], sub_mask),
         batch_size=max(1, min(chunk, idx.shape[0])),
     )
-    total = jax.vmap(_energy(energy_fn, False))(pos, spec, amask)
+    total = jax.vmap(_energy(pot, False))(pos, spec, amask)
     energies, grads = out if forces else (out, None)
     return assemble_family(energies, grads, total, plan, amask, want_terms)
 
 
-def _sharded(mesh: jax.sharding.Mesh, run, pos, spec, amask) -> BodyOrders:
-    """``run`` on each device's share of the batch (``shard_map`` over the mesh's first axis)."""
+def _sharded(mesh: jax.sharding.Mesh, run, pot, pos, spec, amask) -> BodyOrders:
+    """``run`` on each device's share of the batch (``shard_map`` over the mesh's first axis);
+    the potential (its parameters) is replicated."""
     from jax.sharding import PartitionSpec as P
 
     axis = mesh.axis_names[0]
@@ -310,12 +317,14 @@ def _sharded(mesh: jax.sharding.Mesh, run, pos, spec, amask) -> BodyOrders:
             return jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)])
 
         pos, spec, amask = pad_batch(pos), pad_batch(spec), pad_batch(amask)
-    shape = jax.eval_shape(run, pos[:1], spec[:1], amask[:1])
+    shape = jax.eval_shape(run, pot, pos[:1], spec[:1], amask[:1])
     split = jax.tree.map(lambda _: P(axis), shape)
     out_specs = split.replace(subsets=P(), cluster=None)
-    mapped = jax.shard_map(run, mesh=mesh, in_specs=(P(axis),) * 3, out_specs=out_specs)
+    mapped = jax.shard_map(run, mesh=mesh, in_specs=(P(),) + (P(axis),) * 3,
+                           out_specs=out_specs)
     placed = jax.device_put((pos, spec, amask), jax.sharding.NamedSharding(mesh, P(axis)))
-    result = jax.jit(mapped)(*placed)
+    pot = jax.device_put(pot, jax.sharding.NamedSharding(mesh, P()))
+    result = jax.jit(mapped)(pot, *placed)
     if not pad:
         return result
     whole = jax.sharding.NamedSharding(mesh, P())

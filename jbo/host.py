@@ -28,6 +28,8 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from jbo import geometry
+
 __all__ = ["HostPotential", "SubclusterError", "Evaluator"]
 
 #: ``(items, forces) -> [(energy eV, dE/dpositions [k, 3] eV/Å or None), ...]`` for subclusters
@@ -130,8 +132,11 @@ class HostPotential:
         if int(workers) < 1 or int(batch) < 1:
             raise ValueError(f"workers and batch must be >= 1, got {workers} and {batch}")
         self.evaluator = evaluator
+        # the metadata of a jbo.potential.Potential (a host potential is not traceable)
         self.cutoff = None if cutoff is None else float(cutoff)
         self.is_local = cutoff is not None
+        self.receptive_field = self.cutoff
+        self.species: tuple[int, ...] | None = None  # any element the model accepts
         self.tag = tag
         self.workers, self.batch = int(workers), int(batch)
         self.progress, self.on_error, self.sort_by_size = progress, on_error, sort_by_size
@@ -143,6 +148,10 @@ class HostPotential:
 
     def __repr__(self) -> str:
         return f"HostPotential({self.tag}, cutoff={self.cutoff}, workers={self.workers})"
+
+    def validate(self, positions, species, mask) -> None:
+        """:func:`jbo.geometry.validate` (the model itself reports elements it cannot treat)."""
+        geometry.validate(positions, species, mask, known_species=self.species)
 
     # ------------------------------------------------------------------ engine entry points
 

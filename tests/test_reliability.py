@@ -152,17 +152,18 @@ def test_contract_check_catches_a_function_that_ignores_the_mask():  # item 12
     np.testing.assert_allclose(r.per_order, [-54.4, 0, 0, 0], atol=1e-9)
 
 
-def test_contract_check_runs_once_per_function_and_passes_honest_ones(monkeypatch):  # 12
+def test_contract_check_runs_once_per_architecture_and_passes_honest_ones(monkeypatch):  # 12
     seen = []
     real = checks.check_contract
     monkeypatch.setattr(checks, "check_contract", lambda f, *a, **k: seen.append(f) or real(
         f, *a, **k))
-    fn = potentials.morse()
+    fn = potentials.morse(cutoff=7.25)  # an architecture no other test has checked
     for p in (POS, POS * 1.1, POS):
         body_orders(fn, p, max_order=2)
     body_orders(fn, POS, max_order=2, check_contract=False)
-    assert seen == [fn]  # once per function, whatever the positions
-    other = potentials.embedded_atom()
+    body_orders(potentials.morse(depth=3.0, cutoff=7.25), POS, max_order=2)  # new parameters
+    assert seen == [fn]  # once per architecture, whatever the positions and parameters
+    other = potentials.embedded_atom(cutoff=7.25)
     body_orders(other, POS)
     assert seen == [fn, other]
     module, params = _tiny_model()

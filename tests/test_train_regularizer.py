@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jbo.train.losses import EnergyModel, cast_tree, contract_energy_fn
+from jbo.train.losses import EnergyModel, cast_tree
 from jbo.train.regularizers import (body_order_penalty, exact_penalty, exhaustive_terms,
                                     penalty_from_terms, truncation_penalty)
 from tests.toy import ToyEAM, reference_energy, toy_cluster
@@ -35,7 +35,7 @@ def _setup(sizes=(4, 5), seed=0):
 
 def _explicit_terms(model, params, pos, species, n):
     """ε(S) for every non-empty S ⊆ {0..n-1} by explicit inclusion–exclusion (no lattice code)."""
-    efn = jax.jit(contract_energy_fn(model, params))
+    efn = jax.jit(model.potential(params))
     energy = {}
     for k in range(1, n + 1):
         for s in combinations(range(n), k):
@@ -51,7 +51,7 @@ def _explicit_terms(model, params, pos, species, n):
 
 def test_exact_penalty_equals_explicit_sum():
     model, params, pos, species, mask = _setup()
-    efn = contract_energy_fn(model, params)
+    efn = model.potential(params)
     weights = (1.0, 0.5, 2.0)
     terms = exhaustive_terms(efn, pos, species, mask, backend="masks")
     explicit = [_explicit_terms(model, params, pos[b], species[b], int(mask[b].sum()))
@@ -84,7 +84,7 @@ def test_penalty_gradient_matches_finite_differences():
 
     @jax.jit
     def f(p):
-        efn = contract_energy_fn(model, p)
+        efn = model.potential(p)
         return (jnp.mean(body_order_penalty(efn, pos, species, mask, order=2, scale=SCALE,
                                             backend="masks"))
                 + jnp.mean(body_order_penalty(efn, pos, species, mask, order=3,
@@ -109,7 +109,7 @@ def test_stochastic_estimator_is_unbiased():
     matches the exact value within 4 standard errors (orders 3..5; a 4-atom cluster in the
     batch has no 5-subsets and must contribute 0 there)."""
     model, params, pos, species, mask = _setup(sizes=(6, 4, 7), seed=3)
-    efn = contract_energy_fn(model, params)
+    efn = model.potential(params)
     weights = (1.0, 1.0, 1.0, 0.0, 0.0)  # orders 3, 4, 5 only
     exact = exact_penalty(efn, pos, species, mask, order=2, weights=weights, scale=SCALE,
                           backend="masks")
@@ -142,8 +142,8 @@ def test_subset_energies_are_float64_when_training_float32():
     assert m32.module64 is not None and m32.module64.dtype == "float64"
     m64 = energy_model(module.clone(dtype="float64"), params, {1: -13.6}, SCALE, "float64")
     args = (pos[0], species[0], mask[0])
-    e_reg = jax.jit(contract_energy_fn(m32, params))(*args)
-    e_64 = jax.jit(contract_energy_fn(m64, cast_tree(params, jnp.float64)))(*args)
+    e_reg = jax.jit(m32.potential(params))(*args)
+    e_64 = jax.jit(m64.potential(cast_tree(params, jnp.float64)))(*args)
     e_32 = jax.jit(lambda *a: structure_energy(m32, params, *a))(*args)  # training dtype
     assert e_reg.dtype == jnp.float64
     assert float(e_reg) == float(e_64)

@@ -10,24 +10,22 @@ Example::
     from jbo import models
     module = models.create("soap_bpnn", max_radial=6)
     params = models.init(module, 0)
-    f = models.energy_fn(module, params)       # f(positions, species, mask) -> scalar
-    f.cutoff, f.is_local
+    f = models.energy_fn(module, params)       # a jbo.potential.Potential: f(positions, species)
+    f.cutoff, f.is_local                       # static; f.params are its (traced) leaves
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import re
 from numbers import Integral, Real
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo import geometry
 from jbo.models.base import ZooModel
 from jbo.models.io import load, save
 from jbo.models.linear_ace import LinearACE
@@ -35,6 +33,7 @@ from jbo.models.mace import MACE
 from jbo.models.nequip import NequIP
 from jbo.models.pet import PET
 from jbo.models.soap_bpnn import SoapBPNN
+from jbo.potential import Potential, from_module
 
 __all__ = [
     "ZooModel",
@@ -44,7 +43,6 @@ __all__ = [
     "energy_fn",
     "init",
     "num_parameters",
-    "EnergyFn",
     "save",
     "load",
 ]
@@ -170,50 +168,7 @@ def num_parameters(params) -> int:
     return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
 
 
-class EnergyFn:
-    """``f(positions[N,3], species[N], mask[N]) -> scalar`` energy (eV) of a zoo model.
-
-    Attributes:
-        cutoff, is_local, receptive_field: copied from the module.
-        module, params: what it evaluates.
-    """
-
-    def __init__(self, module: ZooModel, params):
-        self.module = module
-        self.params = params
-        self.cutoff = float(module.cutoff)
-        self.is_local = bool(module.is_local)
-        self.receptive_field = float(module.receptive_field)
-        self._energy = jax.jit(module.apply)
-        self._atomic = jax.jit(functools.partial(module.apply, method="atomic_energies"))
-
-    @property
-    def contract_key(self):
-        """The masking contract is a property of the architecture: checked once per module."""
-        return self.module
-
-    def validate(self, positions, species, mask) -> None:
-        """:func:`jbo.geometry.validate` with the model's species (shapes always; values on
-        concrete input; the engine calls this once per decomposition, before tracing)."""
-        geometry.validate(positions, species, mask, known_species=self.module.species)
-
-    def __call__(self, positions, species, mask=None):
-        if mask is None:
-            mask = jnp.ones(jnp.shape(species), bool)
-        self.validate(positions, species, mask)
-        return self._energy(self.params, positions, species, mask)
-
-    def atomic_energies(self, positions, species, mask=None):
-        """``[N]`` per-atom energies (eV), 0 for masked atoms."""
-        if mask is None:
-            mask = jnp.ones(jnp.shape(species), bool)
-        self.validate(positions, species, mask)
-        return self._atomic(self.params, positions, species, mask)
-
-    def __repr__(self) -> str:
-        return f"EnergyFn({type(self.module).__name__}, cutoff={self.cutoff}, is_local={self.is_local})"
-
-
-def energy_fn(module: ZooModel, params) -> Callable:
-    """Wrap a zoo module and its parameters into the engine's ``energy_fn`` contract."""
-    return EnergyFn(module, params)
+def energy_fn(module: ZooModel, params) -> Potential:
+    """A zoo module and its parameters as a :class:`jbo.potential.Potential` (params the
+    leaves; the module, ``cutoff``, ``is_local``, ``species``, ``receptive_field`` static)."""
+    return from_module(module, params)

@@ -107,9 +107,10 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def load(path: str | Path, model: str | None = None):
-    """Load a file written by :func:`save` as a ready potential (:class:`jbo.train.Trained`:
-    callable ``(positions[N,3], species[N], mask[N]=None) -> eV``, with ``cutoff``,
-    ``is_local``, ``validate`` and ``energy_and_forces``).
+    """Load a file written by :func:`save` as a :class:`jbo.train.Trained`: its ``potential``
+    is the :class:`jbo.potential.Potential` (Σ_i c_Z + s · module, float64, species checked),
+    and it is itself callable ``(positions[N,3], species[N], mask[N]=None) -> eV`` with
+    ``cutoff``, ``is_local``, ``validate``, ``energy_and_forces`` and ``meta``.
 
     model: the registry name the file must hold (e.g. ``"soap_bpnn"``), or None for any.
     Raises ValueError for a foreign, truncated or newer-format file, a different model than

@@ -12,25 +12,18 @@ units of s per atom, so λ and the loss weights are dimensionless.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jbo.potential import Potential, cast_tree, from_module, scaled, with_baseline
+
 __all__ = ["EnergyModel", "structure_energy", "batch_energy_forces", "energy_force_loss",
            "cast_tree", "contract_energy_fn"]
 
 Params = Any
-
-
-def cast_tree(tree: Params, dtype) -> Params:
-    """Cast the floating leaves of a pytree to ``dtype`` (integers untouched)."""
-    def f(x):
-        x = jnp.asarray(x)
-        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-    return jax.tree_util.tree_map(f, tree)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,30 +45,27 @@ class EnergyModel:
     is_local: bool = False
     module64: Any = None
 
+    def potential(self, params: Params, dtype=jnp.float64) -> Potential:
+        """The trained energy ``Σ_i c_{Z_i} + s · module(params)`` as a :class:`Potential`
+        (``params`` its leaves, with the baseline table and s). ``dtype``: the module's compute
+        dtype (float64 by default: subset energies feed alternating sums)."""
+        dtype = jnp.dtype(dtype)
+        module = self.module64 if dtype == jnp.float64 and self.module64 is not None \
+            else self.module
+        core = dataclasses.replace(from_module(module, params, dtype), cutoff=self.cutoff,
+                                   is_local=self.is_local)
+        return with_baseline(scaled(core, self.scale), np.asarray(self.baseline))
+
 
 def structure_energy(model: EnergyModel, params: Params, positions, species, mask,
                      dtype=None) -> jnp.ndarray:
     """Energy (eV, float64) of one structure ``positions[N,3]`` where ``mask[N]`` is True."""
-    dtype = jnp.dtype(dtype or model.dtype)
-    module = model.module64 if dtype == jnp.float64 and model.module64 is not None \
-        else model.module
-    out = module.apply(cast_tree(params, dtype), jnp.asarray(positions, dtype), species, mask)
-    base = jnp.asarray(np.asarray(model.baseline), jnp.float64)[species]
-    base = jnp.sum(jnp.where(mask, base, 0.0))
-    return base + model.scale * jnp.asarray(out, jnp.float64)
+    return model.potential(params, dtype or model.dtype).energy(positions, species, mask)
 
 
-def contract_energy_fn(model: EnergyModel, params: Params, dtype=jnp.float64
-                       ) -> Callable[..., jnp.ndarray]:
-    """``energy_fn(positions[N,3], species[N], mask[N]) -> eV`` per docs/CONTRACTS.md.
-
-    ``dtype`` is the compute dtype (float64 by default: subset energies feed alternating sums).
-    """
-    def energy_fn(positions, species, mask):
-        return structure_energy(model, params, positions, species, mask, dtype=dtype)
-    energy_fn.cutoff = model.cutoff
-    energy_fn.is_local = model.is_local
-    return energy_fn
+def contract_energy_fn(model: EnergyModel, params: Params, dtype=jnp.float64) -> Potential:
+    """Alias of ``model.potential(params, dtype)`` (kept for its callers in the analysis code)."""
+    return model.potential(params, dtype)
 
 
 def batch_energy_forces(model: EnergyModel, params: Params, positions, species, mask,

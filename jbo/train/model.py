@@ -10,10 +10,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jbo.potential import Potential, cast_tree
 from jbo.train.checkpoints import Checkpoints
-from jbo.train.runs import check_belongs
 from jbo.train.dataset import baseline_array
-from jbo.train.losses import EnergyModel, cast_tree, contract_energy_fn, structure_energy
+from jbo.train.losses import EnergyModel
+from jbo.train.runs import check_belongs
 
 __all__ = ["create_module", "init_params", "energy_model", "Trained", "load_trained"]
 
@@ -54,31 +55,26 @@ def init_params(module, sample, seed: int, dtype) -> Any:
                  jnp.asarray(sample.species[0]), jnp.asarray(sample.mask[0]), dtype)
 
 
-def _locality(module, params) -> tuple[float | None, bool]:
-    if not type(module).__module__.startswith("jbo.models"):
-        return getattr(module, "cutoff", None), bool(getattr(module, "is_local", False))
-    try:
-        from jbo import models
-        fn = models.energy_fn(module, params)
-        return getattr(fn, "cutoff", None), bool(getattr(fn, "is_local", False))
-    except Exception:  # custom modules outside the zoo
-        return getattr(module, "cutoff", None), bool(getattr(module, "is_local", False))
+def _locality(module) -> tuple[float | None, bool]:
+    cutoff = getattr(module, "cutoff", None)
+    return (None if cutoff is None else float(cutoff)), bool(getattr(module, "is_local", False))
 
 
 def energy_model(module, params, baseline: dict[int, float], scale: float, dtype) -> EnergyModel:
     """The :class:`EnergyModel` (baseline + s · module) of a trained or fresh model."""
-    cutoff, local = _locality(module, params)
+    cutoff, local = _locality(module)
     return EnergyModel(module=module, baseline=tuple(baseline_array(baseline).tolist()),
                        scale=float(scale), dtype=jnp.dtype(dtype).name, cutoff=cutoff,
                        is_local=local, module64=_float64_twin(module))
 
 
-@dataclasses.dataclass(eq=False)  # hashed by identity: the engine takes it as a static arg
+@dataclasses.dataclass(eq=False)
 class Trained:
-    """A trained model, ready to use: ``trained(positions[N,3], species[N], mask[N]=None)``
-    is its energy (eV, float64) per docs/CONTRACTS.md; ``cutoff``, ``is_local`` and
-    ``validate`` are declared, so the engine, the ASE calculator and ``jbo decompose`` take it.
-    ``step`` is the checkpoint's step (-1 for a model file)."""
+    """A trained model: its :class:`~jbo.potential.Potential` (``potential``: baseline +
+    s · module, float64; the params its leaves) and where it came from (``meta``; ``step`` is
+    the checkpoint's step, -1 for a model file). ``trained(positions[N,3], species[N],
+    mask[N]=None)`` is its energy (eV); the engine, the ASE calculator and ``jbo decompose``
+    take it (they use ``trained.potential``)."""
 
     module: Any
     params: Any
@@ -86,48 +82,32 @@ class Trained:
     meta: dict[str, Any]
     step: int
 
-    @property
-    def energy_fn(self):
-        return contract_energy_fn(self.model, self.params)
+    @functools.cached_property
+    def potential(self) -> Potential:
+        return self.model.potential(self.params)
 
     @property
     def cutoff(self) -> float | None:
-        return self.model.cutoff
+        return self.potential.cutoff
 
     @property
     def is_local(self) -> bool:
-        return self.model.is_local
+        return self.potential.is_local
+
+    @property
+    def species(self) -> tuple[int, ...] | None:
+        return self.potential.species
 
     def validate(self, positions, species, mask) -> None:
         """Refuse present atoms of elements the model does not know (concrete inputs)."""
-        table = getattr(self.module, "species", None)
-        if table is not None:
-            from jbo.models.layers import check_species
-            check_species(species, mask, table)
+        self.potential.validate(positions, species, mask)
 
     def __call__(self, positions, species, mask=None):
-        mask = jnp.ones(jnp.shape(species), bool) if mask is None else mask
-        self.validate(positions, species, mask)
-        return _energy(self.model, self.params, positions, species, mask)
+        return self.potential(positions, species, mask)
 
     def energy_and_forces(self, positions, species, mask=None):
         """(energy eV, forces ``[N,3]`` eV/Å), float64."""
-        mask = jnp.ones(jnp.shape(species), bool) if mask is None else mask
-        self.validate(positions, species, mask)
-        e, g = _energy_grad(self.model, self.params, jnp.asarray(positions, jnp.float64),
-                            species, mask)
-        return e, -g
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _energy(model: EnergyModel, params, positions, species, mask):
-    return structure_energy(model, params, positions, species, mask, dtype=jnp.float64)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _energy_grad(model: EnergyModel, params, positions, species, mask):
-    return jax.value_and_grad(lambda p: structure_energy(model, params, p, species, mask,
-                                                         dtype=jnp.float64))(positions)
+        return self.potential.energy_and_forces(positions, species, mask)
 
 
 def load_trained(directory: str | Path, which: str = "best", module=None) -> Trained:

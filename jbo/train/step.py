@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jbo.train.config import RegularizerConfig, TrainConfig
 from jbo.train.dataset import Batch
-from jbo.train.losses import EnergyModel, batch_energy_forces, contract_energy_fn, energy_force_loss
+from jbo.train.losses import EnergyModel, batch_energy_forces, energy_force_loss
 from jbo.train.regularizers import body_order_penalty
 
 __all__ = ["OptSpec", "StepSpec", "objective", "train_step", "run_steps", "init_opt",
@@ -91,7 +91,7 @@ def objective(spec: StepSpec, params, batch, reg_batch, key, step=0):
     if rc.lam > 0:
         def penalty(p):
             pen = body_order_penalty(
-                contract_energy_fn(model, p, jnp.float64), reg_batch.positions,
+                model.potential(p, jnp.float64), reg_batch.positions,
                 reg_batch.species, reg_batch.mask, key, order=rc.order, mode=rc.mode,
                 weights=rc.weights, scale=model.scale, exact_max_atoms=rc.exact_max_atoms,
                 samples=rc.samples, max_order=rc.max_order, backend=rc.backend)

@@ -1,0 +1,125 @@
+"""jbo.potential: one Potential pytree; the engine takes it traced (new params, no recompile)."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jbo  # noqa: F401
+from jbo import checks, decompose, models, potentials
+from jbo.decompose import body_orders
+from jbo.potential import Potential, as_potential, scaled, with_baseline
+from jbo.train.model import Trained, energy_model
+
+SMALL = dict(max_radial=3, max_angular=2, hidden=(8,))
+POS = np.array([[0.0, 0, 0], [0.9, 0, 0], [0, 1.1, 0], [0.2, 0.3, 1.0], [1.2, 1.0, 0.8]])
+
+_compiles: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, _secs, **_kw: _compiles.append(event)
+    if event == "/jax/core/compile/backend_compile_duration" else None)
+
+
+def _mobius_alone(pot, pos, species) -> np.ndarray:
+    """Independent truth: E(S) of every subcluster *extracted* (the others deleted), then
+    ε(S) = Σ_{T⊆S} (−1)^{|S|−|T|} E(T) by explicit sums, E^(k) = Σ_{|S|=k} ε(S)."""
+    n = len(pos)
+    energy = {(): 0.0}
+    for k in range(1, n + 1):
+        for s in itertools.combinations(range(n), k):
+            idx = list(s)
+            energy[s] = float(pot(pos[idx], species[idx]))
+    per_order = np.zeros(n)
+    for s in energy:
+        if s:
+            eps = sum((-1) ** (len(s) - len(t)) * energy[t]
+                      for k in range(len(s) + 1) for t in itertools.combinations(s, k))
+            per_order[len(s) - 1] += eps
+    return per_order
+
+
+def test_second_parameter_set_reuses_the_compiled_program_and_is_exact():
+    module = models.create("soap_bpnn", cutoff=3.0, **SMALL)
+    first = models.energy_fn(module, models.init(module, 0))
+    second = models.energy_fn(module, models.init(module, 1))
+    assert isinstance(second, Potential) and second.static == first.static
+    assert len(jax.tree_util.tree_leaves(second)) == len(jax.tree_util.tree_leaves(second.params))
+    species = np.ones(len(POS), np.int32)
+    body_orders(first, POS, species, layout="masks")  # masks: one program to compile
+    programs = decompose._exhaustive._cache_size()
+    del _compiles[:]
+    got = body_orders(second, POS, species, layout="masks")
+    assert decompose._exhaustive._cache_size() == programs  # the same program, new params
+    assert _compiles == []  # and nothing else compiled either (contract check: same static)
+    truth = _mobius_alone(second, POS, species)
+    np.testing.assert_allclose(np.asarray(got.per_order), truth, rtol=0, atol=1e-10)
+    assert abs(truth[2]) > 1e-6  # genuinely many-body, and the parameter sets differ:
+    assert abs(float(got.total) - float(first(POS, species))) > 1e-6
+
+
+def test_contract_is_checked_once_per_architecture(monkeypatch):
+    fn = potentials.morse(depth=4.0, cutoff=2.5)
+    body_orders(fn, POS, max_order=2)
+    assert fn.static in checks._checked
+    calls = []
+    monkeypatch.setattr(checks, "check_contract", lambda *a, **k: calls.append(a) or True)
+    body_orders(potentials.morse(depth=3.0, cutoff=2.5), POS, max_order=2)  # new constants
+    assert calls == []
+    body_orders(potentials.morse(depth=3.0, cutoff=2.0), POS, max_order=2)  # new static part
+    assert len(calls) == 1
+
+
+def test_plain_callables_are_wrapped_and_non_local_unless_declared():
+    morse = potentials.morse(cutoff=2.5)
+
+    def plain(p, s, m):
+        return morse.energy(p, s, m)
+
+    pot = as_potential(plain)
+    assert isinstance(pot, Potential) and pot.is_local is False and pot.cutoff is None
+    assert as_potential(plain).static == pot.static  # hashed by identity: programs reused
+    with pytest.raises(ValueError, match="does not declare it"):
+        body_orders(plain, POS, cutoff=2.5, max_order=3)
+    declared = as_potential(plain, cutoff=2.5, is_local=True)
+    assert declared.is_local and declared.cutoff == 2.5
+    ref = body_orders(morse, POS).per_order
+    np.testing.assert_allclose(body_orders(plain, POS).per_order, ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(body_orders(declared, POS, cutoff=2.5, max_order=3).per_order,
+                               ref[:3], rtol=0, atol=1e-12)
+    plain.cutoff, plain.is_local = 2.5, True  # attributes are read when wrapping
+    assert as_potential(plain).is_local and as_potential(plain).cutoff == 2.5
+    assert as_potential(morse) is morse
+
+
+def test_baseline_and_scale_wrappers_are_exact():
+    model = potentials.morse(cutoff=2.5)
+    species = np.array([1, 8, 1, 8, 1], np.int32)
+    mask = np.array([True, True, False, True, True])
+    wrapped = with_baseline(scaled(model, 0.25), {1: -0.5, 8: -2.125})
+    assert wrapped.cutoff == 2.5 and wrapped.is_local
+    assert isinstance(jax.tree_util.tree_leaves(wrapped)[0], jax.Array)  # table and s are leaves
+    e_model = float(model(POS, species, mask))
+    present = -0.5 * 2 + -2.125 * 2  # atoms 0, 1, 3, 4: H, O, O, H (atom 2 is masked)
+    assert float(wrapped(POS, species, mask)) == present + 0.25 * e_model
+    plain, shifted = (body_orders(f, POS, species) for f in (scaled(model, 0.25), wrapped))
+    np.testing.assert_allclose(shifted.per_order[0] - plain.per_order[0], -0.5 * 3 + -2.125 * 2,
+                               rtol=0, atol=1e-12)  # a pure one-body shift
+    np.testing.assert_allclose(shifted.per_order[1:], plain.per_order[1:], rtol=0, atol=1e-12)
+
+
+def test_trained_and_loaded_models_refuse_unknown_species(tmp_path):
+    module = models.create("soap_bpnn", cutoff=3.0, species=(1, 8), **SMALL)
+    params = models.init(module, 0)
+    trained = Trained(module, params, energy_model(module, params, {1: -13.6, 8: -2041.3}, 0.37,
+                                                   jnp.float64), {}, 0)
+    loaded = models.load(models.save(tmp_path / "m.jbo", trained))
+    bad = np.array([1, 8, 6, 1], np.int32)
+    for model in (trained, trained.potential, loaded, loaded.potential):
+        assert as_potential(model).species == (1, 8)
+        with pytest.raises(ValueError, match="not among the model's species"):
+            body_orders(model, POS[:4], bad)
+    assert isinstance(loaded.potential, Potential)
+    ok = np.array([1, 8, 1, 1], np.int32)
+    assert float(loaded(POS[:4], ok)) == float(trained(POS[:4], ok))
