@@ -229,3 +229,31 @@ def test_spectra_json_round_trip_selection_and_views():
         model.take(["zz"])
     with pytest.raises(ValueError, match="unique"):
         analysis.Spectra(("a", "a"), [1, 1], ("", ""), [0.0, 0.0])
+
+
+def test_a_trained_model_runs_as_one_program_for_every_parameter_set():
+    """decompose_records on a trained model traces its parameters: a second parameter set of
+    the same model reuses the compiled program, and agrees with the engine called on the
+    model's plain energy function (the eager path)."""
+    import jax
+
+    from jbo import models
+    from jbo.analysis.sources import _trained
+    from jbo.train import Trained
+    from jbo.train.model import energy_model
+
+    module = models.create("soap_bpnn", max_radial=2, max_angular=1, hidden=(4,))
+    recs = _clusters([4, 3], seed=2)
+    x = (jnp.asarray(recs[0].positions), jnp.asarray(recs[0].species), jnp.ones(4, bool))
+    p1 = jax.jit(module.init)(jax.random.PRNGKey(0), *x)
+    p2 = jax.tree.map(lambda a: 1.5 * a, p1)  # another parameter set, same structure
+    model = energy_model(module, p1, {1: -13.6}, 0.5, "float64")
+    first = analysis.decompose_records(Trained(module, p1, model, {}, -1), recs, layout="masks")
+    size = _trained._cache_size()
+    second = analysis.decompose_records(Trained(module, p2, model, {}, -1), recs, layout="masks")
+    assert _trained._cache_size() == size  # no new compilation for new parameters
+    assert np.nanmax(np.abs(first.orders - second.orders)) > 1e-6
+    eager = analysis.decompose_records(Trained(module, p2, model, {}, -1).energy_fn, recs,
+                                       layout="masks")
+    np.testing.assert_allclose(second.orders, eager.orders, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(second.eps_sq, eager.eps_sq, rtol=1e-10, atol=1e-16)
