@@ -34,7 +34,7 @@ def _eps_sq(terms, n: int):
 def _trained(model, params, positions, species, mask, max_order, layout, orders):
     """A trained model's spectra: ``model`` (hashable, static), ``params`` traced, so one
     program serves every parameter set of that model for a given padded shape."""
-    from jbo.train.losses import contract_energy_fn  # the train package imports data: lazily
+    from jbo.train.losses import contract_energy_fn
 
     fn = contract_energy_fn(model, params)
     if not orders:
@@ -72,6 +72,7 @@ def decompose_records(potential, records: Sequence, *, max_order: int | None = N
       orders: False gives totals only (one batched evaluation, no decomposition).
     """
     from jbo.data.batches import pad_records
+    from jbo.train.model import Trained  # the train package imports data: lazily
 
     records = list(records)
     meta = (tuple(r.cluster for r in records), [r.n_atoms for r in records],
@@ -80,9 +81,8 @@ def decompose_records(potential, records: Sequence, *, max_order: int | None = N
         return Spectra(*meta, [], np.zeros((0, 0)) if orders else None)
     n_max = max(meta[1])
     size = chunk or len(records)
-    model, params = getattr(potential, "model", None), getattr(potential, "params", None)
-    static = mesh is None and params is not None and model is not None
-    if not static and params is not None and model is not None:
+    static = isinstance(potential, Trained) and mesh is None  # else the engine's own jit
+    if isinstance(potential, Trained) and not static:
         potential = potential.energy_fn
     per, tot, sq = [], [], []
     for i in range(0, len(records), size):
@@ -90,7 +90,7 @@ def decompose_records(potential, records: Sequence, *, max_order: int | None = N
         b = pad_records(part, n_max=n_max, size=size)
         args = jnp.asarray(b.positions), jnp.asarray(b.species), jnp.asarray(b.mask)
         if static:
-            out = _trained(model, params, *args, max_order, layout, orders)
+            out = _trained(potential.model, potential.params, *args, max_order, layout, orders)
         else:
             out = _any(potential, *args, max_order, layout, orders, mesh)
         for acc, v in zip((per, tot, sq), out):
