@@ -2,8 +2,8 @@
 
 For each model of the zoo and each dataset makeup (``full``: full clusters only; ``up_to:2``:
 + dimers; ``up_to:4``: + all subclusters up to 4 atoms; ``up_to:4+atoms``: + isolated atoms),
-train on the training parents, decompose the held-out test clusters exhaustively with
-:func:`jbo.decompose.body_orders` and compare E^(k) with the reference MBE order by order:
+train on the training parents, decompose the held-out test clusters exhaustively
+(:func:`jbo.analysis.decompose_records`) and compare E^(k) with the reference MBE order by order:
 parity plots per order, the spectrum of mean |E^(k)| per atom, and the MAE of E^(k) per atom.
 
 ``python -m experiments.body_order_trends [--quick]`` writes ``results/body_order_trends/``.
@@ -14,8 +14,9 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+from experiments import cells as study
 from experiments import common
-from jbo import plots
+from jbo import analysis, plots
 
 NAME = "body_order_trends"
 K_SHOW = 6  # orders shown in the figures
@@ -24,14 +25,15 @@ K_SHOW = 6  # orders shown in the figures
 def summarize(cell: dict, k_max: int = K_SHOW) -> dict:
     """The numbers of one cell: total / per-order MAE and spectra (meV/atom)."""
     t = cell["tests"]["test"]
+    model, ref = study.spectra(t)
     return dict(model=cell["cell"]["model"], makeup=cell["cell"]["makeup"],
                 seed=cell["cell"]["seed"], n_test=len(t["n"]), n_train_rows=cell["n_train_rows"],
-                train_seconds=cell["train_seconds"], total_mae=common.total_mae(t),
-                order_mae=common.order_mae(t, k_max),
-                spectrum=common.mean_abs_order(t["per_order"], t["n"], k_max),
-                ref_spectrum=common.mean_abs_order(t["ref_per_order"], t["n"], k_max),
-                high_order_weight=common.high_order_weight(t["per_order"]),
-                ref_high_order_weight=common.high_order_weight(t["ref_per_order"]))
+                train_seconds=cell["train_seconds"], total_mae=analysis.total_mae(model, ref),
+                order_mae=analysis.order_mae(model, ref, k_max),
+                spectrum=analysis.spectrum(model, k_max)["mean_abs_mev_per_atom"],
+                ref_spectrum=analysis.spectrum(ref, k_max)["mean_abs_mev_per_atom"],
+                high_order_weight=analysis.high_order_weight(model),
+                ref_high_order_weight=analysis.high_order_weight(ref))
 
 
 def figures(cells: list[dict], out, k_max: int = K_SHOW) -> list[str]:
@@ -90,18 +92,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args.steps, args.max_test, args.n_train, args.max_train_atoms = 60, 6, 6, 6
     out = common.out_dir(args, NAME)
     t0 = time.perf_counter()
-    data = common.load_data(args.db, args.test_fraction, 0, args.max_train_atoms,
+    data = study.load_data(args.db, args.test_fraction, 0, args.max_train_atoms,
                             (4, 5) if args.quick else None)
     cache = common.CellCache(out / "cells", args.redo)
     cells = []
     for seed in args.seeds:
         for model in args.models:
             for makeup in args.makeups:
-                cell = common.Cell(model, makeup, args.n_train, seed, args.steps,
+                cell = study.Cell(model, makeup, args.n_train, seed, args.steps,
                                    regimes=tuple(args.regimes) if args.regimes else None,
                                    batch_size=args.batch_size, lr=args.lr,
                                    extra_hypers=common.extra(args))
-                cells.append(common.run_cell(cell, data, cache, args.max_test, ("test",)))
+                cells.append(study.run_cell(cell, data, cache, args.max_test, ("test",)))
     result = dict(db=args.db, quick=args.quick, config=vars(args),
                   n_train_parents=cells[0]["n_train_parents"] if cells else 0,
                   test_clusters=cells[0]["tests"]["test"]["cluster"] if cells else [],

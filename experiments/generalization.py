@@ -21,37 +21,35 @@ from typing import Sequence
 
 import numpy as np
 
+from experiments import cells as study
 from experiments import common
-from jbo import plots
+from jbo import analysis, plots
 
 NAME = "generalization"
 
 
-def _subset(t: dict, keep) -> dict:
-    idx = [i for i in range(len(t["n"])) if keep(t["regime"][i], t["n"][i])]
-    return {k: [v[i] for i in idx] for k, v in t.items()}
-
-
 def summarize(cell: dict, order: int) -> dict:
-    c, t = cell["cell"], cell["tests"]
+    c = cell["cell"]
+    t = {k: study.spectra(v) for k, v in cell["tests"].items()}
     reg = c["regimes"][0] if c["regimes"] else ""
-    ho = t.get("heldout", {"n": [], "regime": []})
-    same = _subset(ho, lambda r, n: r == reg)
-    other = _subset(ho, lambda r, n: r != reg)
-    sizes = sorted(set(same["n"]))
+    none = analysis.Spectra.concat([])
+    model, ref = t.get("heldout", (none, none))
+    same = np.array([r == reg for r in model.regimes], bool)
+
+    def mae(keep) -> float:
+        return analysis.total_mae(model.rows(keep), ref.rows(keep))
+
+    sizes = sorted(set(model.n[same].tolist()))
     return dict(model=c["model"], lam=c["lam"], reg_order=c["reg_order"], train_regime=reg,
                 makeup=c["makeup"], seed=c["seed"], train_mae=cell["train_mae"],
-                test_mae=common.total_mae(t["test"]),
-                other_regime_mae=common.total_mae(t["other_regime"])
-                if t.get("other_regime", {}).get("n") else float("nan"),
-                heldout_mae=common.total_mae(same) if same["n"] else float("nan"),
-                heldout_other_mae=common.total_mae(other) if other["n"] else float("nan"),
-                heldout_n=sizes, heldout_mae_per_n=[
-                    common.total_mae(_subset(same, lambda r, m, n=n: m == n)) for n in sizes],
-                high_order_weight=common.high_order_weight(t["test"]["per_order"], order),
-                ref_high_order_weight=common.high_order_weight(t["test"]["ref_per_order"],
-                                                               order),
-                test_order_mae=common.order_mae(t["test"], 4))
+                test_mae=analysis.total_mae(*t["test"]),
+                other_regime_mae=analysis.total_mae(*t["other_regime"])
+                if "other_regime" in t else float("nan"),
+                heldout_mae=mae(same), heldout_other_mae=mae(~same), heldout_n=sizes,
+                heldout_mae_per_n=[mae(same & (model.n == n)) for n in sizes],
+                high_order_weight=analysis.high_order_weight(t["test"][0], order),
+                ref_high_order_weight=analysis.high_order_weight(t["test"][1], order),
+                test_order_mae=analysis.order_mae(*t["test"], 4))
 
 
 GROUP = ("model", "lam", "train_regime")  # one model, seeds pooled
@@ -121,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args.steps, args.max_test, args.max_train_atoms = 40, 4, 6
     out = common.out_dir(args, NAME)
     t0 = time.perf_counter()
-    data = common.load_data(args.db, args.test_fraction, 0, args.max_train_atoms,
+    data = study.load_data(args.db, args.test_fraction, 0, args.max_train_atoms,
                             (4, 5) if args.quick else None)
     cache = common.CellCache(out / "cells", args.redo)
     cells = []
@@ -129,11 +127,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             for model in args.models for lam in (0.0, args.lam)
             if not lam or model in args.reg_models]
     for seed, regime, model, lam in grid:
-        cell = common.Cell(model, args.makeups[0], None, seed, args.steps, lam=lam,
+        cell = study.Cell(model, args.makeups[0], None, seed, args.steps, lam=lam,
                            reg_order=args.reg_order, regimes=(regime,),
                            batch_size=args.batch_size, lr=args.lr,
                            extra_hypers=common.extra(args))
-        cells.append(common.run_cell(cell, data, cache, args.max_test,
+        cells.append(study.run_cell(cell, data, cache, args.max_test,
                                      ("test", "other_regime", "heldout")))
     rows = [summarize(c, args.reg_order) for c in cells]
     result = dict(db=args.db, quick=args.quick, config=vars(args), rows=rows,

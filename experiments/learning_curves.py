@@ -13,8 +13,9 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+from experiments import cells as study
 from experiments import common
-from jbo import plots
+from jbo import analysis, plots
 
 NAME = "learning_curves"
 K_ERR = 4  # per-order errors reported for k = 1..K_ERR
@@ -25,11 +26,12 @@ def _sizes(text: str) -> list[int | None]:
 
 
 def summarize(cell: dict) -> dict:
-    t = cell["tests"]["test"]
+    model, ref = study.spectra(cell["tests"]["test"])
     c = cell["cell"]
     return dict(model=c["model"], makeup=c["makeup"], seed=c["seed"],
                 n_train_parents=cell["n_train_parents"], n_train_rows=cell["n_train_rows"],
-                total_mae=common.total_mae(t), order_mae=common.order_mae(t, K_ERR))
+                total_mae=analysis.total_mae(model, ref),
+                order_mae=analysis.order_mae(model, ref, K_ERR))
 
 
 def seed_means(rows: list[dict]) -> list[dict]:
@@ -82,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args.steps, args.max_test, args.max_train_atoms = 60, 6, 6
     out = common.out_dir(args, NAME)
     t0 = time.perf_counter()
-    data = common.load_data(args.db, args.test_fraction, 0, args.max_train_atoms,
+    data = study.load_data(args.db, args.test_fraction, 0, args.max_train_atoms,
                             (4, 5) if args.quick else None)
     trends = common.ROOT / "results" / "body_order_trends" / "cells"
     cache = common.CellCache(out / "cells", args.redo, fallbacks=[] if args.quick else [trends])
@@ -91,11 +93,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for model in args.models:
             for makeup in args.makeups:
                 for n in args.sizes:
-                    cell = common.Cell(model, makeup, n, seed, args.steps,
+                    cell = study.Cell(model, makeup, n, seed, args.steps,
                                        regimes=tuple(args.regimes) if args.regimes else None,
                                        batch_size=args.batch_size, lr=args.lr,
                                        extra_hypers=common.extra(args))
-                    cells.append(common.run_cell(cell, data, cache, args.max_test, ("test",)))
+                    cells.append(study.run_cell(cell, data, cache, args.max_test, ("test",)))
     rows = [summarize(c) for c in cells]
     result = dict(db=args.db, quick=args.quick, config=vars(args), rows=rows,
                   n_test=len(cells[0]["tests"]["test"]["n"]) if cells else 0,

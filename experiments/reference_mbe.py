@@ -1,6 +1,6 @@
 """The many-body expansion of the ab initio references, per density regime.
 
-1. From the stored subcluster energies (:func:`jbo.data.mbe.all_mbe`, never recomputed):
+1. From the stored subcluster energies (:func:`jbo.analysis.reference_spectra`, never recomputed):
    mean |E^(k)| per atom for each order k, and the truncated-MBE error |E − E_MBE(K)| per atom
    versus K, per regime and cluster size; the check Σ_k E^(k) = E; how often the stored spin
    ground state is not the lowest multiplicity.
@@ -22,8 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
+from experiments import cells as study
 from experiments import common
-from jbo import plots
+from jbo import analysis, plots
 
 METHODS = ("fci (ground-state spin)", "fci (lowest multiplicity)", "rhf/rohf (lowest mult.)")
 
@@ -112,7 +113,6 @@ def lattice_energies(atoms, method: str) -> np.ndarray:
 def atomic_limit(sizes: Sequence[int], stretches: Sequence[float], seed: int = 3) -> dict:
     """Stretched low-density clusters: binding E(A∪B)−E(A)−E(B) and E^(k) per method (eV)."""
     from jbo.data.clusters import random_cluster
-    from jbo.data.mbe import mbe_from_energies
 
     out = {"stretches": list(stretches), "clusters": {}}
     for n in sizes:
@@ -125,7 +125,7 @@ def atomic_limit(sizes: Sequence[int], stretches: Sequence[float], seed: int = 3
                 atoms = base.copy()
                 atoms.positions = base.positions * s
                 e = lattice_energies(atoms, method)
-                m = mbe_from_energies(e)
+                m = analysis.lattice_spectra([e])[0]
                 full = (1 << n) - 1
                 rows.append(dict(stretch=s, binding=float(e[full] - e[half] - e[full ^ half]),
                                  per_order=m.per_order.tolist(), total=m.total))
@@ -184,8 +184,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = p.parse_args(argv)
     out = common.out_dir(args, "reference_mbe")
     t0 = time.perf_counter()
-    data = common.load_data(args.db, sizes=(4, 5) if args.quick else None)
-    mbes = sorted(data.ref.values(), key=lambda m: (m.regime, m.n, m.cluster))
+    data = study.load_data(args.db, sizes=(4, 5) if args.quick else None)
+    mbes = sorted(data.ref, key=lambda m: (m.regime, m.n, m.cluster))
     summary = stored_summary(mbes, _spins(args.db))
     sizes = [3] if args.quick else [int(x) for x in args.sizes.split(",")]
     stretches = [1.0, 4.0] if args.quick else [float(x) for x in args.stretches.split(",")]

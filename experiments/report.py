@@ -294,7 +294,7 @@ def build(results: Path, rel: str = ".", quick: bool = False, note: str = "") ->
              "", dataset_line(res),
              *(["", note] if note else []), "",
              "Models are small variants of the zoo models (hyperparameters in "
-             "`experiments/common.py`, `STUDY_HYPERS`), trained on energies only with Adam and "
+             "`experiments/cells.py`, `STUDY_HYPERS`), trained on energies only with Adam and "
              "a cosine schedule for a fixed number of steps; one training cell per (model, "
              "makeup, size, seed). These are CPU-sized runs: the absolute errors are far from "
              "converged models', the comparisons between models and makeups are the point."]

@@ -44,8 +44,8 @@ from jbo.data.records import read_records  # noqa: E402
 from jbo import models  # noqa: E402
 from jbo.train import RegularizerConfig, TrainConfig, evaluate, train  # noqa: E402
 from jbo.train.convergence import describe  # noqa: E402
-from jbo.train.analysis import (high_order_stats, model_per_order,  # noqa: E402
-                                reference_per_order, spectrum_summary)
+from jbo.train.model import Trained  # noqa: E402
+from jbo import analysis  # noqa: E402
 
 DEFAULT_OUT = ROOT / "results" / "train_body_order_reg"
 HYPERS = {"soap_bpnn": {"max_radial": 6, "max_angular": 4, "hidden": [64, 64]}}
@@ -120,26 +120,19 @@ def _configs(args) -> dict[str, TrainConfig]:
                                         regularizer=reg)}
 
 
-def _stats(per_order, n, order: int, eps_sq=None) -> dict:
-    return {"spectrum": spectrum_summary(per_order, n),
-            "high_order": high_order_stats(per_order, n, order, eps_sq)}
-
-
-def _by_regime(rows, per_order, n, order: int, eps_sq=None) -> dict:
-    out = {}
-    for regime in sorted({r.regime for r in rows}):
-        sel = np.array([r.regime == regime for r in rows])
-        out[regime] = _stats(per_order[sel], n[sel], order,
-                             None if eps_sq is None else eps_sq[sel])
-    return out
+def _stats(s: analysis.Spectra, order: int) -> dict:
+    """Spectrum and high-order content of ``s``, overall and per density regime (meV/atom)."""
+    return {**analysis.summarize(s, order),
+            "by_regime": {reg: analysis.summarize(g, order) for reg, g in s.by_regime().items()}}
 
 
 def _spectra(res, params, rows, order: int, layout: str) -> dict:
-    dec = model_per_order(res.model, params, rows, layout=layout)
-    per, n, sq = dec["per_order"], dec["n"], dec.get("eps_sq")
-    return {**_stats(per, n, order, sq), "by_regime": _by_regime(rows, per, n, order, sq),
-            "per_cluster": [{"cluster": r.cluster, "regime": r.regime, "n": int(k),
-                             "per_order_ev": p[:k].tolist()} for r, p, k in zip(rows, per, n)]}
+    s = analysis.decompose_records(Trained(res.module, params, res.model, {}, -1), rows,
+                                   chunk=8, layout=layout)
+    return {**_stats(s, order),
+            "per_cluster": [{"cluster": c, "regime": reg, "n": int(k), "per_order_ev": p}
+                            for c, reg, k, p in zip(s.clusters, s.regimes, s.n,
+                                                    s.per_cluster())]}
 
 
 def run(args) -> dict:
@@ -162,8 +155,8 @@ def run(args) -> dict:
     data = runs["plain"].data
     test = sorted(data.test, key=lambda r: (r.n_atoms, r.cluster))[:args.test_clusters]
     val_full = sorted(data.val, key=lambda r: r.cluster)
-    ref = reference_per_order([r for r in records if r.cluster in set(data.val_parents)
-                               and r.split == "train"])
+    ref = analysis.reference_spectra([r for r in records if r.cluster in set(data.val_parents)
+                                      and r.split == "train"])
     val_rows = [r for r in val_full if r.cluster in ref]
     for name, res in runs.items():
         t1 = time.perf_counter()
@@ -192,15 +185,8 @@ def run(args) -> dict:
         print(f"[{name}] val MAE {entry['val_mae_mev_per_atom']:.2f} meV/atom, decomposed in "
               f"{entry['decompose_seconds']:.1f} s", flush=True)
     if val_rows:
-        n = np.array([ref[r.cluster]["n"] for r in val_rows])
-        k = max(n)
-        per = np.array([np.pad(ref[r.cluster]["per_order"], (0, k - len(ref[r.cluster]
-                                                                         ["per_order"])))
-                        for r in val_rows])
-        sq = np.array([np.pad(ref[r.cluster]["eps_sq"], (0, k - len(ref[r.cluster]["eps_sq"])))
-                       for r in val_rows])
-        summary["reference"] = {"val": {**_stats(per, n, args.order, sq),
-                                        "by_regime": _by_regime(val_rows, per, n, args.order, sq),
+        summary["reference"] = {"val": {**_stats(ref.take([r.cluster for r in val_rows]),
+                                                 args.order),
                                         "clusters": [r.cluster for r in val_rows]}}
     p, r = summary["runs"]["plain"], summary["runs"]["regularized"]
     summary["comparison"] = _compare(p, r)

@@ -132,8 +132,8 @@ def _decompose(args) -> int:
     if args.calculator is not None:
         return _decompose_calculator(args)
 
+    from jbo.analysis import decompose_records
     from jbo.data.records import read_records
-    from jbo.train.analysis import model_per_order
     from jbo.train.model import load_trained
 
     trained = load_trained(args.checkpoint, which=args.which)
@@ -141,12 +141,13 @@ def _decompose(args) -> int:
     if not rows:
         print(f"no full clusters with split={args.split!r} in {args.db}", file=sys.stderr)
         return 2
-    res = model_per_order(trained.model, trained.params, rows, max_order=args.max_order)
-    k = res["per_order"].shape[1]
+    res = decompose_records(trained, rows, max_order=args.max_order, chunk=8)
+    per_order = np.nan_to_num(res.orders, nan=0.0)  # E^(k > n) = 0: no subsets of that size
+    k = per_order.shape[1]
     print("cluster".ljust(20) + " n " + "".join(f"{'E^(%d)' % (j + 1):>11}" for j in range(k))
           + "   (meV/atom)")
     out = []
-    for r, per, n in zip(rows, res["per_order"], res["n"]):
+    for r, per, n in zip(rows, per_order, res.n):
         print(f"{r.cluster:<20}{n:>2} " + "".join(f"{1e3 * v / n:>11.2f}" for v in per))
         out.append({"cluster": r.cluster, "n": int(n), "energy_ev": r.energy,
                     "per_order_ev": np.asarray(per).tolist()})

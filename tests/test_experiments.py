@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from ase.units import Hartree
 
-from experiments import common
+from experiments import cells, common
+from jbo import analysis
 
 HAVE_DB = Path(common.DEFAULT_DB).exists()
 needs_db = pytest.mark.skipif(not HAVE_DB, reason="data/h_clusters.npz is not shipped yet")
@@ -29,36 +30,37 @@ def _load(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------- pure helpers
-def test_metrics_on_hand_made_cell():
-    t = dict(n=[2, 4], total=[-1.0, -2.0], ref_total=[-1.002, -2.0],
-             per_order=[[-1.0, 0.0], [-2.5, 0.4, 0.1, 0.0]],
-             ref_per_order=[[-0.9, -0.102], [-2.5, 0.5, 0.0, 0.0]])
-    assert np.allclose(common.total_errors(t), [1.0, 0.0])
-    assert common.total_mae(t) == pytest.approx(0.5)
-    mae = common.order_mae(t, 3)
-    assert mae[0] == pytest.approx(1e3 * 0.1 / 2 / 2)
-    assert mae[2] == pytest.approx(1e3 * 0.1 / 4)  # only the 4-atom cluster has k = 3
-    assert common.high_order_weight(t["per_order"]) == pytest.approx(0.1 / 0.5)
-    assert common.mean_abs_order(t["per_order"], t["n"], 1)[0] == pytest.approx(1e3 * 0.5625)
+def test_a_cells_test_set_reads_back_as_spectra():
+    """A cell's JSON (model and ref_ entries, None where the reference has no MBE) gives the
+    spectra the metrics of jbo.analysis take (metrics by hand: tests/test_analysis.py)."""
+    t = dict(cluster=["a", "b"], n=[2, 4], regime=["low", "high"], total=[-1.0, -2.0],
+             ref_total=[-1.002, -2.0], per_order=[[-1.0, 0.0], [-2.5, 0.4, 0.1, 0.0]],
+             ref_per_order=[[-0.9, -0.102], None])
+    model, ref = cells.spectra(t)
+    assert model.clusters == ref.clusters == ("a", "b") and model.K == 4 and ref.K == 2
+    assert analysis.total_mae(model, ref) == pytest.approx(0.5)
+    assert analysis.order_mae(model, ref, 2) == pytest.approx([1e3 * 0.1 / 2, 1e3 * 0.102 / 2])
+    assert {**model.to_json(), "ref_total": ref.to_json()["total"],
+            "ref_per_order": ref.to_json()["per_order"]} == t
 
 
 def test_cell_key_covers_everything_that_decides_the_result(monkeypatch):
     """Edited study hyperparameters, a --use-bias override or other data never reuse a cell."""
     import dataclasses
 
-    a = common.Cell("soap_bpnn", "full", None, 0)
+    a = cells.Cell("soap_bpnn", "full", None, 0)
     key = a.key("data-1")
-    assert key == common.Cell("soap_bpnn", "full", None, 0).key("data-1")
+    assert key == cells.Cell("soap_bpnn", "full", None, 0).key("data-1")
     assert key != a.key("data-2")
     assert key != dataclasses.replace(a, extra_hypers=(("use_bias", True),)).key("data-1")
-    edited = {**common.STUDY_HYPERS.get("soap_bpnn", {}), "hidden": (3,)}
-    monkeypatch.setitem(common.STUDY_HYPERS, "soap_bpnn", edited)
+    edited = {**cells.STUDY_HYPERS.get("soap_bpnn", {}), "hidden": (3,)}
+    monkeypatch.setitem(cells.STUDY_HYPERS, "soap_bpnn", edited)
     assert a.key("data-1") != key
 
 
 def test_cell_keys_and_cache(tmp_path):
-    a = common.Cell("pet", "up_to:4+atoms", None, 0)
-    b = common.Cell("pet", "up_to:4+atoms", 8, 0, lam=0.1, regimes=("low",))
+    a = cells.Cell("pet", "up_to:4+atoms", None, 0)
+    b = cells.Cell("pet", "up_to:4+atoms", 8, 0, lam=0.1, regimes=("low",))
     assert a.key() != b.key() and "/" not in b.key() and ":" not in b.key()
     cache = common.CellCache(tmp_path / "a", fallbacks=[tmp_path / "b"])
     assert cache.get(a.key()) is None
@@ -115,12 +117,20 @@ def test_reference_mbe_quick(out):
     assert all((out / "reference_mbe" / f).exists() for f in r["figures"])
 
 
-@pytest.mark.experiment
-@needs_db
-def test_body_order_trends_quick(out):
+@pytest.fixture(scope="module")
+def trends(out) -> dict:
+    """The quick trends study on one device (run once per module, by whichever test needs it)."""
     from experiments import body_order_trends
 
-    r = body_order_trends.main(["--quick", "--out", str(out / "body_order_trends")])
+    return body_order_trends.main(["--quick", "--out", str(out / "body_order_trends")])
+
+
+@pytest.mark.experiment
+@needs_db
+def test_body_order_trends_quick(out, trends):
+    from experiments import body_order_trends
+
+    r = trends
     assert len(r["summary"]) == 2 and r["figures"]
     cell = _load(out / "body_order_trends" / "cells" / f"{r['cells'][0]}.json")
     t = cell["tests"]["test"]
@@ -145,20 +155,17 @@ def test_body_order_trends_quick(out):
 
 @pytest.mark.experiment
 @needs_db
-def test_studies_use_every_local_device(out):
+def test_studies_use_every_local_device(out, trends):
     """The quick trends study on 8 (fake CPU) devices: training batches and the test-cluster
     decomposition are sharded, and the numbers equal the one-device run's."""
-    one = out / "body_order_trends" / "body_order_trends.json"
-    if not one.exists():
-        pytest.skip("needs test_body_order_trends_quick's output")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     many = out / "trends_8dev"
     proc = subprocess.run([sys.executable, "-m", "experiments.body_order_trends", "--quick",
                            "--out", str(many)], cwd=common.ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = _load(one), _load(many / "body_order_trends.json")
-    for key in a["cells"]:
+    b = _load(many / "body_order_trends.json")
+    for key in trends["cells"]:
         c1 = _load(out / "body_order_trends" / "cells" / f"{key}.json")
         c8 = _load(many / "cells" / f"{key}.json")
         assert (c1["devices"], c8["devices"]) == (1, 8)
@@ -167,7 +174,7 @@ def test_studies_use_every_local_device(out):
         assert np.allclose(np.concatenate(t8["per_order"]), np.concatenate(t1["per_order"]),
                            rtol=0, atol=1e-6)
     assert [s["total_mae"] for s in b["summary"]] == pytest.approx(
-        [s["total_mae"] for s in a["summary"]], abs=1e-4)
+        [s["total_mae"] for s in trends["summary"]], abs=1e-4)
 
 
 @pytest.mark.experiment

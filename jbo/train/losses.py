@@ -21,7 +21,7 @@ import numpy as np
 from jbo.potential import Potential, cast_tree, from_module, scaled, with_baseline
 
 __all__ = ["EnergyModel", "structure_energy", "batch_energy_forces", "energy_force_loss",
-           "cast_tree", "contract_energy_fn"]
+           "cast_tree"]
 
 Params = Any
 
@@ -61,11 +61,6 @@ def structure_energy(model: EnergyModel, params: Params, positions, species, mas
                      dtype=None) -> jnp.ndarray:
     """Energy (eV, float64) of one structure ``positions[N,3]`` where ``mask[N]`` is True."""
     return model.potential(params, dtype or model.dtype).energy(positions, species, mask)
-
-
-def contract_energy_fn(model: EnergyModel, params: Params, dtype=jnp.float64) -> Potential:
-    """Alias of ``model.potential(params, dtype)`` (kept for its callers in the analysis code)."""
-    return model.potential(params, dtype)
 
 
 def batch_energy_forces(model: EnergyModel, params: Params, positions, species, mask,
