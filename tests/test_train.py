@@ -45,7 +45,7 @@ def test_loss_curve_matches_the_per_step_loop(toy_db, log_every):
     res = train(toy_config(toy_db, log_every=log_every), module=ToyEAM())
     np.testing.assert_allclose([s["loss"] for s in res.steps], OLD_LOOP_LOSS, rtol=1e-12)
     np.testing.assert_allclose([h["val_mae"] for h in res.history], OLD_LOOP_VAL, rtol=1e-12)
-    assert res.stop_reason == "budget: 3 epochs done"
+    assert res.stop_reason.startswith("schedule finished (cosine over 3 epochs)")
 
 
 def test_resume_is_exact_after_interruption_at_random_step(toy_db, tmp_path):

@@ -66,6 +66,20 @@ def test_plateau_lowers_the_learning_rate_and_budgets_say_so(toy_db):
     assert short.stop_reason.startswith("budget: max_seconds=1e-09 reached")
 
 
+def test_a_finished_decaying_schedule_reports_its_plateau(toy_db):
+    """The end of a cosine schedule is not a bare budget: the reason gives the best MAE and how
+    many of the evaluations came after the last one that improved it by min_improvement."""
+    res = train(_cfg(toy_db, epochs=4, eval_every=2, min_improvement=0.01), module=ToyEAM())
+    vals = [h["val_mae"] for h in res.history]
+    best, since = vals[0], 0
+    for v in vals[1:]:  # the rule of jbo.train.convergence, recomputed from the curve
+        since = 0 if v < best * (1 - 0.01) else since + 1
+        best = min(best, v)
+    assert res.stop_reason == (f"schedule finished (cosine over 4 epochs): best validation MAE "
+                               f"{best:.4g} meV/atom, {since} of {len(vals)} evaluations since "
+                               f"one improved it by more than 1%")
+
+
 def test_ema_parameters_are_the_evaluated_ones(toy_db):
     res = train(_cfg(toy_db, ema_decay=0.9, epochs=2), module=ToyEAM())
     s = res.state

@@ -38,7 +38,7 @@ def test_main_job_quick_on_tiny_db(tmp_path):
     from jbo.data.records import read_records
     for name in ("plain", "regularized"):
         r = saved["runs"][name]
-        assert r["stop_reason"].startswith(("converged", "budget")) and r["convergence_rule"]
+        assert r["stop_reason"].startswith(("converged", "budget", "schedule finished")) and r["convergence_rule"]
         assert len(r["validation_curve"]["step"]) == len(r["validation_curve"]["lr"])
         pot = models.load(out / r["model_file"])
         val = [x for x in read_records(db) if x.cluster in set(summary["val_parents"]) and x.is_full]

@@ -247,7 +247,13 @@ def _budget_reason(run: Run, step: int, t0: float) -> str | None:
     if cfg.max_steps is not None and step >= cfg.max_steps:
         return f"budget: max_steps={cfg.max_steps} reached"
     if step >= run.total_steps:
-        return f"budget: {cfg.epochs} epochs done"
+        if cfg.schedule == "constant":
+            return f"budget: {cfg.epochs} epochs done"
+        st = run.state  # a decaying schedule ends with the learning rate at its floor
+        return (f"schedule finished ({cfg.schedule} over {cfg.epochs} epochs): best validation "
+                f"MAE {float(st.best_val):.4g} meV/atom, {int(st.bad_evals)} of "
+                f"{int(st.evals)} evaluations since one improved it by more than "
+                f"{100 * cfg.min_improvement:g}%")
     if cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds:
         return f"budget: max_seconds={cfg.max_seconds:g} reached at step {step}"
     return None
