@@ -83,6 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="decompose at most this many held-out clusters (smallest first)")
     p.add_argument("--quick", action="store_true", help="CI mode: fewer epochs and clusters")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--readme", action="store_true", help="only rewrite README.md's table "
+                   "from OUT/summary.json (no training)")
     args = p.parse_args(argv)
     for name, (full, quick) in DEFAULTS.items():
         if getattr(args, name) is None:
@@ -273,9 +275,43 @@ def _plots(out: Path, runs: dict, summary: dict, order: int) -> None:
     plt.close(fig)
 
 
+TABLE_START, TABLE_END = "<!-- main-job-table -->", "<!-- /main-job-table -->"
+
+
+def readme_table(summary: dict) -> str:
+    """The README's table of a main-job ``summary`` (markdown; numbers as committed)."""
+    rows = ["| run | val MAE (meV/atom) | held-out H_9..H_12 MAE (meV/atom) | val force MAE "
+            "(meV/Å) | held-out Σ_{k>K} mean abs E^(k)/n (meV/atom) | training | stop |",
+            "|---|---|---|---|---|---|---|"]
+    for name, r in summary["runs"].items():
+        label = name if not r["lambda"] else f"{name} (λ = {r['lambda']:g}, K = {summary['K']})"
+        high = r["test"]["high_order"]["sum_abs_mev_per_atom"] if r.get("test") else float("nan")
+        rows.append(f"| {label} | {r['val_mae_mev_per_atom']:.1f} | "
+                    f"{r['test_mae_mev_per_atom']:.1f} | "
+                    f"{r['val_force_mae_mev_per_angstrom']:.0f} | {high:.0f} | "
+                    f"{r['steps']} steps, {r['train_seconds']:.0f} s | {r['stop_reason']} |")
+    return "\n".join(rows)
+
+
+def update_readme(summary: dict, readme: Path = ROOT / "README.md") -> None:
+    """Replace the table between the README's main-job markers by :func:`readme_table`."""
+    text = readme.read_text()
+    a, b = text.find(TABLE_START), text.find(TABLE_END)
+    if a < 0 or b < a:
+        raise ValueError(f"{readme} has no {TABLE_START} ... {TABLE_END} block")
+    readme.write_text(text[:a + len(TABLE_START)] + "\n" + readme_table(summary) + "\n"
+                      + text[b:])
+
+
 def main(argv=None) -> int:
     from jbo.data.store import StoreError
 
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--readme" in argv:  # rewrite the README's table from the committed summary, no training
+        out = Path(parse_args([a for a in argv if a != "--readme"]).out)
+        update_readme(json.loads((out / "summary.json").read_text()))
+        return 0
     args = parse_args(argv)
     try:
         run(args)
