@@ -162,7 +162,7 @@ def test_report_section_is_rebuilt_from_the_json_and_the_models(quick):
         assert f"(./converged/{f})" in text
 
 
-@pytest.mark.slow
+@pytest.mark.experiment
 @needs_db
 def test_jbo_decompose_reads_a_shipped_model(quick, tmp_path):
     from jbo.cli import main
