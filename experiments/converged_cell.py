@@ -41,6 +41,8 @@ __all__ = ["ConvergedCell", "CONVERGED_HYPERS", "run_converged", "stop_kind", "h
 #: the zoo defaults (sized for the data; data constants such as MACE's avg_num_neighbors come
 #: from the training rows), except linear ACE at correlation 3: E^(k) = 0 for k > 4 exactly
 CONVERGED_HYPERS: dict[str, dict[str, Any]] = {"linear_ace": dict(correlation=3)}
+#: largest shipped model file (bytes); the zoo defaults take 16-176 kB
+MAX_MODEL_BYTES = 1_000_000
 
 
 def has_rotate() -> bool:
@@ -180,6 +182,10 @@ def run_converged(cell: ConvergedCell, data: RegimeData, cache: CellCache,
         raise RuntimeError(f"{key}: training validated on other parents than selected")
     models.save(path, res, metadata=dict(key=key, cell=dataclasses.asdict(cell),
                                          stop_reason=res.stop_reason))
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise ValueError(f"{path} is {path.stat().st_size} bytes, over the {MAX_MODEL_BYTES} "
+                         "a shipped study model may take (issue 15: <= 20 MB for all of them); "
+                         "use smaller hyperparameters for this model")
     shipped = models.load(path)
     sets = test_records(data, cell.regime, max_test, max_heldout)
     names = [k for k in TEST_SETS if sets[k]]

@@ -40,6 +40,26 @@ def test_stop_kinds_and_plateau():
     assert np.isnan(plateau([3.0, 2.0]))
 
 
+def test_accuracy_table_takes_the_best_seed_mean_of_the_full_makeup():
+    from experiments.converged_summary import accuracy_table
+
+    def row(model, seed, mae, makeup="full", n_train=None, lam=0.0, kind="converged"):
+        return dict(model=model, seed=seed, regime="high", makeup=makeup, n_train=n_train,
+                    lam=lam, test_mae=mae, stop_kind=kind, steps=100 * (seed + 1),
+                    train_seconds=10.0, max_seconds=300.0, best_val_mae=mae - 1,
+                    device="cpu:cpu x1")
+
+    rows = [row("a", 0, 30.0), row("a", 1, 20.0, kind="budget"), row("b", 0, 24.0),
+            row("b", 1, 27.0), row("c", 0, 1.0, makeup="all"), row("c", 1, 1.0, n_train=50),
+            row("c", 2, 1.0, lam=1.0)]
+    (t,) = accuracy_table(rows)
+    assert t["regime"] == "high" and t["target"] == 25.0 and set(t["models"]) == {"a", "b"}
+    assert t["best_model"] == "a" and t["best_mae"] == 25.0 and t["meets_target"]
+    a = t["models"]["a"]
+    assert a["test_mae_sd"] == pytest.approx(np.std([30.0, 20.0], ddof=1))
+    assert a["stop_kinds"] == ["budget", "converged"] and a["steps"] == 150 and a["n_seeds"] == 2
+
+
 @needs_db
 def test_a_capped_training_set_keeps_the_selected_validation_parents():
     """train() re-splits the records it is given: with the returned fraction its hash split
