@@ -180,11 +180,12 @@ def figures(rows: Sequence[dict], out: Path) -> list[str]:
             "(d) Learning curves (total energy, test parents)", ncols=min(4, len(curves)),
             logx=True, logy=True).name)
     gen = {}  # (e)
-    for r in seed_means([r for r in rows if r["n_train"] is None and r["makeup"] == makeups[0]]):
+    first = makeups[0] if makeups else None
+    for r in seed_means([r for r in rows if r["n_train"] is None and r["makeup"] == first]):
         label = f"{r['model']}{' +reg' if r['lam'] else ''} <- {r['regime']}"
         gen[label] = {"test H8": r["test_mae"], "H9/H10": r["heldout_mae"],
                       "other regime H8": r["other_regime_mae"]}
     if gen:
         files.append(plots.bars(gen, out / "generalization.png", "MAE (meV/atom)",
-                                f"(e) Generalisation (makeup {makeups[0]})", logy=True).name)
+                                f"(e) Generalisation (makeup {first})", logy=True).name)
     return files
