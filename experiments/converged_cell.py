@@ -1,0 +1,221 @@
+"""One cell of the converged study: train to convergence (energies + forces), ship, decompose.
+
+A :class:`ConvergedCell` is one training run on one density regime (model, makeup, seed,
+training-set cap, regularizer). :func:`run_converged`
+
+1. takes the regime's training parents (:func:`experiments.regime_data.training_rows`), holds
+   out ``val_fraction`` of them by parent for validation and trains with the convergence rule
+   of :class:`jbo.train.TrainConfig`: a cosine schedule over ``steps`` (rounded up to whole
+   epochs), a validation every ``eval_every`` steps, a stop when the validation MAE has not
+   improved by ``min_improvement`` (relative) in ``patience`` validations, and a wall-time
+   budget ``max_seconds`` (training steps only);
+2. saves the best-validation model with :func:`jbo.models.save` as
+   ``MODELS/<key>.jbo`` (what ``jbo decompose MODELS/<key>.jbo`` reads);
+3. loads that file back and decomposes the test sets with it (every number of the cell comes
+   from the shipped model), and stores the per-order energies of the first three test parents
+   under ``check`` (a test reloads the file and reproduces them to 1e-6 eV).
+
+Stop kinds (``stop_kind``): ``converged`` (the patience rule fired), ``schedule`` (the cosine
+schedule ran to its end: learning rate annealed to ~0; ``plateau`` says how much the best
+validation MAE still improved over the last quarter of the validations), ``budget``
+(``max_seconds``: not converged; the curve is kept). Energies in eV; MAEs in meV/atom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from experiments.cells import spectra
+from experiments.common import CellCache
+from experiments.regime_data import TEST_SETS, RegimeData, test_records, training_rows
+from jbo import analysis
+
+__all__ = ["ConvergedCell", "CONVERGED_HYPERS", "run_converged", "stop_kind", "has_rotate"]
+
+#: the zoo defaults (sized for the data; data constants such as MACE's avg_num_neighbors come
+#: from the training rows), except linear ACE at correlation 3: E^(k) = 0 for k > 4 exactly
+CONVERGED_HYPERS: dict[str, dict[str, Any]] = {"linear_ace": dict(correlation=3)}
+#: largest shipped model file (bytes); the zoo defaults take 16-176 kB
+MAX_MODEL_BYTES = 1_000_000
+
+
+def has_rotate() -> bool:
+    """Whether this jbo's TrainConfig has rotational augmentation (``rotate``)."""
+    from jbo.train import TrainConfig
+    return "rotate" in {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvergedCell:
+    """One training run of the converged study (hashable; :meth:`key` names its files).
+
+    ``n_train``: at most this many training structures, drawn uniformly (seeded) from the
+    makeup's rows, for comparisons at matched numbers of structures (learning curves); None
+    trains on every row, and makeups then compare at matched compute (the same rule and
+    ``max_seconds`` budget) with different numbers of structures.
+    """
+
+    model: str
+    makeup: str = "full"
+    regime: str = "low"
+    seed: int = 0
+    n_train: int | None = None
+    steps: int = 8000            # length of the cosine schedule (whole epochs, rounded up)
+    batch_size: int = 16
+    lr: float = 3e-3
+    schedule: str = "cosine"
+    eval_every: int = 200
+    patience: int = 10
+    min_improvement: float = 0.005
+    plateau_patience: int | None = None  # learning-rate halving on plateaus (constant schedule)
+    max_seconds: float = 900.0
+    max_steps: int | None = None  # step budget (quick runs)
+    force_weight: float = 1.0
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    lam: float = 0.0              # body-order regularizer (0: off)
+    reg_order: int = 2
+    reg_mode: str = "truncation"
+    rotate: bool = False          # rotational augmentation (PET), where TrainConfig has it
+    extra_hypers: tuple[tuple[str, Any], ...] = ()
+
+    def hypers(self) -> dict[str, Any]:
+        return {**CONVERGED_HYPERS.get(self.model, {}), **dict(self.extra_hypers)}
+
+    def key(self, data_spec: str = "") -> str:
+        """A readable name and a hash of every field, the resolved hypers, the data and split
+        (``data_spec``) and whether rotation is available (so no edit reuses a stale cell)."""
+        from experiments.regime_data import _digest
+        digest = _digest(dataclasses.asdict(self), self.hypers(), data_spec,
+                         self.rotate and has_rotate())[:10]
+        mk = self.makeup.replace(":", "").replace("+", "-")
+        parts = [self.model, self.regime, mk, f"n{self.n_train or 'all'}", f"s{self.seed}"]
+        if self.lam:
+            parts.append(f"reg{self.lam:g}k{self.reg_order}")
+        if self.rotate:
+            parts.append("rot")
+        return "_".join(parts + [digest])
+
+
+def stop_kind(reason: str) -> str:
+    """``converged`` | ``schedule`` | ``budget`` (see the module docstring)."""
+    if reason.startswith("converged"):
+        return "converged"
+    return "schedule" if "epochs done" in reason else "budget"
+
+
+def _config(cell: ConvergedCell, data: RegimeData, n_rows: int, val_fraction: float):
+    import jax
+
+    from jbo.train import RegularizerConfig, TrainConfig
+    from jbo.train.config import parse_makeup
+
+    bsz = min(cell.batch_size, n_rows)
+    n_batches = math.ceil(n_rows / bsz)
+    reg = RegularizerConfig(lam=cell.lam, order=cell.reg_order, mode=cell.reg_mode,
+                            batch_size=4) if cell.lam else RegularizerConfig()
+    extra = {"rotate": cell.rotate} if has_rotate() else {}
+    return TrainConfig(
+        db=data.db, model=cell.model, hypers=cell.hypers(), makeup=cell.makeup,
+        val_fraction=val_fraction, split_seed=cell.split_seed, seed=cell.seed,
+        epochs=max(1, math.ceil(cell.steps / n_batches)), batch_size=bsz, lr=cell.lr,
+        schedule=cell.schedule, eval_every=cell.eval_every, patience=cell.patience,
+        min_improvement=cell.min_improvement, plateau_patience=cell.plateau_patience,
+        max_seconds=cell.max_seconds, max_steps=cell.max_steps,
+        force_weight=cell.force_weight, regularizer=reg,
+        baseline_from_atoms=parse_makeup(cell.makeup)[1], progress=False, tensorboard=False,
+        shard=len(jax.local_devices()) > 1, **extra)
+
+
+def _device() -> str:
+    import jax
+    d = jax.devices()[0]
+    return f"{d.platform}:{getattr(d, 'device_kind', '')} x{len(jax.local_devices())}"
+
+
+def plateau(curve: Sequence[float]) -> float:
+    """Relative improvement of the best validation MAE over the last quarter of the
+    validations (0: flat; NaN with fewer than 4 validations)."""
+    v = np.minimum.accumulate(np.asarray(curve, float))
+    if v.size < 4:
+        return float("nan")
+    q = v[-(v.size // 4) - 1]
+    return float((q - v[-1]) / q) if q > 0 else float("nan")
+
+
+def _rotational_error(model, records) -> float | None:
+    """``jbo.analysis.rotational_error`` (meV/atom) where this jbo has it, else None."""
+    fn = getattr(analysis, "rotational_error", None)
+    if fn is None:
+        return None
+    try:
+        return float(np.mean(fn(model, records)))
+    except TypeError:  # another signature than (model, records): left to the report's author
+        return None
+
+
+def run_converged(cell: ConvergedCell, data: RegimeData, cache: CellCache,
+                  models_dir: str | Path, max_test: int | None = None,
+                  max_heldout: int | None = None, log=print) -> dict:
+    """Train, ship and decompose ``cell``, or load it from ``cache`` (with its model file)."""
+    from jbo import models
+    from jbo.train import train
+
+    key = cell.key(data.spec)
+    path = Path(models_dir) / f"{key}.jbo"
+    hit = cache.get(key)
+    if hit is not None and path.exists():
+        return {**hit, "cached": True}
+    t0 = time.perf_counter()
+    rows, val, val_parents, vf = training_rows(data, cell.regime, cell.makeup,
+                                               cell.val_fraction, cell.split_seed,
+                                               cell.n_train, cell.seed)
+    cfg = _config(cell, data, len(rows), vf)
+    res = train(cfg, records=rows + val)
+    if sorted(res.data.val_parents) != val_parents:  # the split we meant is the split it ran
+        raise RuntimeError(f"{key}: training validated on other parents than selected")
+    models.save(path, res, metadata=dict(key=key, cell=dataclasses.asdict(cell),
+                                         stop_reason=res.stop_reason))
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise ValueError(f"{path} is {path.stat().st_size} bytes, over the {MAX_MODEL_BYTES} "
+                         "a shipped study model may take (issue 15: <= 20 MB for all of them); "
+                         "use smaller hyperparameters for this model")
+    shipped = models.load(path)
+    sets = test_records(data, cell.regime, max_test, max_heldout)
+    names = [k for k in TEST_SETS if sets[k]]
+    joint = analysis.decompose_records(shipped, [r for k in names for r in sets[k]])
+    tests, start = {}, 0
+    for k in names:
+        got = joint.rows(np.arange(start, start + len(sets[k]))).to_json()
+        ref = data.ref.take([r.cluster for r in sets[k]]).to_json()
+        tests[k] = {**got, "ref_total": ref["total"], "ref_per_order": ref["per_order"]}
+        start += len(sets[k])
+    t = tests["test"]
+    curve = [h["val_mae"] for h in res.history]
+    out = dict(
+        cell=dataclasses.asdict(cell), key=key, model_path=f"models/{path.name}",
+        model_bytes=path.stat().st_size, hypers=shipped.meta["hypers"],
+        n_train_rows=len(rows), n_val=len(val), n_train_parents=len({r.cluster for r in rows}),
+        stop_reason=res.stop_reason, stop_kind=stop_kind(res.stop_reason),
+        steps=int(res.state.step), train_seconds=res.seconds, device=_device(),
+        rotate_applied=bool(cell.rotate and has_rotate()),
+        val_curve=dict(step=[int(h["step"]) for h in res.history], mae=curve,
+                       force_mae=[h["val_force_mae"] for h in res.history]),
+        best_val_mae=float(np.nanmin(curve)) if curve else float("nan"),
+        plateau=plateau(curve),
+        rotational_error=_rotational_error(shipped, sets["test"]),
+        check=dict(cluster=t["cluster"][:3], total=t["total"][:3], per_order=t["per_order"][:3]),
+        tests=tests)
+    out["seconds"] = time.perf_counter() - t0
+    cache.put(key, out)
+    log(f"[{key}] {out['seconds']:.0f} s ({out['steps']} steps, {out['stop_kind']}), best val "
+        f"{out['best_val_mae']:.1f}, test MAE "
+        f"{analysis.total_mae(*spectra(tests['test'])):.1f} meV/atom, {out['model_bytes']} B")
+    return {**out, "cached": False}
+

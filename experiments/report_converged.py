@@ -1,0 +1,139 @@
+"""The converged study's section of ``results/REPORT.md``, rebuilt from
+``results/converged/converged.json`` and the shipped models under ``results/converged/models``
+(:mod:`experiments.converged`). Returns None when the study has not been run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from experiments.converged_summary import K_ERR
+
+COMMANDS = """```bash
+python -m experiments.converged     # resumable by cell; --regimes --models --makeups --seeds
+python -m experiments.report
+jbo decompose results/converged/models/KEY.jbo --json spectra.json   # any shipped model
+```"""
+
+
+def _f(x, d: int = 1) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.2e}" if abs(x) >= 1e5 else f"{x:.{d}f}"
+
+
+def _pm(x, sd, d: int = 1) -> str:
+    return _f(x, d) if sd is None or not math.isfinite(sd) else f"{_f(x, d)} ± {_f(sd, d)}"
+
+
+def _table(head, rows) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def accuracy_section(res: dict) -> str:
+    """Table 1: per regime and model, the ``full`` makeup's test MAE and how training ended."""
+    rows, lines = [], []
+    for a in res["accuracy"]:
+        for m, v in a["models"].items():
+            rows.append([a["regime"], m, _pm(v["test_mae"], v["test_mae_sd"]), v["n_seeds"],
+                         _f(v["best_val_mae"]), "/".join(v["stop_kinds"]), v["steps"],
+                         f"{_f(v['train_seconds'], 0)} / {_f(v['max_seconds'], 0)}",
+                         v["device"]])
+        lines.append(f"* **{a['regime']}**: best {a['best_model']} at {_f(a['best_mae'])} "
+                     f"meV/atom, target ≤ {_f(a['target'])}: "
+                     + ("met." if a["meets_target"] else "**not met**."))
+    return "\n".join([_table(["regime", "model", "test MAE (meV/atom)", "seeds", "best val MAE",
+                              "stop", "steps", "train s / budget", "device"], rows), "",
+                      *lines])
+
+
+def order_section(res: dict) -> str:
+    """(b) per-order errors next to the total error, per regime, makeup and model."""
+    head = ["regime", "makeup", "model", "total"] + [f"E^({k})" for k in range(1, K_ERR + 1)]
+    rows = [[r["regime"], r["makeup"], r["model"], _f(r["test_mae"])]
+            + [_f(x) for x in r["test_order_mae"]] for r in res["means"]
+            if r["n_train"] is None and not r["lam"]]
+    return _table(head, rows)
+
+
+def effective_section(res: dict) -> str:
+    """(c) effective body order per regime, model and makeup (reference in the last column)."""
+    means = [r for r in res["means"] if r["n_train"] is None and not r["lam"]]
+    makeups = list(dict.fromkeys(r["makeup"] for r in means))
+    rows = []
+    for g in dict.fromkeys(r["regime"] for r in means):
+        ref = next(r["ref_effective_order"] for r in res["rows"] if r["regime"] == g)
+        for m in dict.fromkeys(r["model"] for r in means if r["regime"] == g):
+            by = {r["makeup"]: r["effective_order"] for r in means
+                  if (r["regime"], r["model"]) == (g, m)}
+            rows.append([g, m, *[_f(by.get(mk), 1) for mk in makeups], ref])
+    return _table(["regime", "model", *makeups, "reference"], rows)
+
+
+def generalization_section(res: dict) -> str:
+    """(e) test, H_9/H_10 and other-regime errors, with and without the regularizer."""
+    rows = [[r["regime"], r["model"], _f(r["lam"], 2), r["makeup"], _f(r["test_mae"]),
+             _f(r["heldout_mae"]), _f(r["other_regime_mae"])]
+            for r in res["means"] if r["n_train"] is None
+            and (r["lam"] or r["makeup"] == res["config"]["makeups"][0])]
+    return _table(["trained on", "model", "λ", "makeup", "test H_8", "H_9/H_10 (same regime)",
+                   "other regime H_8"], rows)
+
+
+def models_line(folder: Path, res: dict) -> str:
+    """What is shipped: files present, total size, bytes per architecture."""
+    files = [folder / "models" / f"{k}.jbo" for k in res["cells"]]
+    present = [f for f in files if f.exists()]
+    total = sum(f.stat().st_size for f in present)
+    per = ", ".join(f"{m} {b / 1e3:.0f} kB" for m, b in res["bytes_per_model"].items())
+    return (f"Shipped models: {len(present)} of {len(files)} cells' files under "
+            f"`converged/models/` ({total / 1e6:.2f} MB; per model: {per}). Each reloads with "
+            "`jbo.models.load` and decomposes with `jbo decompose`; the stored per-order "
+            "energies of three test parents per cell are checked against the files "
+            "(`tests/test_converged.py`).")
+
+
+def section(results: Path, rel: str = ".") -> str | None:
+    """The converged study's section, or None when ``results/converged`` has no JSON."""
+    folder = results / "converged"
+    p = folder / "converged.json"
+    if not p.exists():
+        return None
+    res = json.loads(p.read_text())
+    cfg = res["config"]
+    figs = {f: f"![{f}]({rel}/converged/{f})" for f in res.get("figures", [])}
+    pick = lambda prefix: "\n\n".join(v for k, v in figs.items() if k.startswith(prefix))  # noqa
+    data = res["data"]
+    counts = "; ".join(f"{g}: {v['train_parents']} training parents ({v['pool']} pool + "
+                       f"{v['complete'] - v['test_parents']} complete), {v['test_parents']} "
+                       "test parents" for g, v in data.items() if g != "heldout")
+    parts = [
+        "## Converged study: per regime, energies + forces, models shipped"
+        + (" (quick CI run)" if res.get("quick") else ""), "", COMMANDS, "",
+        f"Data (`{Path(res['db']).name}`): {counts}; {len(data['heldout'])} complete "
+        "H_9/H_10 parents held out. Each cell validates on "
+        f"{_f(100 * cfg['val_fraction'], 0)}% of its training parents, trains with forces "
+        f"(weight {cfg['force_weight']:g}) on a cosine schedule of {cfg['steps']} steps "
+        f"(batch {cfg['batch_size']}), stops when the validation MAE has not improved by 0.5% "
+        f"in {cfg['patience']} validations (one every {cfg['eval_every']} steps), or at "
+        f"{_f(cfg['max_seconds'], 0)} s of training. Stop kinds: converged (patience), "
+        "schedule (cosine ran out), budget (time). "
+        f"{len(res['cells'])} cells, {_f(res['cell_seconds'] / 3600, 2)} h of cell compute "
+        f"on {', '.join(res['devices'])}.", "",
+        "### Accuracy per regime (makeup `full`, test parents never trained on)", "",
+        accuracy_section(res), "", models_line(folder, res), "",
+        "### (a) Body-order spectra |E^(k)|/n, models vs reference", "", pick("spectra"), "",
+        "### (b) Per-order errors vs the total error (MAE, meV/atom, test parents)", "",
+        order_section(res), "", pick("order_vs_total"), "",
+        f"### (c) Effective body order (smallest k with Σ_(j>k) mean|E^(j)|/n < "
+        f"{res['threshold_mev_per_atom']:g} meV/atom); linear ACE (correlation 3) is bounded "
+        "at 4 exactly", "", effective_section(res), "", pick("effective_order"), "",
+        "### (d) Learning curves", "",
+        pick("learning_curves") or "Not in this run (`--sizes`, `--lc-models`).", "",
+        "### (e) Generalisation to H_9/H_10 and to the other regime", "",
+        generalization_section(res), "", pick("generalization"), "",
+        "### (f) Atomic limit", "", "The atomic-limit analysis of the reference (spin "
+        "choices) is unchanged: section 1 below (`python -m experiments.reference_mbe`)."]
+    return "\n".join(parts)

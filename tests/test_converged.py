@@ -1,0 +1,195 @@
+"""The converged study (experiments.converged): a quick run writes cells, shipped models, JSON,
+figures and the report section; it resumes without training; a shipped model reproduces its
+cell's stored per-order energies; and the pure pieces (effective order, stop kinds, the
+validation split of a capped training set) against hand-computed values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import common
+from experiments.converged_cell import plateau, stop_kind
+from experiments.converged_summary import effective_order
+
+HAVE_DB = Path(common.DEFAULT_DB).exists()
+needs_db = pytest.mark.skipif(not HAVE_DB, reason="data/h_clusters.npz is not shipped")
+
+
+# ---------------------------------------------------------------- pure pieces
+def test_effective_order_is_the_first_order_whose_tail_is_below_the_threshold():
+    # tails Σ_{j>k}: k=1: 3.5, k=2: 1.5, k=3: 0.5, k=4: 0
+    assert effective_order([100.0, 2.0, 1.0, 0.5]) == 3
+    assert effective_order([100.0, 2.0, 1.0, 0.5], threshold=0.4) == 4
+    assert effective_order([100.0, 2.0, 1.0, 0.5], threshold=2.0) == 2
+    assert effective_order([5.0, np.nan, np.nan]) == 1   # unknown orders count as 0
+    assert effective_order([5.0, 0.9, 0.05]) == 1        # 0.95 < 1
+
+
+def test_stop_kinds_and_plateau():
+    assert stop_kind("converged: validation MAE did not improve ...") == "converged"
+    assert stop_kind("budget: 12 epochs done") == "schedule"
+    assert stop_kind("budget: max_seconds=240 reached at step 900") == "budget"
+    assert stop_kind("budget: max_steps=24 reached") == "budget"
+    # best-so-far 10, 8, 8, 8, 8, 8, 7.6, 7.6: last quarter (2 evals) from 8 to 7.6 = 5%
+    assert plateau([10, 8, 9, 8.5, 8, 8.2, 7.6, 7.7]) == pytest.approx(0.05)
+    assert plateau([3.0, 2.0, 1.0, 1.0, 1.0]) == 0.0
+    assert np.isnan(plateau([3.0, 2.0]))
+
+
+def test_accuracy_table_takes_the_best_seed_mean_of_the_full_makeup():
+    from experiments.converged_summary import accuracy_table
+
+    def row(model, seed, mae, makeup="full", n_train=None, lam=0.0, kind="converged"):
+        return dict(model=model, seed=seed, regime="high", makeup=makeup, n_train=n_train,
+                    lam=lam, test_mae=mae, stop_kind=kind, steps=100 * (seed + 1),
+                    train_seconds=10.0, max_seconds=300.0, best_val_mae=mae - 1,
+                    device="cpu:cpu x1")
+
+    rows = [row("a", 0, 30.0), row("a", 1, 20.0, kind="budget"), row("b", 0, 24.0),
+            row("b", 1, 27.0), row("c", 0, 1.0, makeup="all"), row("c", 1, 1.0, n_train=50),
+            row("c", 2, 1.0, lam=1.0)]
+    (t,) = accuracy_table(rows)
+    assert t["regime"] == "high" and t["target"] == 25.0 and set(t["models"]) == {"a", "b"}
+    assert t["best_model"] == "a" and t["best_mae"] == 25.0 and t["meets_target"]
+    a = t["models"]["a"]
+    assert a["test_mae_sd"] == pytest.approx(np.std([30.0, 20.0], ddof=1))
+    assert a["stop_kinds"] == ["budget", "converged"] and a["steps"] == 150 and a["n_seeds"] == 2
+
+
+@needs_db
+def test_a_capped_training_set_keeps_the_selected_validation_parents():
+    """train() re-splits the records it is given: with the returned fraction its hash split
+    must give back exactly the validation parents selected before the cap."""
+    from experiments.regime_data import load_regimes, training_rows
+    from jbo.train.dataset import split_by_cluster
+
+    data = load_regimes(common.DEFAULT_DB)
+    assert set(data.test_parents["low"]) <= set(data.complete["low"])
+    assert not set(data.test_parents["low"]) & set(data.train_parents("low"))
+    for makeup, n in (("full", 100), ("up_to:4+atoms", 300), ("all", None)):
+        rows, val, val_parents, frac = training_rows(data, "low", makeup, 0.1, 0, n, 1)
+        assert n is None or len(rows) == n
+        assert all(r.regime == "low" and r.cluster not in data.test_parents["low"]
+                   for r in rows + val)
+        _, again = split_by_cluster(rows + val, frac, 0)
+        assert sorted(again) == val_parents and all(r.is_full for r in val)
+        assert not {r.cluster for r in rows} & set(val_parents)
+
+
+# ---------------------------------------------------------------- the quick study
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    from experiments import converged
+    results = tmp_path_factory.mktemp("results")
+    res = converged.main(["--quick", "--out", str(results / "converged")])
+    return results, res
+
+
+@pytest.mark.experiment
+@needs_db
+def test_quick_run_writes_cells_models_json_and_figures(quick):
+    results, res = quick
+    out = results / "converged"
+    assert res["trained"] == 1 and len(res["cells"]) == 1
+    key = res["cells"][0]
+    cell = json.loads((out / "cells" / f"{key}.json").read_text())
+    assert (out / cell["model_path"]).stat().st_size == cell["model_bytes"] < 100_000
+    assert json.loads((out / "converged.json").read_text())["cells"] == [key]
+    assert res["figures"] and all((out / f).exists() for f in res["figures"])
+    assert cell["steps"] == 24 and cell["stop_kind"] == "budget"
+    assert len(cell["val_curve"]["mae"]) == 3 and cell["best_val_mae"] == min(
+        cell["val_curve"]["mae"])
+    assert set(cell["tests"]) == {"test", "other_regime", "heldout"}
+    assert cell["tests"]["heldout"]["regime"] == ["low"]
+    assert cell["device"].startswith(("cpu", "gpu", "cuda", "tpu"))
+    # per-regime table: one entry for the one regime, the target of issue 15
+    (acc,) = res["accuracy"]
+    assert acc["regime"] == "low" and acc["target"] == 5.0
+    assert acc["best_model"] == "linear_ace" and set(acc["models"]) == {"linear_ace"}
+    m = acc["models"]["linear_ace"]
+    assert m["test_mae"] == pytest.approx(res["rows"][0]["test_mae"]) and m["n_seeds"] == 1
+    assert m["stop_kinds"] == ["budget"] and acc["meets_target"] == (m["test_mae"] <= 5.0)
+    # linear ACE at correlation 3 has no terms above order 4 (bounded control)
+    assert res["rows"][0]["effective_order"] <= 4
+    assert max(res["rows"][0]["spectrum"][4:]) < 1e-6
+
+
+@pytest.mark.experiment
+@needs_db
+def test_second_run_loads_every_cell_and_trains_nothing(quick, monkeypatch):
+    import jbo.train
+    from experiments import converged
+
+    results, first = quick
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached cell was trained again")
+
+    monkeypatch.setattr(jbo.train, "train", no_training)
+    res = converged.main(["--quick", "--out", str(results / "converged")])
+    assert res["trained"] == 0 and res["cells"] == first["cells"]
+    assert res["rows"][0]["test_mae"] == first["rows"][0]["test_mae"]
+
+
+@pytest.mark.experiment
+@needs_db
+def test_shipped_model_reproduces_its_stored_per_order_energies(quick):
+    """The committed check numbers (3 test parents) from the model file alone, to 1e-6 eV:
+    through the engine, and the totals also by calling the potential directly."""
+    from experiments.regime_data import load_regimes
+    from jbo import analysis, models
+
+    results, res = quick
+    out = results / "converged"
+    cell = json.loads((out / "cells" / f"{res['cells'][0]}.json").read_text())
+    check = cell["check"]
+    assert len(check["cluster"]) == 3
+    pot = models.load(out / cell["model_path"])
+    data = load_regimes(common.DEFAULT_DB)
+    by_name = {**data.full, **{r.cluster: r for r in data.heldout}}
+    # every stored test cluster, decomposed in the order the study did (one compiled program)
+    names = [c for k in ("test", "other_regime", "heldout") for c in cell["tests"][k]["cluster"]]
+    got = analysis.decompose_records(pot, [by_name[c] for c in names])
+    stored = [p for k in ("test", "other_regime", "heldout") for p in cell["tests"][k]["per_order"]]
+    for i, c in enumerate(names):
+        np.testing.assert_allclose(got.orders[i, :len(stored[i])], stored[i], atol=1e-6, rtol=0)
+    i = [names.index(c) for c in check["cluster"]]
+    np.testing.assert_allclose(got.orders[i, :8], np.array(check["per_order"]), atol=1e-6,
+                               rtol=0)
+    recs = [by_name[c] for c in check["cluster"]]
+    direct = [float(pot(r.positions, r.species)) for r in recs]
+    np.testing.assert_allclose(direct, check["total"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(np.array(check["per_order"]).sum(1), direct, atol=1e-6, rtol=0)
+
+
+@pytest.mark.experiment
+@needs_db
+def test_report_section_is_rebuilt_from_the_json_and_the_models(quick):
+    from experiments import report
+
+    results, res = quick
+    text = report.build(results)
+    assert "## Converged study: per regime" in text
+    assert "| regime | model | test MAE (meV/atom) |" in text
+    assert "| low | linear_ace |" in text
+    assert "Shipped models: 1 of 1 cells' files" in text
+    assert "## The earlier, under-fitted studies" in text
+    for f in res["figures"]:
+        assert f"(./converged/{f})" in text
+
+
+@pytest.mark.experiment
+@needs_db
+def test_jbo_decompose_reads_a_shipped_model(quick, tmp_path):
+    from jbo.cli import main
+
+    results, res = quick
+    path = results / "converged" / "models" / f"{res['cells'][0]}.jbo"
+    assert main(["decompose", str(path), "--max-order", "2", "--json",
+                 str(tmp_path / "s.json")]) == 0
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert rows and all(len(r["per_order_ev"]) == 2 for r in rows)
