@@ -14,7 +14,7 @@ from jbo.rotations import quaternion_matrix, random_rotations
 from jbo.train import TrainConfig, train
 from jbo.train import dataset as ds
 from jbo.train.config import RegularizerConfig
-from jbo.train.model import Trained, init_params
+from jbo.train.model import Trained
 from jbo.train.runs import config_diff
 from jbo.train.step import augment
 from tests.toy import reference_energy, reference_forces, toy_cluster
@@ -125,8 +125,9 @@ _PET = {"d_model": 8, "num_heads": 2, "ffn_dim": 8, "num_radial": 4, "readout_hi
 
 def test_pet_trained_with_rotations_is_more_nearly_invariant(toy_db):
     """300 steps of a tiny PET on the toy clusters (energies): with rotations its rotational
-    error on the training and validation clusters is less than 0.6x that without (seed 0:
-    ~3 vs ~8 meV/atom, ~13 at initialisation); a rotated run is reproducible bit for bit."""
+    error on the training and validation clusters is less than 0.6x that without (seeds 0, 1,
+    2: 3.1 vs 8.0, 5.2 vs 10.6, 6.0 vs 14.3 meV/atom; 13.0, 5.6, 8.9 at initialisation); a
+    rotated run is reproducible bit for bit."""
     cfg = TrainConfig(db=str(toy_db), model="pet", hypers=_PET, makeup="up_to:2", epochs=100,
                       lr=1e-2, progress=False, tensorboard=False)
     runs = {rot: train(cfg.replace(rotate=rot)) for rot in (False, True)}
@@ -139,10 +140,7 @@ def test_pet_trained_with_rotations_is_more_nearly_invariant(toy_db):
     err = {rot: analysis.rotational_error(Trained(r.module, r.params, r.model, {}, -1),
                                           clusters)["mean_std_mev_per_atom"]
            for rot, r in runs.items()}
-    p0 = init_params(res.module, ds.pad_records(res.data.train[:1], 5), 0, "float64")
-    err0 = analysis.rotational_error(Trained(res.module, p0, res.model, {}, -1),
-                                     clusters)["mean_std_mev_per_atom"]
-    assert err[True] < 0.6 * err[False] and err[False] < err0, (err0, err)
+    assert err[True] < 0.6 * err[False], err
 
 
 def test_checkpoints_from_before_the_option_still_resume():

@@ -16,7 +16,15 @@ import numpy as np
 from jbo.analysis.sources import decompose_records
 from jbo.rotations import random_rotations
 
-__all__ = ["rotational_error"]
+__all__ = ["rotational_error", "is_rotation_invariant"]
+
+
+def is_rotation_invariant(model) -> bool:
+    """False for a model (module, or anything with a ``module``) that declares it is not
+    rotation-invariant by construction (the zoo's ``rotation_invariant`` class constant: PET);
+    such a model's :func:`rotational_error` is worth reporting. Other modules count as
+    invariant."""
+    return bool(getattr(getattr(model, "module", model), "rotation_invariant", True))
 
 
 def rotational_error(potential, records: Sequence, n_rotations: int = 8, seed: int = 0,
