@@ -121,8 +121,11 @@ def augment(batch: Batch, reg_batch: Batch | None, key) -> tuple[Batch, Batch | 
     keys = jax.random.split(jax.random.fold_in(key, _ROTATION_STREAM))
 
     def turn(b: Batch, k) -> Batch:
-        pos, frc = rotate(random_rotations(k, b.positions.shape[:1], b.positions.dtype),
-                          b.positions, b.forces)
+        # row i's rotation depends on (key, i) only: padding rows added for the device count
+        # do not change the others' (sharded runs see the rotations of single-device ones)
+        rows = jax.vmap(jax.random.fold_in, (None, 0))(k, jnp.arange(b.positions.shape[0]))
+        r = jax.vmap(lambda kr: random_rotations(kr, (), b.positions.dtype))(rows)
+        pos, frc = rotate(r, b.positions, b.forces)
         return b.replace(positions=pos, forces=frc)
 
     return turn(batch, keys[0]), None if reg_batch is None else turn(reg_batch, keys[1])
