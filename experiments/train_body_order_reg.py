@@ -168,6 +168,11 @@ def run(args) -> dict:
         entry["test"] = _spectra(res, res.best_params, test, args.order, layout) if test else None
         entry["val"] = (_spectra(res, res.best_params, val_rows, args.order, layout)
                         if val_rows else None)
+        if data.val and not analysis.is_rotation_invariant(res.module):  # PET: learned
+            rot = analysis.rotational_error(Trained(res.module, res.best_params, res.model, {},
+                                                    -1), data.val)
+            entry["val_rotational_error_mev_per_atom"] = rot["mean_std_mev_per_atom"]
+            entry["val_rotational_error"] = rot
         entry["decompose_seconds"] = time.perf_counter() - t1
         summary["runs"][name] = entry
         print(f"[{name}] val MAE {entry['val_mae_mev_per_atom']:.2f} meV/atom, decomposed in "

@@ -109,16 +109,24 @@ def train_config(args: argparse.Namespace):
 
 
 def _train(args) -> int:
-    from jbo.train import train
+    from jbo.analysis import is_rotation_invariant, rotational_error
+    from jbo.train import Trained, train
 
     from jbo import models
 
     res = train(args.config)
     best = min((h["val_mae"] for h in res.history), default=float("nan"))
-    path = models.save(f"{args.out}/model.jbo", res) if res.module.__module__.startswith(
-        "jbo.models") else None
+    rot, meta = "", {}
+    if res.data.val and not is_rotation_invariant(res.module):  # PET: invariance is learned
+        meta["val_rotational_error"] = err = rotational_error(
+            Trained(res.module, res.best_params, res.model, {}, -1), res.data.val)
+        rot = (f"; rotational error {err['mean_std_mev_per_atom']:.3g} meV/atom (std of E/n "
+               f"over {err['n_rotations']} random rotations, validation clusters)")
+    path = models.save(f"{args.out}/model.jbo", res, metadata=meta) \
+        if res.module.__module__.startswith("jbo.models") else None
     print(f"{res.stop_reason}: {len(res.steps)} steps in {res.seconds:.1f} s; best val MAE "
-          f"{best:.2f} meV/atom; run in {args.out}" + (f", model file {path}" if path else ""))
+          f"{best:.2f} meV/atom{rot}; run in {args.out}"
+          + (f", model file {path}" if path else ""))
     return 0
 
 

@@ -257,3 +257,36 @@ def test_a_trained_model_runs_as_one_program_for_every_parameter_set():
     eager = analysis.decompose_records(lambda *a: pot.energy(*a), recs, layout="masks")
     np.testing.assert_allclose(second.orders, eager.orders, rtol=0, atol=1e-10)
     np.testing.assert_allclose(second.eps_sq, eager.eps_sq, rtol=1e-10, atol=1e-16)
+
+
+def test_rotational_error_is_round_off_for_invariant_models_and_large_for_pet():
+    """rotational_error: ~1e-12 meV/atom for invariant energies (Morse, SOAP-BPNN), tens of
+    meV/atom for PET at initialisation, equal to the spread computed by hand over the same
+    rotations (chunks that do not divide the structures included)."""
+    import jax
+
+    from jbo import models
+    from jbo.rotations import random_rotations
+
+    recs = _clusters([3, 4, 5, 6], seed=3)
+    soap = models.create("soap_bpnn", max_radial=3, max_angular=2, hidden=(8,))
+    for pot in (potentials.morse(cutoff=3.0), models.energy_fn(soap, models.init(soap, 0))):
+        err = analysis.rotational_error(pot, recs)
+        assert err["max_std_mev_per_atom"] < 1e-8 and err["max_spread_mev_per_atom"] < 1e-8
+    pet = models.create("pet", d_model=8, num_heads=2, ffn_dim=8, num_radial=4,
+                        readout_hidden=8)
+    assert not pet.rotation_invariant and soap.rotation_invariant
+    pot = models.energy_fn(pet, models.init(pet, 0))
+    err = analysis.rotational_error(pot, recs, n_rotations=5, seed=7, chunk=3)
+    rot = np.asarray(random_rotations(jax.random.PRNGKey(7), (len(recs), 5)))
+    by_hand = np.array([[float(pot((r.positions - r.positions.mean(0)) @ m.T, r.species))
+                         for m in rs] for r, rs in zip(recs, rot)])
+    by_hand *= 1e3 / np.array([r.n_atoms for r in recs])[:, None]
+    assert err["mean_std_mev_per_atom"] > 1.0
+    np.testing.assert_allclose(err["mean_std_mev_per_atom"], by_hand.std(1).mean(), rtol=1e-9)
+    np.testing.assert_allclose(err["max_spread_mev_per_atom"], np.ptp(by_hand, 1).max(),
+                               rtol=1e-9)
+    assert (err["n_clusters"], err["n_rotations"]) == (4, 5)
+    for bad, phrase in (([], "at least one structure"), (recs, "n_rotations")):
+        with pytest.raises(ValueError, match=phrase):
+            analysis.rotational_error(pot, bad, n_rotations=1 if bad else 8)

@@ -105,7 +105,8 @@ def test_train_then_decompose(tmp_path, capsys):
     hypers = json.dumps({"max_radial": 2, "max_angular": 1, "hidden": [4]})
     assert main(["train", "--db", str(db), "--hypers", hypers, "--epochs", "1", "--quiet",
                  "--out", str(tmp_path / "run")]) == 0
-    assert "val MAE" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "val MAE" in printed and "rotational error" not in printed  # invariant by design
     out = tmp_path / "spec.json"
     assert main(["decompose", str(tmp_path / "run"), "--db", str(db), "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
@@ -125,3 +126,28 @@ def test_train_then_decompose(tmp_path, capsys):
     assert main(["decompose", str(tmp_path / "run" / "model.jbo"), "--db", str(db),
                  "--json", str(out2)]) == 0
     assert json.loads(out2.read_text()) == rows
+
+
+def test_train_pet_with_rotate_reports_its_rotational_error(tmp_path, capsys):
+    """A model that is not rotation-invariant by construction (PET) trained with ``--rotate``:
+    the run's config records it, and the printed and stored rotational error of the best model
+    on the validation clusters is rotational_error of the saved model."""
+    from jbo import analysis, models
+    from jbo.train.dataset import prepare
+    from tests.toy import write_toy_db
+    db = write_toy_db(tmp_path / "toy.db", train_sizes=(4, 4, 5), heldout_sizes=(5,),
+                      forces=False)
+    hypers = json.dumps({"d_model": 8, "num_heads": 2, "ffn_dim": 8, "num_radial": 4,
+                         "readout_hidden": 8})
+    run = tmp_path / "run"
+    assert main(["train", "--db", str(db), "--model", "pet", "--hypers", hypers, "--rotate",
+                 "--epochs", "2", "--quiet", "--out", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["rotate"] is True
+    trained = models.load(run / "model.jbo")
+    stored = trained.meta["metadata"]["val_rotational_error"]
+    val = prepare(TrainConfig(db=str(db))).val
+    again = analysis.rotational_error(trained, val)
+    assert stored["mean_std_mev_per_atom"] == pytest.approx(again["mean_std_mev_per_atom"],
+                                                            rel=1e-9)
+    assert f"rotational error {stored['mean_std_mev_per_atom']:.3g} meV/atom" in printed

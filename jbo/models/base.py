@@ -31,6 +31,9 @@ class ZooModel(nn.Module):
         is_local: class constant; True when interactions travel only along cutoff edges
             between present atoms (so ε(S) = 0 for S disconnected in the cutoff graph).
         num_interactions: class or instance value; message-passing depth (1 for descriptors).
+        rotation_invariant: class constant; True when the energy is invariant under rotations
+            by construction (False for PET, which learns it from rotational augmentation:
+            ``TrainConfig.rotate``; its error is ``jbo.analysis.rotational_error``).
         data_constants: class constant; the hyperparameters that training takes from the
             training data when they are not given (:mod:`jbo.train.constants`), as the
             original architectures do (MACE: ``avg_num_neighbors``).
@@ -43,6 +46,7 @@ class ZooModel(nn.Module):
     dtype: str = "float64"
 
     is_local: ClassVar[bool] = True
+    rotation_invariant: ClassVar[bool] = True
     data_constants: ClassVar[tuple[str, ...]] = ()
 
     @property

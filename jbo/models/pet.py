@@ -19,6 +19,8 @@ neighbours predicts exactly its baseline whatever ``use_bias``.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -91,6 +93,8 @@ class PET(ZooModel):
     ffn_dim: int = 64
     num_radial: int = 8
     readout_hidden: int = 32
+
+    rotation_invariant: ClassVar[bool] = False  # raw Cartesian displacements (see module doc)
 
     @property
     def num_interactions(self) -> int:

@@ -69,7 +69,13 @@ class TrainConfig:
     val_fraction: float = option(0.2, help="fraction of the training parents held out for "
                                  "validation (split by parent cluster)")
     split_seed: int = option(0, help="seed of the train/validation split")
-    seed: int = option(0, help="seed of the parameters, data order and regularizer samples")
+    seed: int = option(0, help="seed of the parameters, data order, regularizer samples and "
+                       "rotations")
+    rotate: bool = option(False, help="rotational augmentation: every training structure of "
+                          "every step (and every regularizer cluster) turned by its own "
+                          "uniformly random rotation, force labels with it; for models that "
+                          "are not rotation-invariant by construction (PET). Validation is "
+                          "never rotated")
     dtype: Literal["float32", "float64"] = option(
         "float64", help="parameters and model inputs")
     epochs: int = option(100, help="epoch budget")

@@ -114,7 +114,7 @@ def setup(config: TrainConfig, module=None, records: list[Record] | None = None)
     # the same learning rates as one that never stopped
     opt = OptSpec.of(config, config.epochs * n_batches)
     spec = StepSpec(model, opt, rc, config.energy_weight, config.force_weight,
-                    config.ema_decay, mesh)
+                    config.ema_decay, mesh, config.rotate)
     state = TrainState.initial(params, init_opt(opt, params), config.seed)
     meta = run_meta(config, base, scale, n_batches, hypers)
     ckpt = None

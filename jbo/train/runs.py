@@ -33,9 +33,11 @@ def _norm(x):
 
 
 def config_diff(saved: dict, now: dict, ignored=RESUME_IGNORED) -> list[str]:
-    """Names of the settings (outside ``ignored``) on which two config dicts differ."""
+    """Names of the settings (outside ``ignored``) on which two config dicts differ; a
+    setting one of them lacks (written before it existed) counts as its default."""
+    default = TrainConfig().to_dict()
     return sorted(k for k in set(now) | set(saved) if k not in ignored
-                  and _norm(saved.get(k)) != _norm(now.get(k)))
+                  and _norm(saved.get(k, default.get(k))) != _norm(now.get(k, default.get(k))))
 
 
 def check_resumable(saved: dict, config: TrainConfig) -> None:

@@ -18,13 +18,14 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jbo.rotations import random_rotations, rotate
 from jbo.train.config import RegularizerConfig, TrainConfig
 from jbo.train.dataset import Batch
 from jbo.train.losses import EnergyModel, batch_energy_forces, energy_force_loss
 from jbo.train.regularizers import body_order_penalty
 
-__all__ = ["OptSpec", "StepSpec", "objective", "train_step", "run_steps", "init_opt",
-           "eval_sums", "STEP_METRICS"]
+__all__ = ["OptSpec", "StepSpec", "objective", "augment", "train_step", "run_steps",
+           "init_opt", "eval_sums", "STEP_METRICS"]
 
 # per-step metrics returned by run_steps (energy/force sums are additive over batches)
 STEP_METRICS = ("loss", "energy_loss", "reg", "grad_norm", "weight", "abs_e", "sq_e", "abs_f",
@@ -68,6 +69,7 @@ class StepSpec:
     """Everything static about a training step (hashable: one compilation per distinct spec).
 
     ema: parameter EMA decay (0 = off). mesh: the data mesh of a sharded run (or None).
+    rotate: rotational augmentation of every step's structures (:func:`augment`).
     """
 
     model: EnergyModel
@@ -77,6 +79,7 @@ class StepSpec:
     force_weight: float = 0.0
     ema: float = 0.0
     mesh: object = None
+    rotate: bool = False
 
 
 def objective(spec: StepSpec, params, batch, reg_batch, key, step=0):
@@ -105,7 +108,32 @@ def objective(spec: StepSpec, params, batch, reg_batch, key, step=0):
     return loss + rc.lam * rc.every * reg, (loss, reg, sums)
 
 
+# the rotations' stream of a step key (the regularizer draws from the step key itself, so
+# rotate=False steps are bit-identical to those of a run without augmentation)
+_ROTATION_STREAM = 0x726F74
+
+
+def augment(batch: Batch, reg_batch: Batch | None, key) -> tuple[Batch, Batch | None]:
+    """Every structure of ``batch`` turned by its own Haar-random rotation R drawn from
+    ``key`` (positions x' = R x and force labels F' = R F), and the regularizer's clusters by
+    independent ones: energies and the body-order penalty of an invariant model are unchanged
+    (to round-off); a model that is not invariant learns to be. Traceable, on device."""
+    keys = jax.random.split(jax.random.fold_in(key, _ROTATION_STREAM))
+
+    def turn(b: Batch, k) -> Batch:
+        # row i's rotation depends on (key, i) only: padding rows added for the device count
+        # do not change the others' (sharded runs see the rotations of single-device ones)
+        rows = jax.vmap(jax.random.fold_in, (None, 0))(k, jnp.arange(b.positions.shape[0]))
+        r = jax.vmap(lambda kr: random_rotations(kr, (), b.positions.dtype))(rows)
+        pos, frc = rotate(r, b.positions, b.forces)
+        return b.replace(positions=pos, forces=frc)
+
+    return turn(batch, keys[0]), None if reg_batch is None else turn(reg_batch, keys[1])
+
+
 def _step(spec: StepSpec, params, opt_state, batch, reg_batch, key, step, lr_scale=1.0):
+    if spec.rotate:
+        batch, reg_batch = augment(batch, reg_batch, key)
     grads, (loss, reg, sums) = jax.grad(objective, argnums=1, has_aux=True)(
         spec, params, batch, reg_batch, key, step)
     updates, opt_state = spec.opt.build().update(grads, opt_state, params)
