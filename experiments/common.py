@@ -15,6 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jbo.configargs import add_config_args
+from jbo.train.config import TrainConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DB = str(ROOT / "data" / "h_clusters.npz")
 
@@ -48,8 +51,7 @@ def add_training_args(p: argparse.ArgumentParser, *, models: str, makeups: str,
                    help="dataset makeups (full, up_to:M, ...+atoms, all)")
     p.add_argument("--seeds", type=_ints, default=_ints(seeds), help="training seeds")
     p.add_argument("--steps", type=int, default=steps, help="optimizer steps per cell (about)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
+    add_config_args(p, TrainConfig, include=("batch_size", "lr"), defaults={"batch_size": 32})
     p.add_argument("--test-fraction", type=float, default=0.25,
                    help="fraction of H_4..H_8 parents held out as test clusters")
     p.add_argument("--max-test", type=int, default=40,

@@ -45,6 +45,8 @@ import time
 from typing import Sequence
 
 from experiments import common
+from jbo.configargs import add_config_args
+from jbo.train.config import RegularizerConfig, TrainConfig
 from experiments.converged_cell import ConvergedCell, run_converged
 from experiments.converged_summary import (THRESHOLD, accuracy_table, bytes_per_model, figures,
                                            seed_means, summarize)
@@ -84,7 +86,7 @@ def grid(args) -> list[ConvergedCell]:
                         cells.append(cell(model, makeup, regime, seed, n_train=n))
             for model in args.reg_models:
                 cells.append(cell(model, args.makeups[0], regime, seed, lam=args.lam,
-                                  reg_order=args.reg_order))
+                                  reg_order=args.order))
     return list(dict.fromkeys(cells))
 
 
@@ -98,24 +100,21 @@ def parse(argv: Sequence[str] | None):
     p.add_argument("--steps", type=int, default=8000, help="cosine schedule length (steps)")
     p.add_argument("--heavy-steps", type=int, default=2500,
                    help=f"cosine schedule length of {', '.join(HEAVY)}")
-    p.add_argument("--eval-every", type=int, default=200, help="steps between validations")
-    p.add_argument("--patience", type=int, default=10,
-                   help="validations without 0.5%% improvement before stopping")
-    p.add_argument("--max-seconds", type=float, default=300.0,
-                   help="training wall-time budget per cell (s)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--force-weight", type=float, default=1.0)
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="training parents held out for validation")
+    # training options generated from TrainConfig / RegularizerConfig (one source of truth)
+    add_config_args(p, TrainConfig, include=("eval_every", "patience", "max_seconds",
+                                             "batch_size", "lr", "force_weight",
+                                             "val_fraction"),
+                    defaults={"eval_every": 200, "patience": 10, "max_seconds": 300.0,
+                              "batch_size": 16, "lr": 3e-3, "force_weight": 1.0,
+                              "val_fraction": 0.1})
     p.add_argument("--sizes", type=_sizes, default=_sizes("200,800"),
                    help="learning curves: training structures per cell")
     p.add_argument("--lc-models", type=csv, default=csv("soap_bpnn,linear_ace"))
     p.add_argument("--lc-makeups", type=csv, default=csv("full,up_to:4+atoms"))
     p.add_argument("--reg-models", type=csv, default=csv("soap_bpnn"),
                    help="also trained with the body-order regularizer")
-    p.add_argument("--lam", type=float, default=1.0, help="regularizer strength λ")
-    p.add_argument("--reg-order", type=int, default=2, help="regularizer order K")
+    add_config_args(p, RegularizerConfig, include=("lam", "order"),
+                    defaults={"lam": 1.0, "order": 2})
     p.add_argument("--max-test", type=int, default=None,
                    help="at most this many parents per test set (default all)")
     p.add_argument("--max-heldout", type=int, default=None,

@@ -55,7 +55,7 @@ HYPERS = {"soap_bpnn": {"max_radial": 6, "max_angular": 4, "hidden": [64, 64]}}
 # (1.0 and 0.01 within 5 % of it), the convergence rule as a safety stop, and a wall budget
 TRAIN_FIELDS = ("makeup", "baseline_from_atoms", "epochs", "batch_size", "lr", "schedule",
                 "force_weight", "eval_every", "patience", "min_improvement",
-                "plateau_patience", "ema_decay", "max_seconds", "seed")
+                "plateau_patience", "ema_decay", "max_seconds", "seed", "rotate")
 DEFAULTS = {"schedule": ("cosine", "cosine"), "epochs": (40, 15), "force_weight": (0.1, 0.1),
             "eval_every": (200, 8), "patience": (15, 4), "min_improvement": (0.005, 0.005),
             "plateau_patience": (None, None), "max_seconds": (240.0, 30.0)}

@@ -143,7 +143,9 @@ def add_config_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup, c
                                 action="store_false" if f.default is True else "store_true")
             continue
         parse, choices = _parser_of(tp, f.name)
-        shown = json.dumps(default) if isinstance(default, dict) else default
+        # argparse fills %(default)s (and then a defaults-showing formatter adds no second copy)
+        shown = json.dumps(default).replace("%", "%%") if isinstance(default, dict) \
+            else "%(default)s"
         parser.add_argument(flag, dest=_dest(f, prefix), type=_with_none(parse) if optional else parse,
                             default=default, choices=choices, required=f.name in required,
                             help=text if f.name in required else f"{text} (default: {shown})")
