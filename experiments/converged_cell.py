@@ -107,7 +107,9 @@ def stop_kind(reason: str) -> str:
     """``converged`` | ``schedule`` | ``budget`` (see the module docstring)."""
     if reason.startswith("converged"):
         return "converged"
-    return "schedule" if "epochs done" in reason else "budget"
+    if reason.startswith("schedule finished") or "epochs done" in reason:
+        return "schedule"
+    return "budget"
 
 
 def _config(cell: ConvergedCell, data: RegimeData, n_rows: int, val_fraction: float):

@@ -21,6 +21,7 @@ import numpy as np
 
 from experiments import common
 from experiments.cells import spectra
+from experiments.converged_cell import stop_kind
 from jbo import analysis, plots
 
 K_SHOW = 8        # orders shown (H_8 test parents)
@@ -67,7 +68,7 @@ def summarize(cell: dict) -> dict:
     ref_spec = analysis.spectrum(test[1], K_SHOW)["mean_abs_mev_per_atom"]
     return dict(model=c["model"], makeup=c["makeup"], regime=c["regime"], seed=c["seed"],
                 n_train=c["n_train"], lam=c["lam"], rotate=c["rotate"], key=cell["key"],
-                stop_kind=cell["stop_kind"], stop_reason=cell["stop_reason"],
+                stop_kind=stop_kind(cell["stop_reason"]), stop_reason=cell["stop_reason"],
                 steps=cell["steps"], train_seconds=cell["train_seconds"],
                 max_seconds=c["max_seconds"], device=cell["device"],
                 best_val_mae=cell["best_val_mae"], plateau=cell["plateau"],

@@ -32,6 +32,9 @@ def test_effective_order_is_the_first_order_whose_tail_is_below_the_threshold():
 def test_stop_kinds_and_plateau():
     assert stop_kind("converged: validation MAE did not improve ...") == "converged"
     assert stop_kind("budget: 12 epochs done") == "schedule"
+    assert stop_kind("schedule finished (cosine over 69 epochs): best validation MAE 7.6 "
+                     "meV/atom, 7 of 40 evaluations since one improved it by more than 0.5%"
+                     ) == "schedule"
     assert stop_kind("budget: max_seconds=240 reached at step 900") == "budget"
     assert stop_kind("budget: max_steps=24 reached") == "budget"
     # best-so-far 10, 8, 8, 8, 8, 8, 7.6, 7.6: last quarter (2 evals) from 8 to 7.6 = 5%
