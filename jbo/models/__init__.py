@@ -30,6 +30,7 @@ from jbo.models.base import ZooModel
 from jbo.models.io import load, save
 from jbo.models.linear_ace import LinearACE
 from jbo.models.mace import MACE
+from jbo.models.mlip_mace import MlipMACE
 from jbo.models.nequip import NequIP
 from jbo.models.pet import PET
 from jbo.models.soap_bpnn import SoapBPNN
@@ -53,6 +54,7 @@ _REGISTRY: dict[str, type[ZooModel]] = {
     "pet": PET,
     "mace": MACE,
     "nequip": NequIP,
+    "mlip_mace": MlipMACE,  # optional dependency: pip install 'jbo[mlip]'
 }
 
 _RESERVED = {"parent", "name"}
