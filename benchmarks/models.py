@@ -97,7 +97,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
-    ap.add_argument("--models", nargs="*", default=models.available())
+    ap.add_argument("--models", nargs="*", default=models.installed())
     ap.add_argument("--out", default="results/benchmarks/models.json")
     args = ap.parse_args(argv)
     repeat = 5 if args.quick else 50

@@ -5,6 +5,7 @@ The helpers they build on (ToyEAM, the analytic reference, ``toy_config``) are i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,9 +15,20 @@ from pathlib import Path
 
 import pytest
 
+from jbo.models import OPTIONAL as OPTIONAL_MODELS  # model -> optional package
 from tests.toy import toy_config, write_toy_db
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests parametrized with a zoo model whose optional package is not installed."""
+    missing = {m for m, pkg in OPTIONAL_MODELS.items() if importlib.util.find_spec(pkg) is None}
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        hit = missing.intersection(v for v in params.values() if isinstance(v, str))
+        if hit:
+            item.add_marker(pytest.mark.skip(reason=f"{hit.pop()} needs an optional package"))
 
 
 @pytest.fixture(scope="session")

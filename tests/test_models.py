@@ -6,6 +6,8 @@ per module (fixture ``zoo``) and reused, so every test only pays for the shapes 
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -26,8 +28,11 @@ SMALL = {
                  readout_hidden=8),
     "nequip": dict(hidden_irreps="4x0e + 2x1o", sh_irreps="0e + 1o", num_basis=4,
                    radial_hidden=8),
+    "mlip_mace": dict(num_channels=4, max_ell=1, hidden_ell=1, num_radial=4, radial_hidden=(8,),
+                      readout_hidden=8),
 }
-ROTATION_INVARIANT = {"soap_bpnn", "linear_ace", "mace", "nequip"}
+OPTIONAL = {"mlip_mace": "mlip"}  # model -> the optional package it needs
+ROTATION_INVARIANT = {"soap_bpnn", "linear_ace", "mace", "nequip", "mlip_mace"}
 ALL_MASKS = ((np.arange(64)[:, None] >> np.arange(6)) & 1).astype(bool)
 
 
@@ -109,7 +114,7 @@ def perturb(params, scale: float = 0.1, seed: int = 7):
 
 
 @pytest.fixture(scope="module", params=models.available())
-def zoo(request) -> Zoo:
+def zoo(request) -> Zoo:  # models of OPTIONAL are skipped without their package (conftest)
     return Zoo(request.param)
 
 
@@ -309,7 +314,7 @@ def test_linear_ace_body_order_is_nu_plus_one(nu):
 
 
 def test_registry_and_errors():
-    assert models.available() == ["linear_ace", "mace", "nequip", "pet", "soap_bpnn"]
+    assert models.available() == ["linear_ace", "mace", "mlip_mace", "nequip", "pet", "soap_bpnn"]
     with pytest.raises(ValueError, match="available"):
         models.create("schnet")
     with pytest.raises(ValueError, match="valid"):
@@ -347,6 +352,8 @@ def test_float32_dtypes_all_models():
     x, z = random_cluster(4, seed=16)
     m = np.ones(4, bool)
     for name in models.available():
+        if name in OPTIONAL and importlib.util.find_spec(OPTIONAL[name]) is None:
+            continue
         module = small(name, dtype="float32")
         params = jax.eval_shape(lambda: models.init(module, 0))
         assert {l.dtype for l in jax.tree_util.tree_leaves(params)} <= {np.dtype("float32")}, name

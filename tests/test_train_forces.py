@@ -25,8 +25,10 @@ SMALL = {  # tiny hypers: compile time dominates
                  readout_hidden=8),
     "nequip": dict(hidden_irreps="4x0e + 2x1o", sh_irreps="0e + 1o", num_basis=4,
                    radial_hidden=8),
+    "mlip_mace": dict(num_channels=4, max_ell=1, hidden_ell=1, num_radial=4, radial_hidden=(8,),
+                      readout_hidden=8),
 }
-SLOW = {"mace", "nequip"}  # second derivatives of equivariant nets compile for ~a minute
+SLOW = {"mace", "nequip", "mlip_mace"}  # second derivatives of equivariant nets compile for ~a minute
 
 
 def _batch(sizes=(3, 4, 4)) -> dict[str, np.ndarray]:

@@ -30,6 +30,7 @@ from jbo.models.base import ZooModel
 from jbo.models.io import load, save
 from jbo.models.linear_ace import LinearACE
 from jbo.models.mace import MACE
+from jbo.models.mlip_mace import MlipMACE
 from jbo.models.nequip import NequIP
 from jbo.models.pet import PET
 from jbo.models.soap_bpnn import SoapBPNN
@@ -38,6 +39,7 @@ from jbo.potential import Potential, from_module
 __all__ = [
     "ZooModel",
     "available",
+    "installed",
     "create",
     "default_hypers",
     "energy_fn",
@@ -53,6 +55,7 @@ _REGISTRY: dict[str, type[ZooModel]] = {
     "pet": PET,
     "mace": MACE,
     "nequip": NequIP,
+    "mlip_mace": MlipMACE,  # optional dependency: pip install 'jbo[mlip]'
 }
 
 _RESERVED = {"parent", "name"}
@@ -61,6 +64,18 @@ _RESERVED = {"parent", "name"}
 def available() -> list[str]:
     """Names of the registered models."""
     return sorted(_REGISTRY)
+
+
+#: zoo models whose network comes from an optional package (the extra of that name)
+OPTIONAL: dict[str, str] = {"mlip_mace": "mlip"}
+
+
+def installed() -> list[str]:
+    """:func:`available` minus the models whose optional package is not importable."""
+    import importlib.util
+
+    return [m for m in available()
+            if m not in OPTIONAL or importlib.util.find_spec(OPTIONAL[m]) is not None]
 
 
 def _cls(name: str) -> type[ZooModel]:
