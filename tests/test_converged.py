@@ -196,3 +196,29 @@ def test_jbo_decompose_reads_a_shipped_model(quick, tmp_path):
                  str(tmp_path / "s.json")]) == 0
     rows = json.loads((tmp_path / "s.json").read_text())
     assert rows and all(len(r["per_order_ev"]) == 2 for r in rows)
+
+
+COMMITTED = common.ROOT / "results" / "converged"
+
+
+@pytest.mark.skipif(not (COMMITTED / "cells").is_dir(), reason="no committed converged cells")
+@needs_db
+def test_committed_models_reproduce_their_committed_per_order_energies():
+    """Issue 15's reload check: one shipped model per architecture (its first committed cell)
+    decomposes the cell's 3 check parents to the committed E^(k), 1e-6 eV, without training."""
+    from experiments.regime_data import load_regimes
+    from jbo import analysis, models
+
+    cells = [json.loads(p.read_text()) for p in sorted((COMMITTED / "cells").glob("*.json"))]
+    first = {}
+    for cell in cells:
+        first.setdefault(cell["cell"]["model"], cell)
+    assert first, "results/converged/cells holds no cells"
+    data = load_regimes(common.DEFAULT_DB)
+    by_name = {**data.full, **{r.cluster: r for r in data.heldout}}
+    for model, cell in first.items():
+        check = cell["check"]
+        pot = models.load(COMMITTED / cell["model_path"])
+        got = analysis.decompose_records(pot, [by_name[c] for c in check["cluster"]])
+        np.testing.assert_allclose(got.orders[:, :8], np.array(check["per_order"]), atol=1e-6,
+                                   rtol=0, err_msg=f"{model}: {cell['key']}")
