@@ -119,7 +119,24 @@ class MACEInteraction(nn.Module):
         return e3nn.flax.Linear(self.irreps_out, name="linear_out")(b)
 
 
-class MACE(ZooModel):
+class MACEHypers(ZooModel):
+    """The hyperparameters every MACE of the zoo takes (:class:`MACE`, and ``mlip_mace``)."""
+
+    cutoff: float = 5.0
+    num_layers: int = 2
+    num_channels: int = 16
+    max_ell: int = 2
+    hidden_ell: int = 1
+    correlation: int = 3
+    num_radial: int = 8
+    radial_hidden: tuple[int, ...] = (32,)
+    readout_hidden: int = 16
+    avg_num_neighbors: float = 4.0
+
+    data_constants: ClassVar[tuple[str, ...]] = ("avg_num_neighbors",)
+
+
+class MACE(MACEHypers):
     """MACE-like model.
 
     Attributes:
@@ -135,19 +152,6 @@ class MACE(ZooModel):
         readout_hidden: hidden width of the final readout MLP.
         avg_num_neighbors: fixed normalisation of the neighbour sum.
     """
-
-    cutoff: float = 5.0
-    num_layers: int = 2
-    num_channels: int = 16
-    max_ell: int = 2
-    hidden_ell: int = 1
-    correlation: int = 3
-    num_radial: int = 8
-    radial_hidden: tuple[int, ...] = (32,)
-    readout_hidden: int = 16
-    avg_num_neighbors: float = 4.0
-
-    data_constants: ClassVar[tuple[str, ...]] = ("avg_num_neighbors",)
 
     @property
     def num_interactions(self) -> int:

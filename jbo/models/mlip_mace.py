@@ -36,13 +36,12 @@ first built.
 from __future__ import annotations
 
 import warnings
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo.models.base import ZooModel
+from jbo.models.mace import MACEHypers
 
 
 def _mlip():
@@ -73,7 +72,7 @@ def _given_vectors(vectors, senders_pos, receivers_pos, cell):
     return vectors
 
 
-class MlipMACE(ZooModel):
+class MlipMACE(MACEHypers):
     """MACE (mlip implementation) on a dense masked graph; hypers named as :class:`jbo.models.MACE`.
 
     Attributes:
@@ -89,18 +88,6 @@ class MlipMACE(ZooModel):
         use_bias: keep the network's isolated-atom output (False: isolated atom = baseline).
     """
 
-    cutoff: float = 5.0
-    num_layers: int = 2
-    num_channels: int = 16
-    max_ell: int = 2
-    hidden_ell: int = 1
-    correlation: int = 3
-    num_radial: int = 8
-    radial_hidden: tuple[int, ...] = (32,)
-    readout_hidden: int = 16
-    avg_num_neighbors: float = 4.0
-
-    data_constants: ClassVar[tuple[str, ...]] = ("avg_num_neighbors",)
 
     def __post_init__(self):
         if self.hidden_ell > self.max_ell:
