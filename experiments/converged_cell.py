@@ -151,15 +151,12 @@ def plateau(curve: Sequence[float]) -> float:
     return float((q - v[-1]) / q) if q > 0 else float("nan")
 
 
-def _rotational_error(model, records) -> float | None:
-    """``jbo.analysis.rotational_error`` (meV/atom) where this jbo has it, else None."""
-    fn = getattr(analysis, "rotational_error", None)
-    if fn is None:
+def _rotational_error(model, records) -> dict | None:
+    """:func:`jbo.analysis.rotational_error` (meV/atom) of a model that is not rotation-invariant
+    by construction (PET), on ``records``; None for the invariant ones (round-off)."""
+    if analysis.is_rotation_invariant(getattr(model, "model", model)):
         return None
-    try:
-        return float(np.mean(fn(model, records)))
-    except TypeError:  # another signature than (model, records): left to the report's author
-        return None
+    return analysis.rotational_error(model, records)
 
 
 def run_converged(cell: ConvergedCell, data: RegimeData, cache: CellCache,
@@ -173,6 +170,12 @@ def run_converged(cell: ConvergedCell, data: RegimeData, cache: CellCache,
     path = Path(models_dir) / f"{key}.jbo"
     hit = cache.get(key)
     if hit is not None and path.exists():
+        if hit.get("rotational_error") is None:  # cells run before the metric existed
+            err = _rotational_error(models.load(path),
+                                    test_records(data, cell.regime, max_test)["test"])
+            if err is not None:
+                hit["rotational_error"] = err
+                cache.put(key, hit)
         return {**hit, "cached": True}
     t0 = time.perf_counter()
     rows, val, val_parents, vf = training_rows(data, cell.regime, cell.makeup,

@@ -44,6 +44,15 @@ def accuracy_section(res: dict) -> str:
         lines.append(f"* **{a['regime']}**: best {a['best_model']} at {_f(a['best_mae'])} "
                      f"meV/atom, target ≤ {_f(a['target'])}: "
                      + ("met." if a["meets_target"] else "**not met**."))
+    for r in res.get("rows", []):  # models not rotation-invariant by construction (PET)
+        rot = r.get("rotational_error")
+        if rot:
+            lines.append(f"* {r['model']} ({r['regime']}, {r['makeup']}, seed {r['seed']}, "
+                         f"rotational augmentation {'on' if r['rotate'] else 'off'}): std of "
+                         f"E/n over {rot['n_rotations']} random orientations of the test "
+                         f"parents {_f(rot['mean_std_mev_per_atom'], 2)} meV/atom on average "
+                         f"(max spread {_f(rot['max_spread_mev_per_atom'], 2)}), against a "
+                         f"test MAE of {_f(r['test_mae'])}.")
     return "\n".join([_table(["regime", "model", "test MAE (meV/atom)", "seeds", "best val MAE",
                               "stop", "steps", "train s / budget", "device"], rows), "",
                       *lines])
