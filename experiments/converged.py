@@ -119,6 +119,8 @@ def parse(argv: Sequence[str] | None):
                    help="at most this many parents per test set (default all)")
     p.add_argument("--max-heldout", type=int, default=None,
                    help="at most this many H_9/H_10 parents (default all)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="summarise the grid's cells that have been run; train nothing")
     args = p.parse_args(argv)
     if args.quick:  # one cheap cell: seconds of training, one compiled decomposition per size
         args.regimes, args.models, args.makeups, args.seeds = ["low"], ["linear_ace"], \
@@ -142,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"unknown regimes {sorted(unknown)}; the dataset has {data.regimes}")
     cache = common.CellCache(out / "cells", args.redo)
     cells = grid(args)
+    if args.cached_only:  # summarise what has been run; train nothing
+        skipped = [c for c in cells if cache.get(c.key(data.spec)) is None]
+        cells = [c for c in cells if c not in skipped]
+        print(f"--cached-only: {len(cells)} cells cached, {len(skipped)} of the grid not run")
     done = [run_converged(c, data, cache, out / "models", args.max_test, args.max_heldout)
             for c in cells]
     rows = [summarize(c) for c in done]
