@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbo.data.records import Record
+from jbo.train.dataset import pad_records
 
 __all__ = ["resolve_hypers", "avg_num_neighbors", "feature_rms"]
 
@@ -44,8 +45,9 @@ def avg_num_neighbors(records: list[Record], cutoff: float) -> float:
 
 def feature_rms(module, records: list[Record]) -> float:
     """Root mean square of ``module.features`` (``[N, F]``) over the present atoms of
-    ``records`` (padded to one size with absent atoms: one compiled program)."""
-    pos, sp, mask = _padded(_sample(records))
+    ``records``."""
+    b = pad_records(_sample(records))  # one size, absent atoms masked: one compiled program
+    pos, sp, mask = jnp.asarray(b.positions), jnp.asarray(b.species), jnp.asarray(b.mask)
     method = type(module).features
     params = jax.jit(lambda *a: module.init(jax.random.PRNGKey(0), *a, method=method))(
         pos[0], sp[0], mask[0])  # eager init is several times slower
@@ -56,18 +58,6 @@ def feature_rms(module, records: list[Record]) -> float:
         raise ValueError("the training structures give all-zero features (no neighbours within "
                          "the cutoff?); set feature_scale in the hypers")
     return rms
-
-
-def _padded(records: list[Record]):
-    """``positions[B, n, 3]``, ``species[B, n]``, ``mask[B, n]``; absent atoms far apart."""
-    n = max(r.n_atoms for r in records)
-    pos = np.zeros((len(records), n, 3))
-    pos[:, :, 0] = 1e3 * np.arange(n)  # padding atoms are masked; keep them apart anyway
-    sp = np.tile(records[0].species[:1], (len(records), n))
-    mask = np.zeros((len(records), n), bool)
-    for b, r in enumerate(records):
-        pos[b, :r.n_atoms], sp[b, :r.n_atoms], mask[b, :r.n_atoms] = r.positions, r.species, True
-    return jnp.asarray(pos), jnp.asarray(sp), jnp.asarray(mask)
 
 
 def resolve_hypers(name: str, hypers: dict[str, Any], records: list[Record],
