@@ -311,13 +311,10 @@ def update_readme(summary: dict, readme: Path = ROOT / "README.md") -> None:
 def main(argv=None) -> int:
     from jbo.data.store import StoreError
 
-    if argv is None:
-        argv = sys.argv[1:]
-    if "--readme" in argv:  # rewrite the README's table from the committed summary, no training
-        out = Path(parse_args([a for a in argv if a != "--readme"]).out)
-        update_readme(json.loads((out / "summary.json").read_text()))
-        return 0
     args = parse_args(argv)
+    if args.readme:  # rewrite the README's table from the committed summary, no training
+        update_readme(json.loads((Path(args.out) / "summary.json").read_text()))
+        return 0
     try:
         run(args)
     except (ValueError, StoreError, OSError) as exc:  # bad input: one line, exit code 2
