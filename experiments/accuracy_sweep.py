@@ -16,6 +16,7 @@ thread per run; the README's main-job section quotes them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import sys
@@ -62,13 +63,17 @@ def run(name: str, over: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print(__doc__)
-        return 2
+    p = argparse.ArgumentParser(prog="python -m experiments.accuracy_sweep",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("name", help="name of the variant (its line in runs.jsonl)")
+    p.add_argument("over", nargs="?", default="{}", help="JSON overrides of TrainConfig "
+                   "(plus \"frac\" and \"regime\")")
+    args = p.parse_args(argv)
     try:
-        out = run(argv[0], json.loads(argv[1]) if len(argv) > 1 else {})
-    except (ValueError, json.JSONDecodeError) as exc:
+        out = run(args.name, json.loads(args.over))
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(out), flush=True)
