@@ -119,6 +119,9 @@ def parse(argv: Sequence[str] | None):
                    help="at most this many parents per test set (default all)")
     p.add_argument("--max-heldout", type=int, default=None,
                    help="at most this many H_9/H_10 parents (default all)")
+    p.add_argument("--train-only", action="store_true",
+                   help="train and ship the missing cells' models, evaluate nothing (e.g. on a "
+                   "GPU machine; a later run without it evaluates the shipped files)")
     p.add_argument("--cached-only", action="store_true",
                    help="summarise the grid's cells that have been run; train nothing")
     args = p.parse_args(argv)
@@ -148,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         skipped = [c for c in cells if cache.get(c.key(data.spec)) is None]
         cells = [c for c in cells if c not in skipped]
         print(f"--cached-only: {len(cells)} cells cached, {len(skipped)} of the grid not run")
+    if args.train_only:
+        for c in cells:
+            run_converged(c, data, cache, out / "models", train_only=True)
+        return dict(trained=[c.key(data.spec) for c in cells])
     done = [run_converged(c, data, cache, out / "models", args.max_test, args.max_heldout)
             for c in cells]
     rows = [summarize(c) for c in done]

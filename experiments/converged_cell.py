@@ -36,7 +36,8 @@ from experiments.common import CellCache
 from experiments.regime_data import TEST_SETS, RegimeData, test_records, training_rows
 from jbo import analysis
 
-__all__ = ["ConvergedCell", "CONVERGED_HYPERS", "run_converged", "stop_kind", "has_rotate"]
+__all__ = ["ConvergedCell", "CONVERGED_HYPERS", "run_converged", "train_cell", "evaluate_cell",
+           "stop_kind", "has_rotate"]
 
 #: the zoo defaults (sized for the data; data constants such as MACE's avg_num_neighbors come
 #: from the training rows), except linear ACE at correlation 3: E^(k) = 0 for k > 4 exactly
@@ -159,12 +160,83 @@ def _rotational_error(model, records) -> dict | None:
     return analysis.rotational_error(model, records)
 
 
-def run_converged(cell: ConvergedCell, data: RegimeData, cache: CellCache,
-                  models_dir: str | Path, max_test: int | None = None,
-                  max_heldout: int | None = None, log=print) -> dict:
-    """Train, ship and decompose ``cell``, or load it from ``cache`` (with its model file)."""
+def train_cell(cell: ConvergedCell, data: RegimeData, path: Path) -> None:
+    """Train ``cell`` and write its best-validation model to ``path``, with the training record
+    (rows, stop reason, steps, seconds, device, validation curve) in the file's metadata, so
+    that :func:`evaluate_cell` can finish the cell later or on another machine."""
     from jbo import models
     from jbo.train import train
+
+    key = cell.key(data.spec)
+    rows, val, val_parents, vf = training_rows(data, cell.regime, cell.makeup,
+                                               cell.val_fraction, cell.split_seed,
+                                               cell.n_train, cell.seed)
+    res = train(_config(cell, data, len(rows), vf), records=rows + val)
+    if sorted(res.data.val_parents) != val_parents:  # the split we meant is the split it ran
+        raise RuntimeError(f"{key}: training validated on other parents than selected")
+    curve = [h["val_mae"] for h in res.history]
+    training = dict(
+        n_train_rows=len(rows), n_val=len(val), n_train_parents=len({r.cluster for r in rows}),
+        stop_reason=res.stop_reason, steps=int(res.state.step), train_seconds=res.seconds,
+        device=_device(), rotate_applied=bool(cell.rotate and has_rotate()),
+        val_curve=dict(step=[int(h["step"]) for h in res.history], mae=curve,
+                       force_mae=[h["val_force_mae"] for h in res.history]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    models.save(path, res, metadata=dict(key=key, cell=dataclasses.asdict(cell),
+                                         stop_reason=res.stop_reason, training=training))
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise ValueError(f"{path} is {path.stat().st_size} bytes, over the {MAX_MODEL_BYTES} "
+                         "a shipped study model may take (issue 15: <= 20 MB for all of them); "
+                         "use smaller hyperparameters for this model")
+
+
+def evaluate_cell(cell: ConvergedCell, data: RegimeData, path: Path,
+                  max_test: int | None = None, max_heldout: int | None = None) -> dict:
+    """The cell's numbers, all from the shipped model at ``path`` (written by
+    :func:`train_cell`): per-order energies of the test sets, rotational error, training
+    record. Raises if the file was trained for another cell."""
+    from jbo import models
+
+    key = cell.key(data.spec)
+    shipped = models.load(path)
+    meta = shipped.meta["metadata"]
+    if meta.get("key") != key or "training" not in meta:
+        raise ValueError(f"{path} holds no training record of cell {key} (found key "
+                         f"{meta.get('key')!r}): delete it and run the cell again")
+    sets = test_records(data, cell.regime, max_test, max_heldout)
+    names = [k for k in TEST_SETS if sets[k]]
+    joint = analysis.decompose_records(shipped, [r for k in names for r in sets[k]])
+    tests, start = {}, 0
+    for k in names:
+        got = joint.rows(np.arange(start, start + len(sets[k]))).to_json()
+        ref = data.ref.take([r.cluster for r in sets[k]]).to_json()
+        tests[k] = {**got, "ref_total": ref["total"], "ref_per_order": ref["per_order"]}
+        start += len(sets[k])
+    t, tr = tests["test"], meta["training"]
+    curve = tr["val_curve"]["mae"]
+    return dict(
+        cell=dataclasses.asdict(cell), key=key, model_path=f"models/{path.name}",
+        model_bytes=path.stat().st_size, hypers=shipped.meta["hypers"],
+        **{k: tr[k] for k in ("n_train_rows", "n_val", "n_train_parents", "stop_reason")},
+        stop_kind=stop_kind(tr["stop_reason"]),
+        **{k: tr[k] for k in ("steps", "train_seconds", "device", "rotate_applied",
+                              "val_curve")},
+        best_val_mae=float(np.nanmin(curve)) if curve else float("nan"),
+        plateau=plateau(curve),
+        rotational_error=_rotational_error(shipped, sets["test"]),
+        check=dict(cluster=t["cluster"][:3], total=t["total"][:3], per_order=t["per_order"][:3]),
+        tests=tests)
+
+
+def run_converged(cell: ConvergedCell, data: RegimeData, cache: CellCache,
+                  models_dir: str | Path, max_test: int | None = None,
+                  max_heldout: int | None = None, log=print,
+                  train_only: bool = False) -> dict | None:
+    """Train, ship and decompose ``cell``, or load it from ``cache`` (with its model file).
+
+    A model file without a cached cell (trained elsewhere with ``train_only``, e.g. on a GPU)
+    is evaluated without training again; ``train_only`` trains and ships, returning None."""
+    from jbo import models
 
     key = cell.key(data.spec)
     path = Path(models_dir) / f"{key}.jbo"
@@ -178,49 +250,19 @@ def run_converged(cell: ConvergedCell, data: RegimeData, cache: CellCache,
                 cache.put(key, hit)
         return {**hit, "cached": True}
     t0 = time.perf_counter()
-    rows, val, val_parents, vf = training_rows(data, cell.regime, cell.makeup,
-                                               cell.val_fraction, cell.split_seed,
-                                               cell.n_train, cell.seed)
-    cfg = _config(cell, data, len(rows), vf)
-    res = train(cfg, records=rows + val)
-    if sorted(res.data.val_parents) != val_parents:  # the split we meant is the split it ran
-        raise RuntimeError(f"{key}: training validated on other parents than selected")
-    models.save(path, res, metadata=dict(key=key, cell=dataclasses.asdict(cell),
-                                         stop_reason=res.stop_reason))
-    if path.stat().st_size > MAX_MODEL_BYTES:
-        raise ValueError(f"{path} is {path.stat().st_size} bytes, over the {MAX_MODEL_BYTES} "
-                         "a shipped study model may take (issue 15: <= 20 MB for all of them); "
-                         "use smaller hyperparameters for this model")
-    shipped = models.load(path)
-    sets = test_records(data, cell.regime, max_test, max_heldout)
-    names = [k for k in TEST_SETS if sets[k]]
-    joint = analysis.decompose_records(shipped, [r for k in names for r in sets[k]])
-    tests, start = {}, 0
-    for k in names:
-        got = joint.rows(np.arange(start, start + len(sets[k]))).to_json()
-        ref = data.ref.take([r.cluster for r in sets[k]]).to_json()
-        tests[k] = {**got, "ref_total": ref["total"], "ref_per_order": ref["per_order"]}
-        start += len(sets[k])
-    t = tests["test"]
-    curve = [h["val_mae"] for h in res.history]
-    out = dict(
-        cell=dataclasses.asdict(cell), key=key, model_path=f"models/{path.name}",
-        model_bytes=path.stat().st_size, hypers=shipped.meta["hypers"],
-        n_train_rows=len(rows), n_val=len(val), n_train_parents=len({r.cluster for r in rows}),
-        stop_reason=res.stop_reason, stop_kind=stop_kind(res.stop_reason),
-        steps=int(res.state.step), train_seconds=res.seconds, device=_device(),
-        rotate_applied=bool(cell.rotate and has_rotate()),
-        val_curve=dict(step=[int(h["step"]) for h in res.history], mae=curve,
-                       force_mae=[h["val_force_mae"] for h in res.history]),
-        best_val_mae=float(np.nanmin(curve)) if curve else float("nan"),
-        plateau=plateau(curve),
-        rotational_error=_rotational_error(shipped, sets["test"]),
-        check=dict(cluster=t["cluster"][:3], total=t["total"][:3], per_order=t["per_order"][:3]),
-        tests=tests)
-    out["seconds"] = time.perf_counter() - t0
+    trained_here = not path.exists()
+    if trained_here:
+        train_cell(cell, data, path)
+    if train_only:
+        log(f"[{key}] trained: {path}" if trained_here else f"[{key}] already trained: {path}")
+        return None
+    out = evaluate_cell(cell, data, path, max_test, max_heldout)
+    out["seconds"] = time.perf_counter() - t0  # work done here (evaluation only if trained
+    #                                            elsewhere: see train_seconds and device)
     cache.put(key, out)
-    log(f"[{key}] {out['seconds']:.0f} s ({out['steps']} steps, {out['stop_kind']}), best val "
-        f"{out['best_val_mae']:.1f}, test MAE "
-        f"{analysis.total_mae(*spectra(tests['test'])):.1f} meV/atom, {out['model_bytes']} B")
+    log(f"[{key}] {out['seconds']:.0f} s ({out['steps']} steps, {out['stop_kind']}, "
+        f"{out['device']}), best val {out['best_val_mae']:.1f}, test MAE "
+        f"{analysis.total_mae(*spectra(out['tests']['test'])):.1f} meV/atom, "
+        f"{out['model_bytes']} B")
     return {**out, "cached": False}
 

@@ -140,6 +140,38 @@ def test_second_run_loads_every_cell_and_trains_nothing(quick, monkeypatch):
 
 @pytest.mark.experiment
 @needs_db
+def test_train_only_ships_models_that_a_later_run_evaluates_without_training(
+        quick, tmp_path, monkeypatch):
+    """The GPU split: ``--train-only`` writes the model file (with its training record) and no
+    cell; a later run evaluates that file instead of training, to the same numbers."""
+    import jbo.train
+    from experiments import converged
+
+    _, first = quick
+    out = tmp_path / "converged"
+    assert converged.main(["--quick", "--train-only", "--out", str(out)]) == {
+        "trained": first["cells"]}
+    (key,) = first["cells"]
+    assert (out / "models" / f"{key}.jbo").exists() and not list(out.glob("cells/*.json"))
+
+    def no_training(*a, **k):
+        raise AssertionError("a shipped model was trained again")
+
+    monkeypatch.setattr(jbo.train, "train", no_training)
+    res = converged.main(["--quick", "--out", str(out)])
+    cell = json.loads((out / "cells" / f"{key}.json").read_text())
+    assert res["trained"] == 1 and cell["steps"] == 24 and cell["stop_kind"] == "budget"
+    assert res["rows"][0]["test_mae"] == pytest.approx(first["rows"][0]["test_mae"], rel=1e-9)
+    # a file that belongs to another cell is refused, not evaluated as that cell
+    from experiments.converged_cell import ConvergedCell, evaluate_cell
+    from experiments.regime_data import load_regimes
+    with pytest.raises(ValueError, match="no training record of cell"):
+        evaluate_cell(ConvergedCell("linear_ace", seed=7), load_regimes(common.DEFAULT_DB),
+                      out / "models" / f"{key}.jbo")
+
+
+@pytest.mark.experiment
+@needs_db
 def test_shipped_model_reproduces_its_stored_per_order_energies(quick):
     """The committed check numbers (3 test parents) from the model file alone, to 1e-6 eV:
     through the engine, and the totals also by calling the potential directly."""
