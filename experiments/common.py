@@ -103,6 +103,10 @@ class CellCache:
                     continue
         return None
 
+    def keys(self) -> list[str]:
+        """The keys of the cells stored in this cache's own folder."""
+        return sorted(p.stem for p in self.folder.glob("*.json"))
+
     def put(self, key: str, value: dict) -> None:
         write_json(self.path(key), value)
 

@@ -49,7 +49,7 @@ from jbo.configargs import add_config_args
 from jbo.train.config import RegularizerConfig, TrainConfig
 from experiments.converged_cell import ConvergedCell, run_converged
 from experiments.converged_summary import (THRESHOLD, accuracy_table, bytes_per_model, figures,
-                                           seed_means, summarize)
+                                           one_per_setting, seed_means, summarize)
 from experiments.regime_data import describe, load_regimes
 
 NAME = "converged"
@@ -137,6 +137,18 @@ def parse(argv: Sequence[str] | None):
     return args
 
 
+def cached_cells(cache: common.CellCache, spec: str) -> list[ConvergedCell]:
+    """The cells with a stored result for the data ``spec`` (a stored cell whose key its
+    fields no longer give, i.e. run by other code or on other data, is left out)."""
+    out = []
+    for key in cache.keys():
+        c = cache.get(key)["cell"]
+        cell = ConvergedCell(**{**c, "extra_hypers": tuple(map(tuple, c["extra_hypers"]))})
+        if cell.key(spec) == key:
+            out.append(cell)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse(argv)
     out = common.out_dir(args, NAME)
@@ -147,23 +159,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"unknown regimes {sorted(unknown)}; the dataset has {data.regimes}")
     cache = common.CellCache(out / "cells", args.redo)
     cells = grid(args)
-    if args.cached_only:  # summarise what has been run; train nothing
-        skipped = [c for c in cells if cache.get(c.key(data.spec)) is None]
-        cells = [c for c in cells if c not in skipped]
-        print(f"--cached-only: {len(cells)} cells cached, {len(skipped)} of the grid not run")
+    if args.cached_only:  # summarise every cell run for this data (any grid); train nothing
+        missing = sum(cache.get(c.key(data.spec)) is None for c in cells)
+        cells = cached_cells(cache, data.spec)
+        print(f"--cached-only: {len(cells)} cells cached; {missing} of this grid not run")
     if args.train_only:
         for c in cells:
             run_converged(c, data, cache, out / "models", train_only=True)
         return dict(trained=[c.key(data.spec) for c in cells])
     done = [run_converged(c, data, cache, out / "models", args.max_test, args.max_heldout)
             for c in cells]
-    rows = [summarize(c) for c in done]
+    rows, superseded = one_per_setting([summarize(c) for c in done])
     result = dict(db=args.db, quick=args.quick, config=vars(args),
                   data=describe(data, args.regimes), threshold_mev_per_atom=THRESHOLD,
                   accuracy=accuracy_table(rows),
                   bytes_per_model=bytes_per_model(rows), rows=rows, means=seed_means(rows),
-                  cells=[c["key"] for c in done], trained=sum(not c["cached"] for c in done),
-                  devices=sorted({c["device"] for c in done}),
+                  cells=[r["key"] for r in rows], superseded=superseded,
+                  trained=sum(not c["cached"] for c in done),
+                  devices=sorted({r["device"] for r in rows}),
                   atomic_limit="results/reference_mbe (python -m experiments.reference_mbe): "
                   "the atomic-limit analysis of the reference (spin choices), unchanged")
     result["figures"] = figures(rows, out)

@@ -81,6 +81,19 @@ def summarize(cell: dict) -> dict:
                 rotational_error=cell.get("rotational_error"))
 
 
+def one_per_setting(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
+    """Of cells that differ only in their training budget (schedule length, wall time, device)
+    keep the one with the lowest best *validation* MAE (model selection never sees the test
+    sets). Returns the kept rows (in order) and the keys of the others."""
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        k = tuple(r[g] for g in GROUP) + (r["seed"], r["rotate"])
+        if k not in best or r["best_val_mae"] < best[k]["best_val_mae"]:
+            best[k] = r
+    kept = {id(r) for r in best.values()}
+    return [r for r in rows if id(r) in kept], [r["key"] for r in rows if id(r) not in kept]
+
+
 def seed_means(rows: Sequence[dict]) -> list[dict]:
     """Rows averaged over seeds per (model, makeup, regime, n_train, lam)."""
     return common.seed_means(rows, GROUP, FIELDS)

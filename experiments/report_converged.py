@@ -124,13 +124,16 @@ def section(results: Path, rel: str = ".") -> str | None:
         f"Data (`{Path(res['db']).name}`): {counts}; {len(data['heldout'])} complete "
         "H_9/H_10 parents held out. Each cell validates on "
         f"{_f(100 * cfg['val_fraction'], 0)}% of its training parents, trains with forces "
-        f"(weight {cfg['force_weight']:g}) on a cosine schedule of {cfg['steps']} steps "
-        f"(batch {cfg['batch_size']}), stops when the validation MAE has not improved by 0.5% "
-        f"in {cfg['patience']} validations (one every {cfg['eval_every']} steps), or at "
-        f"{_f(cfg['max_seconds'], 0)} s of training. Stop kinds: converged (patience), "
-        "schedule (cosine ran out), budget (time). "
+        f"(weight {cfg['force_weight']:g}) on a cosine schedule (batch {cfg['batch_size']}; "
+        "its length and wall-time budget per cell in the table), stops when the validation "
+        f"MAE has not improved by 0.5% in {cfg['patience']} validations (one every "
+        f"{cfg['eval_every']} steps), or at its wall-time budget. Stop kinds: converged "
+        "(patience), schedule (cosine ran out), budget (time). "
         f"{len(res['cells'])} cells, {_f(res['cell_seconds'] / 3600, 2)} h of cell compute "
-        f"on {', '.join(res['devices'])}.", "",
+        f"here; training on {', '.join(res['devices'])}."
+        + (f" {len(res['superseded'])} cells of a setting trained again with another budget "
+           "(e.g. longer, on a GPU) are superseded by the run with the lower validation MAE."
+           if res.get("superseded") else ""), "",
         "### Accuracy per regime (makeup `full`, test parents never trained on)", "",
         accuracy_section(res), "", models_line(folder, res), "",
         "### (a) Body-order spectra |E^(k)|/n, models vs reference", "", pick("spectra"), "",

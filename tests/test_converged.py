@@ -121,6 +121,20 @@ def test_quick_run_writes_cells_models_json_and_figures(quick):
     assert max(res["rows"][0]["spectrum"][4:]) < 1e-6
 
 
+def test_one_per_setting_keeps_the_lowest_validation_mae_of_each_setting():
+    from experiments.converged_summary import one_per_setting
+
+    def row(key, val, test, seed=0, makeup="full"):
+        return dict(key=key, model="m", makeup=makeup, regime="high", n_train=None, lam=0.0,
+                    seed=seed, rotate=False, best_val_mae=val, test_mae=test)
+
+    rows = [row("cpu", 50.0, 40.0), row("gpu", 45.0, 60.0), row("s1", 70.0, 1.0, seed=1),
+            row("all", 80.0, 1.0, makeup="all")]
+    kept, superseded = one_per_setting(rows)
+    # chosen on validation, never on test (the test MAE of "cpu" is the lower one)
+    assert [r["key"] for r in kept] == ["gpu", "s1", "all"] and superseded == ["cpu"]
+
+
 @pytest.mark.experiment
 @needs_db
 def test_second_run_loads_every_cell_and_trains_nothing(quick, monkeypatch):
@@ -136,6 +150,29 @@ def test_second_run_loads_every_cell_and_trains_nothing(quick, monkeypatch):
     res = converged.main(["--quick", "--out", str(results / "converged")])
     assert res["trained"] == 0 and res["cells"] == first["cells"]
     assert res["rows"][0]["test_mae"] == first["rows"][0]["test_mae"]
+
+
+@pytest.mark.experiment
+@needs_db
+def test_cached_only_summarises_every_stored_cell_of_this_data(quick, tmp_path):
+    """--cached-only reports the cells on disk whatever grid the flags name, and leaves out a
+    stored cell whose key its own fields no longer give (other code or data)."""
+    import shutil
+
+    from experiments import converged
+
+    results, first = quick
+    out = tmp_path / "converged"
+    shutil.copytree(results / "converged" / "cells", out / "cells")
+    shutil.copytree(results / "converged" / "models", out / "models")
+    (key,) = first["cells"]
+    stale = json.loads((out / "cells" / f"{key}.json").read_text())
+    stale["cell"]["seed"] = 99  # fields that no longer hash to the file's key
+    (out / "cells" / "linear_ace_low_full_nall_s99_0000000000.json").write_text(
+        json.dumps(stale))
+    res = converged.main(["--cached-only", "--models", "pet", "--regimes", "high",
+                          "--out", str(out)])
+    assert res["cells"] == [key] and res["trained"] == 0 and res["superseded"] == []
 
 
 @pytest.mark.experiment
