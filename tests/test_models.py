@@ -293,6 +293,36 @@ def test_forces_match_finite_differences(zoo):
     assert np.all(g[5] == 0.0) and np.max(np.abs(g)) > 1e-4
 
 
+def test_soap_gaussian_radial_basis_keeps_the_contract():
+    """The bounded Gaussian radial basis (``radial="gaussian"``): the basis is its formula,
+    a mask equals the extracted subcluster, and forces equal finite differences."""
+    from jbo.models import layers
+
+    r = jnp.asarray([0.05, 1.0, 2.9])
+    mu = np.linspace(0.0, 3.0, 4)
+    want = np.exp(-(((np.asarray(r)[:, None] - mu) / (mu[1] - mu[0])) ** 2)) / 1.12
+    np.testing.assert_allclose(layers.radial_basis(r, 4, 3.0, "gaussian"), want, rtol=1e-12)
+    with pytest.raises(ValueError, match="bessel"):
+        models.create("soap_bpnn", radial="gto")
+    module = small("soap_bpnn", radial="gaussian")
+    params = perturb(models.init(module, 1))
+    e = quick_jit(lambda x, z, m: module.apply(params, x, z, m))
+    x, z = random_cluster(5, seed=21)
+    keep = np.array([1, 0, 1, 1, 0], bool)
+    assert float(e(x, z, keep)) == pytest.approx(
+        float(e(np.concatenate([x[keep], 9.0 + x[:2]]), np.concatenate([z[keep], z[:2]]),
+                np.array([1, 1, 1, 0, 0], bool))), abs=1e-12)
+    g = np.asarray(quick_jit(jax.grad(lambda x: module.apply(params, x, z, keep)))(x))
+    h, fd = 1e-5, np.zeros_like(x)
+    for a in range(5):
+        for c in range(3):
+            dx = np.zeros_like(x)
+            dx[a, c] = h
+            fd[a, c] = (float(e(x + dx, z, keep)) - float(e(x - dx, z, keep))) / (2 * h)
+    np.testing.assert_allclose(g, fd, atol=1e-7, rtol=1e-6)
+    assert np.all(g[~keep] == 0.0) and np.max(np.abs(g)) > 1e-4
+
+
 # ----------------------------------------------------------------------------- body order
 
 

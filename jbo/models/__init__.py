@@ -127,7 +127,7 @@ def create(name: str, **hypers) -> ZooModel:
         raise ValueError(f"atom_energies has {len(e0)} entries for {len(species)} species")
     hypers["atom_energies"] = e0
     for key in sorted(set(valid) - {"species", "atom_energies", "dtype"}):
-        _check_hyper(name, key, hypers.get(key, valid[key]), valid[key])
+        _check_hyper(name, key, hypers.get(key, valid[key]), valid[key], cls.choices.get(key))
     return cls(**hypers)
 
 
@@ -135,9 +135,15 @@ def create(name: str, **hypers) -> ZooModel:
 _MAY_BE_ZERO = re.compile(r"(^|_)(angular|ell|l)$")
 
 
-def _check_hyper(model: str, key: str, value: Any, default: Any) -> None:
-    """Same type as the default; floats finite and > 0; counts >= 1 (angular orders >= 0)."""
+def _check_hyper(model: str, key: str, value: Any, default: Any,
+                 choices: tuple[str, ...] | None = None) -> None:
+    """Same type as the default; floats finite and > 0; counts >= 1 (angular orders >= 0);
+    strings one of ``choices``."""
     where = f"{model} hyperparameter {key}={value!r}"
+    if isinstance(default, str):
+        if not isinstance(value, str) or (choices and value not in choices):
+            raise ValueError(f"{where} must be one of {list(choices or ())}")
+        return
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ValueError(f"{where} must be True or False")

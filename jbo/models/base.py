@@ -48,6 +48,8 @@ class ZooModel(nn.Module):
     is_local: ClassVar[bool] = True
     rotation_invariant: ClassVar[bool] = True
     data_constants: ClassVar[tuple[str, ...]] = ()
+    #: allowed values of the string hyperparameters (checked by ``models.create``)
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @property
     def n_species(self) -> int:

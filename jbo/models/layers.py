@@ -133,16 +133,29 @@ def pair_geometry(positions: jax.Array, mask: jax.Array, cutoff: float) -> Pairs
     return Pairs(vec=vec, r=r, edge=edge, fc=fc)
 
 
-def radial_basis(r: jax.Array, n: int, cutoff: float) -> jax.Array:
-    """Bessel radial basis ``sqrt(2/c) sin(k pi r / c) / r``, k = 1..n (e3nn's ``bessel``).
+RADIAL_BASES = ("bessel", "gaussian")
+
+
+def radial_basis(r: jax.Array, n: int, cutoff: float, kind: str = "bessel") -> jax.Array:
+    """Radial basis functions of the pair distance, k = 1..n.
+
+    ``bessel``: ``sqrt(2/c) sin(k pi r / c) / r`` (e3nn's ``bessel``; grows like 1/r at short
+    range). ``gaussian``: ``exp(-((r - mu_k) / sigma)^2)`` on ``n`` centres ``mu_k`` evenly
+    spaced over ``[0, c]``, ``sigma`` their spacing (e3nn's ``soft_one_hot_linspace``; bounded,
+    equally resolved at every distance).
 
     Args:
         r: ``[...]`` distances (Å), strictly positive (see :func:`pair_geometry`).
 
     Returns:
-        ``[..., n]`` basis values (Å^-3/2), not yet multiplied by the smooth cutoff.
+        ``[..., n]`` basis values, not yet multiplied by the smooth cutoff.
     """
-    return e3nn.bessel(r, n, cutoff)
+    if kind == "bessel":
+        return e3nn.bessel(r, n, cutoff)
+    if kind == "gaussian":
+        return e3nn.soft_one_hot_linspace(r, start=0.0, end=cutoff, number=n,
+                                          basis="gaussian", cutoff=False)
+    raise ValueError(f"unknown radial basis {kind!r}; choose one of {RADIAL_BASES}")
 
 
 def sh_irreps(max_l: int) -> e3nn.Irreps:
@@ -170,6 +183,7 @@ def neighbour_density(
     max_l: int,
     cutoff: float,
     scale: float = 1.0,
+    radial: str = "bessel",
 ) -> e3nn.IrrepsArray:
     """Species-resolved atomic neighbour density projected on radial x angular functions.
 
@@ -182,7 +196,7 @@ def neighbour_density(
         the channel index is ``a * n_radial + n``.
     """
     dtype = pairs.vec.dtype
-    radial = radial_basis(pairs.r, n_radial, cutoff) * pairs.fc[..., None]  # [N, N, n]
+    radial = radial_basis(pairs.r, n_radial, cutoff, radial) * pairs.fc[..., None]  # [N, N, n]
     ylm = spherical_harmonics(pairs.vec, max_l).array  # [N, N, D]
     onehot = one_hot_species(species_idx, n_species, dtype)  # [N(j), S]
     dens = jnp.einsum("ijn,ja,ijd->iand", radial, onehot, ylm) * scale

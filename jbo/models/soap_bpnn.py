@@ -56,6 +56,7 @@ class SoapBPNN(ZooModel):
             (1 / RMS of the features over the training atoms, :mod:`jbo.train.constants`)
             unless given: a fixed scale keeps ``p = 0 -> 0`` and the energy smooth, where a
             per-atom LayerNorm (metatrain) would not.
+        radial: radial basis, ``bessel`` or ``gaussian`` (:func:`layers.radial_basis`).
     """
 
     cutoff: float = 5.0
@@ -64,14 +65,16 @@ class SoapBPNN(ZooModel):
     hidden: tuple[int, ...] = (64, 64)
     avg_num_neighbors: float = 4.0
     feature_scale: float = 1.0
+    radial: str = "bessel"
 
     data_constants: ClassVar[tuple[str, ...]] = ("feature_scale",)
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"radial": layers.RADIAL_BASES}
 
     def descriptor(self, pairs, idx) -> jax.Array:
         """``[N, F]`` SOAP power spectrum of every atom (0 for masked or isolated atoms)."""
         dens = layers.neighbour_density(
             pairs, idx, self.n_species, self.max_radial, self.max_angular, self.cutoff,
-            scale=1.0 / self.avg_num_neighbors,
+            scale=1.0 / self.avg_num_neighbors, radial=self.radial,
         )
         return power_spectrum(dens, self.max_angular) * self.feature_scale
 
