@@ -78,7 +78,8 @@ def summarize(cell: dict) -> dict:
                 heldout_order_mae=omae(held), other_regime_order_mae=omae(other),
                 spectrum=spec, ref_spectrum=ref_spec, effective_order=effective_order(spec),
                 ref_effective_order=effective_order(ref_spec),
-                rotational_error=cell.get("rotational_error"))
+                rotational_error=cell.get("rotational_error"),
+                val_steps=cell["val_curve"]["step"], val_mae=cell["val_curve"]["mae"])
 
 
 def one_per_setting(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
@@ -176,6 +177,22 @@ def figures(rows: Sequence[dict], out: Path) -> list[str]:
             files.append(plots.bars(
                 eff, out / f"effective_order_{g}.png", "effective body order",
                 f"(c) {g}: smallest k with Σ_(j>k) mean|E^(j)|/n < {THRESHOLD:g} meV/atom").name)
+    stops = {}  # the curves behind the accuracy table: where each model stopped
+    for g in regimes:
+        sel = [r for r in rows if r["regime"] == g and r["makeup"] == "full"
+               and r["n_train"] is None and not r["lam"] and r["val_steps"]]
+        first_seed = {}
+        for r in sel:
+            if r["model"] not in first_seed or r["seed"] < first_seed[r["model"]]["seed"]:
+                first_seed[r["model"]] = r
+        if first_seed:
+            stops[g] = {f"{m} ({r['stop_kind']})": (r["val_steps"], r["val_mae"])
+                        for m, r in first_seed.items()}
+    if stops:
+        files.append(plots.curve_grid(
+            stops, out / "validation_curves.png", "training step",
+            "validation MAE (meV/atom)", "Validation curves, makeup full (lowest seed)",
+            ncols=len(stops), logy=True).name)
     lc = seed_means([r for r in rows if not r["lam"]])  # (d)
     curves = {}
     for g in regimes:

@@ -135,7 +135,7 @@ def section(results: Path, rel: str = ".") -> str | None:
            "(e.g. longer, on a GPU) are superseded by the run with the lower validation MAE."
            if res.get("superseded") else ""), "",
         "### Accuracy per regime (makeup `full`, test parents never trained on)", "",
-        accuracy_section(res), "", models_line(folder, res), "",
+        accuracy_section(res), "", pick("validation_curves"), "", models_line(folder, res), "",
         "### (a) Body-order spectra |E^(k)|/n, models vs reference", "", pick("spectra"), "",
         "### (b) Per-order errors vs the total error (MAE, meV/atom, test parents)", "",
         order_section(res), "", pick("order_vs_total"), "",

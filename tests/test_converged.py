@@ -103,6 +103,7 @@ def test_quick_run_writes_cells_models_json_and_figures(quick):
     assert (out / cell["model_path"]).stat().st_size == cell["model_bytes"] < 100_000
     assert json.loads((out / "converged.json").read_text())["cells"] == [key]
     assert res["figures"] and all((out / f).exists() for f in res["figures"])
+    assert "validation_curves.png" in res["figures"]  # the curve behind each table entry
     assert cell["steps"] == 24 and cell["stop_kind"] == "budget"
     assert len(cell["val_curve"]["mae"]) == 3 and cell["best_val_mae"] == min(
         cell["val_curve"]["mae"])
