@@ -91,6 +91,65 @@ def generalization_section(res: dict) -> str:
                    "other regime H_8"], rows)
 
 
+def _median(xs) -> float:
+    xs = sorted(x for x in xs if x is not None and math.isfinite(x))
+    return float("nan") if not xs else (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+
+
+def reading(res: dict, earlier: dict | None) -> str:
+    """What changed from the earlier, under-fitted study (``body_order_trends.json``: both
+    regimes mixed, fixed steps, energies only) and which of its conclusions survive, computed
+    from both JSON files; claims whose cells have not been run are left out."""
+    means = [r for r in res["means"] if r["n_train"] is None]
+    plain = [r for r in means if not r["lam"]]
+    out = []
+    if earlier:
+        old = [r["total_mae"] for r in earlier["summary"] if r["makeup"] == "full"]
+        new = "; ".join(f"{a['regime']} {_f(min(v['test_mae'] for v in a['models'].values()))}"
+                        f"–{_f(max(v['test_mae'] for v in a['models'].values()))}"
+                        for a in res["accuracy"] if a["models"])
+        out.append(f"**Totals.** The earlier study ({earlier['config']['steps']} steps, energies "
+                   f"only, both regimes mixed) reached {_f(min(old))}–{_f(max(old))} meV/atom "
+                   f"with makeup `full`; trained per regime to convergence with forces the "
+                   f"`full` models reach {new} meV/atom.")
+    for g in dict.fromkeys(r["regime"] for r in plain):
+        full = [r for r in plain if r["regime"] == g and r["makeup"] == "full"]
+        tot = _median(r["test_mae"] for r in full)
+        orders = _median(x for r in full for x in r["test_order_mae"][1:])
+        if full and math.isfinite(orders):
+            verdict = ("survives" if orders > 3 * tot else "does not survive")
+            old = ""
+            if earlier:
+                o = [r for r in earlier["summary"] if r["makeup"] == "full"]
+                old = (" (earlier, regimes mixed: "
+                       f"{_f(_median(r['total_mae'] for r in o))} against "
+                       f"{_f(_median(x for r in o for x in r['order_mae'][1:4]))})")
+            out.append(f"**Good totals, wrong orders ({g}): {verdict}.** Median `full` total "
+                       f"MAE {_f(tot)} meV/atom against a median E^(2..4) MAE of {_f(orders)}"
+                       f"{old}.")
+        by = {(r["model"], r["makeup"]): r for r in plain if r["regime"] == g}
+        for mk, what in (("up_to:4+atoms", "subclusters up to 4 atoms and the isolated atom"),
+                         ("up_to:2", "dimers")):
+            moves = [f"{m} E^(2) {_f(by[m, 'full']['test_order_mae'][1])} → "
+                     f"{_f(by[m, mk]['test_order_mae'][1])}, total "
+                     f"{_f(by[m, 'full']['test_mae'])} → {_f(by[m, mk]['test_mae'])}"
+                     for m, k in by if k == "full" and (m, mk) in by]
+            if moves:
+                out.append(f"**Adding {what} ({g}, `full` → `{mk}`, MAE in meV/atom):** "
+                           + "; ".join(moves) + ".")
+    for r in (r for r in means if r["lam"]):
+        base = next((p for p in plain if (p["model"], p["makeup"], p["regime"])
+                     == (r["model"], r["makeup"], r["regime"])), None)
+        if base:
+            out.append(f"**Regulariser ({r['model']} ← {r['regime']}, λ={r['lam']:g}):** test "
+                       f"{_f(base['test_mae'])} → {_f(r['test_mae'])}, H_9/H_10 "
+                       f"{_f(base['heldout_mae'])} → {_f(r['heldout_mae'])}, other regime "
+                       f"{_f(base['other_regime_mae'])} → {_f(r['other_regime_mae'])} meV/atom; "
+                       f"effective order {_f(base['effective_order'])} → "
+                       f"{_f(r['effective_order'])}.")
+    return "\n\n".join(out) if out else "No cells yet."
+
+
 def models_line(folder: Path, res: dict) -> str:
     """What is shipped: files present, total size, bytes per architecture."""
     files = [folder / "models" / f"{k}.jbo" for k in res["cells"]]
@@ -111,6 +170,8 @@ def section(results: Path, rel: str = ".") -> str | None:
     if not p.exists():
         return None
     res = json.loads(p.read_text())
+    old = results / "body_order_trends" / "body_order_trends.json"
+    earlier = json.loads(old.read_text()) if old.exists() else None
     cfg = res["config"]
     figs = {f: f"![{f}]({rel}/converged/{f})" for f in res.get("figures", [])}
     pick = lambda prefix: "\n\n".join(v for k, v in figs.items() if k.startswith(prefix))  # noqa
@@ -147,5 +208,7 @@ def section(results: Path, rel: str = ".") -> str | None:
         "### (e) Generalisation to H_9/H_10 and to the other regime", "",
         generalization_section(res), "", pick("generalization"), "",
         "### (f) Atomic limit", "", "The atomic-limit analysis of the reference (spin "
-        "choices) is unchanged: section 1 below (`python -m experiments.reference_mbe`)."]
+        "choices) is unchanged: section 1 below (`python -m experiments.reference_mbe`).", "",
+        "### Reading: what changed from the under-fitted run, what survives", "",
+        reading(res, earlier)]
     return "\n".join(parts)

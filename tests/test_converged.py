@@ -292,3 +292,29 @@ def test_committed_models_reproduce_their_committed_per_order_energies():
         got = analysis.decompose_records(pot, [by_name[c] for c in check["cluster"]])
         np.testing.assert_allclose(got.orders[:, :8], np.array(check["per_order"]), atol=1e-6,
                                    rtol=0, err_msg=f"{model}: {cell['key']}")
+
+
+def test_reading_states_what_changed_and_which_conclusions_survive():
+    """The reading is computed from the two studies' numbers (synthetic here): the verdict
+    follows the ratio of per-order to total error, and each move names both ends."""
+    from experiments.report_converged import reading
+
+    def row(model, makeup, total, e2, lam=0.0, held=20.0):
+        return dict(model=model, makeup=makeup, regime="low", n_train=None, lam=lam,
+                    test_mae=total, test_order_mae=[0.0, e2, 3 * e2, 3 * e2],
+                    heldout_mae=held, other_regime_mae=500.0, effective_order=6.0)
+
+    means = [row("pet", "full", 5.0, 900.0), row("pet", "up_to:4+atoms", 6.0, 8.0),
+             row("pet", "full", 7.0, 900.0, lam=1.0, held=9.0)]
+    res = dict(means=means, accuracy=[dict(regime="low", models={"pet": dict(test_mae=5.0)})])
+    earlier = dict(config=dict(steps=2000), summary=[
+        dict(makeup="full", total_mae=150.0, order_mae=[1.0, 2000.0, 3000.0, 4000.0]),
+        dict(makeup="up_to:2", total_mae=900.0, order_mae=[0.0] * 4)])
+    text = reading(res, earlier)
+    assert "reached 150.0–150.0 meV/atom" in text and "low 5.0–5.0" in text
+    assert "wrong orders (low): survives.** Median `full` total MAE 5.0" in text
+    assert "(earlier, regimes mixed: 150.0 against 3000.0)" in text
+    assert "pet E^(2) 900.0 → 8.0, total 5.0 → 6.0" in text
+    assert "test 5.0 → 7.0, H_9/H_10 20.0 → 9.0" in text
+    means[0]["test_order_mae"] = [0.0, 10.0, 10.0, 10.0]
+    assert "wrong orders (low): does not survive" in reading(res, None)
