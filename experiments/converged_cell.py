@@ -46,6 +46,11 @@ CONVERGED_HYPERS: dict[str, dict[str, Any]] = {"linear_ace": dict(correlation=3)
 MAX_MODEL_BYTES = 1_000_000
 
 
+#: fields added after cells were committed, with their defaults: at the default they stay out
+#: of the key, so that the committed cells keep theirs
+_LATER = {"ema_decay": 0.0}
+
+
 def has_rotate() -> bool:
     """Whether this jbo's TrainConfig has rotational augmentation (``rotate``)."""
     from jbo.train import TrainConfig
@@ -85,6 +90,7 @@ class ConvergedCell:
     reg_mode: str = "truncation"
     rotate: bool = False          # rotational augmentation (PET), where TrainConfig has it
     extra_hypers: tuple[tuple[str, Any], ...] = ()
+    ema_decay: float = 0.0        # parameter EMA (validated and shipped), 0: off
 
     def hypers(self) -> dict[str, Any]:
         return {**CONVERGED_HYPERS.get(self.model, {}), **dict(self.extra_hypers)}
@@ -93,8 +99,9 @@ class ConvergedCell:
         """A readable name and a hash of every field, the resolved hypers, the data and split
         (``data_spec``) and whether rotation is available (so no edit reuses a stale cell)."""
         from experiments.regime_data import _digest
-        digest = _digest(dataclasses.asdict(self), self.hypers(), data_spec,
-                         self.rotate and has_rotate())[:10]
+        fields = {k: v for k, v in dataclasses.asdict(self).items()
+                  if not (k in _LATER and v == _LATER[k])}
+        digest = _digest(fields, self.hypers(), data_spec, self.rotate and has_rotate())[:10]
         mk = self.makeup.replace(":", "").replace("+", "-")
         parts = [self.model, self.regime, mk, f"n{self.n_train or 'all'}", f"s{self.seed}"]
         if self.lam:
@@ -131,7 +138,7 @@ def _config(cell: ConvergedCell, data: RegimeData, n_rows: int, val_fraction: fl
         schedule=cell.schedule, eval_every=cell.eval_every, patience=cell.patience,
         min_improvement=cell.min_improvement, plateau_patience=cell.plateau_patience,
         max_seconds=cell.max_seconds, max_steps=cell.max_steps,
-        force_weight=cell.force_weight, regularizer=reg,
+        force_weight=cell.force_weight, regularizer=reg, ema_decay=cell.ema_decay,
         baseline_from_atoms=parse_makeup(cell.makeup)[1], progress=False, tensorboard=False,
         shard=len(jax.local_devices()) > 1, **extra)
 

@@ -318,3 +318,23 @@ def test_reading_states_what_changed_and_which_conclusions_survive():
     assert "test 5.0 → 7.0, H_9/H_10 20.0 → 9.0" in text
     means[0]["test_order_mae"] = [0.0, 10.0, 10.0, 10.0]
     assert "wrong orders (low): does not survive" in reading(res, None)
+
+
+@needs_db
+def test_committed_cells_still_hash_to_their_keys():
+    """Fields added to ConvergedCell later (``ema_decay``) stay out of the key at their
+    default, so every committed cell is still found by the grid that made it; set, they
+    make a new cell."""
+    import dataclasses
+
+    from experiments.converged_cell import ConvergedCell
+    from experiments.regime_data import load_regimes
+
+    spec = load_regimes(common.DEFAULT_DB).spec
+    cells = [json.loads(p.read_text()) for p in sorted((COMMITTED / "cells").glob("*.json"))]
+    assert cells
+    for c in cells:
+        cell = ConvergedCell(**{**c["cell"],
+                                "extra_hypers": tuple(map(tuple, c["cell"]["extra_hypers"]))})
+        assert cell.key(spec) == c["key"]
+    assert dataclasses.replace(cell, ema_decay=0.99).key(spec) != cell.key(spec)
