@@ -67,7 +67,7 @@ def grid(args) -> list[ConvergedCell]:
     base = dict(eval_every=args.eval_every, patience=args.patience,
                 max_seconds=args.max_seconds, batch_size=args.batch_size, lr=args.lr,
                 force_weight=args.force_weight, val_fraction=args.val_fraction,
-                max_steps=args.max_steps, ema_decay=args.ema_decay)
+                max_steps=args.max_steps, ema_decay=args.ema)
     cells = []
 
     def cell(model, makeup, regime, seed, **kw):
@@ -106,7 +106,7 @@ def parse(argv: Sequence[str] | None):
                                              "val_fraction", "ema_decay"),
                     defaults={"eval_every": 200, "patience": 10, "max_seconds": 300.0,
                               "batch_size": 16, "lr": 3e-3, "force_weight": 1.0,
-                              "val_fraction": 0.1, "ema_decay": 0.0})
+                              "val_fraction": 0.1, "ema_decay": 0.0})  # --ema
     p.add_argument("--sizes", type=_sizes, default=_sizes("200,800"),
                    help="learning curves: training structures per cell")
     p.add_argument("--lc-models", type=csv, default=csv("soap_bpnn,linear_ace"))
