@@ -224,10 +224,7 @@ def evaluate_cell(cell: ConvergedCell, data: RegimeData, path: Path,
     return dict(
         cell=dataclasses.asdict(cell), key=key, model_path=f"models/{path.name}",
         model_bytes=path.stat().st_size, hypers=shipped.meta["hypers"],
-        **{k: tr[k] for k in ("n_train_rows", "n_val", "n_train_parents", "stop_reason")},
-        stop_kind=stop_kind(tr["stop_reason"]),
-        **{k: tr[k] for k in ("steps", "train_seconds", "device", "rotate_applied",
-                              "val_curve")},
+        **tr, stop_kind=stop_kind(tr["stop_reason"]),  # the training record (train_cell)
         best_val_mae=float(np.nanmin(curve)) if curve else float("nan"),
         plateau=plateau(curve),
         rotational_error=_rotational_error(shipped, sets["test"]),
