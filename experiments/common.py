@@ -118,6 +118,21 @@ def write_json(path: str | Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
+def readme_block(name: str, readme: Path = ROOT / "README.md") -> str:
+    """The generated text between the README's ``<!-- name -->`` and ``<!-- /name -->``."""
+    text, (a, b) = readme.read_text(), (f"<!-- {name} -->", f"<!-- /{name} -->")
+    if a not in text or b not in text:
+        raise ValueError(f"{readme} has no {a} ... {b} block")
+    return text[text.index(a) + len(a):text.index(b)].strip()
+
+
+def write_readme_block(name: str, body: str, readme: Path = ROOT / "README.md") -> None:
+    """Replace the README's ``name`` block (see :func:`readme_block`) by ``body``."""
+    text, a, b = readme.read_text(), f"<!-- {name} -->", f"<!-- /{name} -->"
+    readme_block(name, readme)  # raises without the markers
+    readme.write_text(text[:text.index(a) + len(a)] + "\n" + body + "\n" + text[text.index(b):])
+
+
 def finish(name: str, result: dict, out: Path, t0: float, cells: Sequence[dict]) -> dict:
     """Stamp the wall time of this run (``seconds``) and the compute time of its cells, cached
     ones included (``cell_seconds``), write ``out/NAME.json`` and say where it went."""

@@ -336,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> str:
     note = "\n\n".join(t for t in (read_note(results), args.note) if t)
     text = build(results, rel, args.quick, note)
     (out / "REPORT.md").write_text(text)
+    conv = results / "converged" / "converged.json"
+    if results == common.ROOT / "results" and conv.exists() and not args.quick:
+        common.write_readme_block(report_converged.README_BLOCK, report_converged.readme_summary(
+            json.loads(conv.read_text())))  # the README quotes the committed study
     print(f"report: {out / 'REPORT.md'} ({len(text.splitlines())} lines)")
     return text
 

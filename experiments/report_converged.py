@@ -58,6 +58,17 @@ def accuracy_section(res: dict) -> str:
                       *lines])
 
 
+README_BLOCK = "converged-table"  # the README block `python -m experiments.report` writes
+
+
+def readme_summary(res: dict) -> str:
+    """The README's summary of the converged study: the accuracy section and its grid."""
+    n = len(res["cells"])
+    return (f"{n} cells run so far (`results/converged/`, one seed unless the table says "
+            f"otherwise; devices: {', '.join(res['devices'])}). Test MAE per regime, makeup "
+            "`full`:\n\n" + accuracy_section(res))
+
+
 def order_section(res: dict) -> str:
     """(b) per-order errors next to the total error, per regime, makeup and model."""
     head = ["regime", "makeup", "model", "total"] + [f"E^({k})" for k in range(1, K_ERR + 1)]

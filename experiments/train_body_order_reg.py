@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import jbo  # noqa: E402,F401  (float64)
+from experiments.common import write_readme_block  # noqa: E402
 from jbo.configargs import add_config_args, config_from_args  # noqa: E402
 from jbo.data.records import read_records  # noqa: E402
 from jbo import models  # noqa: E402
@@ -280,7 +281,7 @@ def _plots(out: Path, runs: dict, summary: dict, order: int) -> None:
     plt.close(fig)
 
 
-TABLE_START, TABLE_END = "<!-- main-job-table -->", "<!-- /main-job-table -->"
+README_BLOCK = "main-job-table"  # the README block written by --readme
 
 
 def readme_table(summary: dict) -> str:
@@ -298,22 +299,13 @@ def readme_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
-def update_readme(summary: dict, readme: Path = ROOT / "README.md") -> None:
-    """Replace the table between the README's main-job markers by :func:`readme_table`."""
-    text = readme.read_text()
-    a, b = text.find(TABLE_START), text.find(TABLE_END)
-    if a < 0 or b < a:
-        raise ValueError(f"{readme} has no {TABLE_START} ... {TABLE_END} block")
-    readme.write_text(text[:a + len(TABLE_START)] + "\n" + readme_table(summary) + "\n"
-                      + text[b:])
-
-
 def main(argv=None) -> int:
     from jbo.data.store import StoreError
 
     args = parse_args(argv)
     if args.readme:  # rewrite the README's table from the committed summary, no training
-        update_readme(json.loads((Path(args.out) / "summary.json").read_text()))
+        write_readme_block(README_BLOCK, readme_table(
+            json.loads((Path(args.out) / "summary.json").read_text())))
         return 0
     try:
         run(args)

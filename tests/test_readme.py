@@ -21,10 +21,36 @@ def test_readme_table_is_the_committed_main_job_summary():
     (``python -m experiments.train_body_order_reg --readme``), not typed by hand."""
     import json
 
-    from experiments.train_body_order_reg import TABLE_END, TABLE_START, readme_table
+    from experiments.common import readme_block
+    from experiments.train_body_order_reg import README_BLOCK, readme_table
 
     root = pathlib.Path(__file__).parents[1]
-    text = (root / "README.md").read_text()
-    block = text[text.index(TABLE_START) + len(TABLE_START):text.index(TABLE_END)].strip()
     summary = json.loads((root / "results/train_body_order_reg/summary.json").read_text())
-    assert block == readme_table(summary)
+    assert readme_block(README_BLOCK) == readme_table(summary)
+
+
+def test_readme_converged_table_is_the_committed_study():
+    """The README's converged-study table is what ``python -m experiments.report`` writes from
+    results/converged/converged.json."""
+    import json
+
+    from experiments import report_converged
+    from experiments.common import readme_block
+
+    root = pathlib.Path(__file__).parents[1]
+    res = json.loads((root / "results/converged/converged.json").read_text())
+    assert readme_block(report_converged.README_BLOCK) == report_converged.readme_summary(res)
+
+
+def test_readme_blocks_refuse_a_readme_without_markers(tmp_path):
+    import pytest
+
+    from experiments.common import readme_block, write_readme_block
+
+    p = tmp_path / "README.md"
+    p.write_text("a\n<!-- t -->\nold\n<!-- /t -->\nb\n")
+    write_readme_block("t", "new", p)
+    assert p.read_text() == "a\n<!-- t -->\nnew\n<!-- /t -->\nb\n"
+    assert readme_block("t", p) == "new"
+    with pytest.raises(ValueError, match="no <!-- u -->"):
+        write_readme_block("u", "x", p)
