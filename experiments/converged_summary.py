@@ -22,6 +22,7 @@ import numpy as np
 from experiments import common
 from experiments.cells import spectra
 from experiments.converged_cell import stop_kind
+from experiments.regime_data import _digest
 from jbo import analysis, plots
 
 K_SHOW = 8        # orders shown (H_8 test parents)
@@ -66,7 +67,9 @@ def summarize(cell: dict) -> dict:
     omae = lambda s: analysis.order_mae(*s, K_ERR) if s and len(s[0]) else [nan] * K_ERR  # noqa
     spec = analysis.spectrum(test[0], K_SHOW)["mean_abs_mev_per_atom"]
     ref_spec = analysis.spectrum(test[1], K_SHOW)["mean_abs_mev_per_atom"]
+    setting = _digest({k: v for k, v in c.items() if k != "seed"})[:10]  # the cell but seed
     return dict(model=c["model"], makeup=c["makeup"], regime=c["regime"], seed=c["seed"],
+                setting=setting,
                 n_train=c["n_train"], lam=c["lam"], rotate=c["rotate"], key=cell["key"],
                 stop_kind=stop_kind(cell["stop_reason"]), stop_reason=cell["stop_reason"],
                 steps=cell["steps"], train_seconds=cell["train_seconds"],
@@ -83,15 +86,18 @@ def summarize(cell: dict) -> dict:
 
 
 def one_per_setting(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
-    """Of cells that differ only in their training budget (schedule length, wall time, device)
-    keep the one with the lowest best *validation* MAE (model selection never sees the test
-    sets). Returns the kept rows (in order) and the keys of the others."""
-    best: dict[tuple, dict] = {}
+    """Of settings that differ only in their training budget (schedule length, wall time,
+    EMA, patience, device) keep the one whose seeds have the lowest mean best *validation*
+    MAE, with all its seeds (model selection never sees the test sets; seed means never mix
+    budgets). Returns the kept rows (in order) and the keys of the others."""
+    by_budget: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:
-        k = tuple(r[g] for g in GROUP) + (r["seed"], r["rotate"])
-        if k not in best or r["best_val_mae"] < best[k]["best_val_mae"]:
-            best[k] = r
-    kept = {id(r) for r in best.values()}
+        k = tuple(r[g] for g in GROUP) + (r["rotate"],)
+        by_budget.setdefault(k, {}).setdefault(r["setting"], []).append(r)
+    kept = set()
+    for settings in by_budget.values():
+        best = min(settings.values(), key=lambda rs: np.mean([r["best_val_mae"] for r in rs]))
+        kept |= {id(r) for r in best}
     return [r for r in rows if id(r) in kept], [r["key"] for r in rows if id(r) not in kept]
 
 

@@ -122,18 +122,23 @@ def test_quick_run_writes_cells_models_json_and_figures(quick):
     assert max(res["rows"][0]["spectrum"][4:]) < 1e-6
 
 
-def test_one_per_setting_keeps_the_lowest_validation_mae_of_each_setting():
+def test_one_per_setting_keeps_the_budget_with_the_lowest_validation_mae():
     from experiments.converged_summary import one_per_setting
 
-    def row(key, val, test, seed=0, makeup="full"):
-        return dict(key=key, model="m", makeup=makeup, regime="high", n_train=None, lam=0.0,
-                    seed=seed, rotate=False, best_val_mae=val, test_mae=test)
+    def row(key, setting, val, test, seed=0, makeup="full"):
+        return dict(key=key, setting=setting, model="m", makeup=makeup, regime="high",
+                    n_train=None, lam=0.0, seed=seed, rotate=False, best_val_mae=val,
+                    test_mae=test)
 
-    rows = [row("cpu", 50.0, 40.0), row("gpu", 45.0, 60.0), row("s1", 70.0, 1.0, seed=1),
-            row("all", 80.0, 1.0, makeup="all")]
+    rows = [row("cpu0", "cpu", 50.0, 40.0), row("gpu0", "gpu", 45.0, 60.0),
+            row("cpu1", "cpu", 52.0, 41.0, seed=1), row("all", "x", 80.0, 1.0, makeup="all")]
     kept, superseded = one_per_setting(rows)
-    # chosen on validation, never on test (the test MAE of "cpu" is the lower one)
-    assert [r["key"] for r in kept] == ["gpu", "s1", "all"] and superseded == ["cpu"]
+    # chosen on validation, never on test (the cpu setting has the lower test MAE), and
+    # whole settings: gpu (45) beats the cpu seeds' mean (51); no seed mean mixes budgets
+    assert [r["key"] for r in kept] == ["gpu0", "all"] and superseded == ["cpu0", "cpu1"]
+    rows[1]["best_val_mae"] = 55.0
+    kept, superseded = one_per_setting(rows)
+    assert [r["key"] for r in kept] == ["cpu0", "cpu1", "all"] and superseded == ["gpu0"]
 
 
 @pytest.mark.experiment
