@@ -37,7 +37,7 @@ from experiments.regime_data import TEST_SETS, RegimeData, test_records, trainin
 from jbo import analysis
 
 __all__ = ["ConvergedCell", "CONVERGED_HYPERS", "run_converged", "train_cell", "evaluate_cell",
-           "stop_kind", "has_rotate"]
+           "stop_kind", "setting_of", "has_rotate"]
 
 #: the zoo defaults (sized for the data; data constants such as MACE's avg_num_neighbors come
 #: from the training rows), except linear ACE at correlation 3: E^(k) = 0 for k > 4 exactly
@@ -49,6 +49,14 @@ MAX_MODEL_BYTES = 1_000_000
 #: fields added after cells were committed, with their defaults: at the default they stay out
 #: of the key, so that the committed cells keep theirs
 _LATER = {"ema_decay": 0.0}
+
+
+def setting_of(cell: dict) -> str:
+    """A hash of a stored cell's fields except its seed (fields of ``_LATER`` at their default
+    left out, as in :meth:`ConvergedCell.key`): the seeds of one setting share it."""
+    from experiments.regime_data import _digest
+    return _digest({k: v for k, v in cell.items()
+                    if k != "seed" and not (k in _LATER and v == _LATER[k])})[:10]
 
 
 def has_rotate() -> bool:

@@ -21,8 +21,7 @@ import numpy as np
 
 from experiments import common
 from experiments.cells import spectra
-from experiments.converged_cell import stop_kind
-from experiments.regime_data import _digest
+from experiments.converged_cell import setting_of, stop_kind
 from jbo import analysis, plots
 
 K_SHOW = 8        # orders shown (H_8 test parents)
@@ -67,9 +66,8 @@ def summarize(cell: dict) -> dict:
     omae = lambda s: analysis.order_mae(*s, K_ERR) if s and len(s[0]) else [nan] * K_ERR  # noqa
     spec = analysis.spectrum(test[0], K_SHOW)["mean_abs_mev_per_atom"]
     ref_spec = analysis.spectrum(test[1], K_SHOW)["mean_abs_mev_per_atom"]
-    setting = _digest({k: v for k, v in c.items() if k != "seed"})[:10]  # the cell but seed
     return dict(model=c["model"], makeup=c["makeup"], regime=c["regime"], seed=c["seed"],
-                setting=setting,
+                setting=setting_of(c),
                 n_train=c["n_train"], lam=c["lam"], rotate=c["rotate"], key=cell["key"],
                 stop_kind=stop_kind(cell["stop_reason"]), stop_reason=cell["stop_reason"],
                 steps=cell["steps"], train_seconds=cell["train_seconds"],

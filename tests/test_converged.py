@@ -343,3 +343,17 @@ def test_committed_cells_still_hash_to_their_keys():
                                 "extra_hypers": tuple(map(tuple, c["cell"]["extra_hypers"]))})
         assert cell.key(spec) == c["key"]
     assert dataclasses.replace(cell, ema_decay=0.99).key(spec) != cell.key(spec)
+
+
+def test_the_seeds_of_one_setting_share_it_across_code_versions():
+    """A cell stored before ``ema_decay`` existed and a new one at ema 0 are one setting."""
+    import dataclasses
+
+    from experiments.converged_cell import ConvergedCell, setting_of
+
+    new = dataclasses.asdict(ConvergedCell("mace", seed=1))
+    old = {k: v for k, v in dataclasses.asdict(ConvergedCell("mace")).items()
+           if k != "ema_decay"}
+    assert setting_of(new) == setting_of(old)
+    assert setting_of({**new, "ema_decay": 0.99}) != setting_of(old)
+    assert setting_of({**new, "steps": 20000}) != setting_of(old)
