@@ -47,8 +47,11 @@ def accuracy_section(res: dict) -> str:
     for r in res.get("rows", []):  # models not rotation-invariant by construction (PET)
         rot = r.get("rotational_error")
         if rot:
-            lines.append(f"* {r['model']} ({r['regime']}, {r['makeup']}, seed {r['seed']}, "
-                         f"rotational augmentation {'on' if r['rotate'] else 'off'}): std of "
+            extra = (f", {r['n_train']} structures" if r["n_train"] else "") + (
+                f", regularised λ={r['lam']:g}" if r["lam"] else "")
+            lines.append(f"* {r['model']} ({r['regime']}, {r['makeup']}{extra}, seed "
+                         f"{r['seed']}, rotational augmentation "
+                         f"{'on' if r['rotate'] else 'off'}): std of "
                          f"E/n over {rot['n_rotations']} random orientations of the test "
                          f"parents {_f(rot['mean_std_mev_per_atom'], 2)} meV/atom on average "
                          f"(max spread {_f(rot['max_spread_mev_per_atom'], 2)}), against a "
