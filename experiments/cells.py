@@ -27,8 +27,6 @@ split over the same devices (``mesh=``). Energies in eV inside; errors reported 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from functools import lru_cache
@@ -37,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from experiments.common import CellCache
+from experiments.common import CellCache, file_digest, fingerprint, spread
 from jbo import analysis
 
 # Small, fast variants of the zoo models (this study trains many of them on CPUs).
@@ -95,19 +93,8 @@ def load_data(db: str, test_fraction: float = 0.25, split_seed: int = 0,
     tr, te = split_by_cluster(pool, test_fraction, split_seed)
     heldout = [r for r in records if r.split == "heldout" and r.is_full]
     regimes = sorted({r.regime for r in records})
-    spec = _fingerprint(_file_digest(db), test_fraction, split_seed, max_train_atoms, sizes)
+    spec = fingerprint(file_digest(db), test_fraction, split_seed, max_train_atoms, sizes)
     return Data(db, records, ref, regimes, sorted(tr), sorted(te), heldout, spec)
-
-
-def _file_digest(db: str) -> str:
-    """Content hash of a dataset file (its URL for a database server)."""
-    if "://" in db:
-        return db
-    return hashlib.sha256(Path(db).read_bytes()).hexdigest()
-
-
-def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def full_records(data: Data, clusters: Sequence[str]) -> list:
@@ -126,14 +113,6 @@ def choose_parents(data: Data, regimes: Sequence[str] | None, n_train: int | Non
     return sorted(picked if n_train is None else picked[:n_train])
 
 
-def cap(records: list, k: int, seed: int = 0) -> list:
-    """At most ``k`` records, spread evenly over the list (deterministic)."""
-    if len(records) <= k:
-        return records
-    idx = np.unique(np.linspace(0, len(records) - 1, k).round().astype(int))
-    return [records[i] for i in idx]
-
-
 def test_sets(data: Data, cell: Cell, max_test: int, which: Sequence[str]) -> dict[str, list]:
     """Full-cluster records of each test set in ``which`` (at most ``max_test`` each)."""
     regs = set(cell.regimes or data.regimes)
@@ -146,7 +125,7 @@ def test_sets(data: Data, cell: Cell, max_test: int, which: Sequence[str]) -> di
         out["other_regime"] = full_records(data, sorted(others))
     if "heldout" in which:
         out["heldout"] = sorted(data.heldout, key=lambda r: (r.n_atoms, r.cluster))
-    return {k: cap(v, max_test) for k, v in out.items()}
+    return {k: spread(v, max_test) for k, v in out.items()}
 
 
 def reference_of(data: Data, records: list) -> analysis.Spectra:
@@ -187,7 +166,7 @@ class Cell:
         """A readable name, then a hash of everything that decides the cell's result: every
         field, the resolved hyperparameters (STUDY_HYPERS included) and ``data_spec`` (the
         dataset's content and split, :attr:`Data.spec`), so no edit reuses a stale cell."""
-        digest = _fingerprint(dataclasses.asdict(self), self.hypers(), data_spec)[:10]
+        digest = fingerprint(dataclasses.asdict(self), self.hypers(), data_spec)[:10]
         return f"{self._name()}_{digest}"
 
     def _name(self) -> str:

@@ -7,6 +7,7 @@ the spectra and their metrics are :mod:`jbo.analysis`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -116,6 +117,32 @@ def write_json(path: str | Path, value: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(value, indent=1, default=_jsonable))
     os.replace(tmp, path)
+
+
+def fingerprint(*parts: Any) -> str:
+    """SHA-256 of ``parts`` as sorted JSON (the hash in every cell key)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_digest(db: str) -> str:
+    """Content hash of a dataset file (its URL for a database server)."""
+    if "://" in db:
+        return db
+    return hashlib.sha256(Path(db).read_bytes()).hexdigest()
+
+
+def spread(records: list, k: int | None) -> list:
+    """At most ``k`` of ``records`` (all for None), spread evenly over the list."""
+    if k is None or len(records) <= k:
+        return records
+    idx = np.unique(np.linspace(0, len(records) - 1, k).round().astype(int))
+    return [records[i] for i in idx]
+
+
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A markdown table of ``rows`` under ``head`` (cells through ``str``)."""
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
 def readme_block(name: str, readme: Path = ROOT / "README.md") -> str:

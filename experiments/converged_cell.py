@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from experiments.cells import spectra
-from experiments.common import CellCache
+from experiments.common import CellCache, fingerprint
 from experiments.regime_data import TEST_SETS, RegimeData, test_records, training_rows
 from jbo import analysis
 
@@ -54,8 +54,7 @@ _LATER = {"ema_decay": 0.0}
 def setting_of(cell: dict) -> str:
     """A hash of a stored cell's fields except its seed (fields of ``_LATER`` at their default
     left out, as in :meth:`ConvergedCell.key`): the seeds of one setting share it."""
-    from experiments.regime_data import _digest
-    return _digest({k: v for k, v in cell.items()
+    return fingerprint({k: v for k, v in cell.items()
                     if k != "seed" and not (k in _LATER and v == _LATER[k])})[:10]
 
 
@@ -106,10 +105,9 @@ class ConvergedCell:
     def key(self, data_spec: str = "") -> str:
         """A readable name and a hash of every field, the resolved hypers, the data and split
         (``data_spec``) and whether rotation is available (so no edit reuses a stale cell)."""
-        from experiments.regime_data import _digest
         fields = {k: v for k, v in dataclasses.asdict(self).items()
                   if not (k in _LATER and v == _LATER[k])}
-        digest = _digest(fields, self.hypers(), data_spec, self.rotate and has_rotate())[:10]
+        digest = fingerprint(fields, self.hypers(), data_spec, self.rotate and has_rotate())[:10]
         mk = self.makeup.replace(":", "").replace("+", "-")
         parts = [self.model, self.regime, mk, f"n{self.n_train or 'all'}", f"s{self.seed}"]
         if self.lam:

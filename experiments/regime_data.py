@@ -21,14 +21,13 @@ Energies in eV.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from experiments.common import file_digest, fingerprint, spread
 from jbo import analysis
 
 __all__ = ["RegimeData", "load_regimes", "training_rows", "TEST_SETS"]
@@ -85,7 +84,7 @@ def load_regimes(db: str, test_fraction: float = 0.25, split_seed: int = 0) -> R
     heldout = sorted((r for r in held if r.is_full and r.cluster in heldout_complete),
                      key=lambda r: (r.n_atoms, r.regime, r.cluster))
     full = {r.cluster: r for r in h8 if r.is_full}
-    spec = _digest(_file_digest(db), test_fraction, split_seed)
+    spec = fingerprint(file_digest(db), test_fraction, split_seed)
     return RegimeData(db, regimes, records, ref, complete, test, heldout, full, spec)
 
 
@@ -125,22 +124,7 @@ def test_records(data: RegimeData, regime: str, max_test: int | None,
     sets = {"test": [data.full[c] for c in data.test_parents[regime]],
             "other_regime": [data.full[c] for g in other for c in data.test_parents[g]],
             "heldout": [r for g in [regime, *other] for r in data.heldout if r.regime == g]}
-    return {k: _spread(v, max_heldout if k == "heldout" else max_test) for k, v in sets.items()}
-
-
-def _spread(records: list, k: int | None) -> list:
-    if k is None or len(records) <= k:
-        return records
-    idx = np.unique(np.linspace(0, len(records) - 1, k).round().astype(int))
-    return [records[i] for i in idx]
-
-
-def _file_digest(db: str) -> str:
-    return hashlib.sha256(Path(db).read_bytes()).hexdigest()
-
-
-def _digest(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return {k: spread(v, max_heldout if k == "heldout" else max_test) for k, v in sets.items()}
 
 
 def describe(data: RegimeData, regimes: Sequence[str] | None = None) -> dict:

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from experiments import common, report_converged
+from experiments.common import markdown_table as _table
 
 STUDIES = ("reference_mbe", "body_order_trends", "learning_curves", "generalization")
 COMMANDS = """```bash
@@ -37,12 +38,6 @@ def _f(x: float, d: int = 1) -> str:
     if abs(x) >= 1e4 or (0 < abs(x) < 10 ** -d):
         return f"{x:.2e}"
     return f"{x:.{d}f}"
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence]) -> str:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def _figs(name: str, res: dict, rel: str) -> str:

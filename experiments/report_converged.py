@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+from experiments.common import markdown_table as _table
 from experiments.converged_summary import K_ERR
 
 COMMANDS = """```bash
@@ -25,11 +26,6 @@ def _f(x, d: int = 1) -> str:
 
 def _pm(x, sd, d: int = 1) -> str:
     return _f(x, d) if sd is None or not math.isfinite(sd) else f"{_f(x, d)} ± {_f(sd, d)}"
-
-
-def _table(head, rows) -> str:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
 def accuracy_section(res: dict) -> str:
