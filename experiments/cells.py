@@ -189,7 +189,7 @@ def train_cell(cell: Cell, data: Data):
 
     from jbo.train.config import parse_makeup
     from jbo.train.dataset import select_makeup
-    from jbo.train import RegularizerConfig, TrainConfig, Trained, train
+    from jbo.train import RegularizerConfig, TrainConfig, train
 
     parents = set(choose_parents(data, cell.regimes, cell.n_train, cell.seed))
     recs = [r for r in data.records if r.split == "train" and r.cluster in parents]
@@ -216,7 +216,7 @@ def train_cell(cell: Cell, data: Data):
                 hypers=cell.hypers(), baseline_from_atoms=atoms,
                 baseline={str(z): res.model.baseline[z]  # eV per atom
                           for z in sorted({int(z) for r in rows for z in r.species})})
-    return Trained(res.module, res.params, res.model, {}, -1), info
+    return res.trained(res.params), info
 
 
 def device_mesh():

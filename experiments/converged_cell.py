@@ -165,14 +165,6 @@ def plateau(curve: Sequence[float]) -> float:
     return float((q - v[-1]) / q) if q > 0 else float("nan")
 
 
-def _rotational_error(model, records) -> dict | None:
-    """:func:`jbo.analysis.rotational_error` (meV/atom) of a model that is not rotation-invariant
-    by construction (PET), on ``records``; None for the invariant ones (round-off)."""
-    if analysis.is_rotation_invariant(getattr(model, "model", model)):
-        return None
-    return analysis.rotational_error(model, records)
-
-
 def train_cell(cell: ConvergedCell, data: RegimeData, path: Path) -> None:
     """Train ``cell`` and write its best-validation model to ``path``, with the training record
     (rows, stop reason, steps, seconds, device, validation curve) in the file's metadata, so
@@ -233,7 +225,7 @@ def evaluate_cell(cell: ConvergedCell, data: RegimeData, path: Path,
         **tr, stop_kind=stop_kind(tr["stop_reason"]),  # the training record (train_cell)
         best_val_mae=float(np.nanmin(curve)) if curve else float("nan"),
         plateau=plateau(curve),
-        rotational_error=_rotational_error(shipped, sets["test"]),
+        rotational_error=analysis.learned_rotational_error(shipped, sets["test"]),
         check=dict(cluster=t["cluster"][:3], total=t["total"][:3], per_order=t["per_order"][:3]),
         tests=tests)
 
@@ -253,7 +245,7 @@ def run_converged(cell: ConvergedCell, data: RegimeData, cache: CellCache,
     hit = cache.get(key)
     if hit is not None and path.exists():
         if hit.get("rotational_error") is None:  # cells run before the metric existed
-            err = _rotational_error(models.load(path),
+            err = analysis.learned_rotational_error(models.load(path),
                                     test_records(data, cell.regime, max_test)["test"])
             if err is not None:
                 hit["rotational_error"] = err

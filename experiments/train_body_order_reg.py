@@ -45,7 +45,6 @@ from jbo.data.records import read_records  # noqa: E402
 from jbo import models  # noqa: E402
 from jbo.train import RegularizerConfig, TrainConfig, evaluate, train  # noqa: E402
 from jbo.train.convergence import describe  # noqa: E402
-from jbo.train.model import Trained  # noqa: E402
 from jbo import analysis  # noqa: E402
 
 DEFAULT_OUT = ROOT / "results" / "train_body_order_reg"
@@ -116,7 +115,7 @@ def _stats(s: analysis.Spectra, order: int) -> dict:
 
 
 def _spectra(res, params, rows, order: int, layout: str) -> dict:
-    s = analysis.decompose_records(Trained(res.module, params, res.model, {}, -1), rows,
+    s = analysis.decompose_records(res.trained(params), rows,
                                    chunk=8, layout=layout)
     return {**_stats(s, order),
             "per_cluster": [{"cluster": c, "regime": reg, "n": int(k), "per_order_ev": p}
@@ -169,9 +168,8 @@ def run(args) -> dict:
         entry["test"] = _spectra(res, res.best_params, test, args.order, layout) if test else None
         entry["val"] = (_spectra(res, res.best_params, val_rows, args.order, layout)
                         if val_rows else None)
-        if data.val and not analysis.is_rotation_invariant(res.module):  # PET: learned
-            rot = analysis.rotational_error(Trained(res.module, res.best_params, res.model, {},
-                                                    -1), data.val)
+        rot = analysis.learned_rotational_error(res.trained(), data.val)  # PET: learned
+        if rot is not None:
             entry["val_rotational_error_mev_per_atom"] = rot["mean_std_mev_per_atom"]
             entry["val_rotational_error"] = rot
         entry["decompose_seconds"] = time.perf_counter() - t1

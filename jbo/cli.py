@@ -109,17 +109,17 @@ def train_config(args: argparse.Namespace):
 
 
 def _train(args) -> int:
-    from jbo.analysis import is_rotation_invariant, rotational_error
-    from jbo.train import Trained, train
+    from jbo.analysis import learned_rotational_error
+    from jbo.train import train
 
     from jbo import models
 
     res = train(args.config)
     best = min((h["val_mae"] for h in res.history), default=float("nan"))
     rot, meta = "", {}
-    if res.data.val and not is_rotation_invariant(res.module):  # PET: invariance is learned
-        meta["val_rotational_error"] = err = rotational_error(
-            Trained(res.module, res.best_params, res.model, {}, -1), res.data.val)
+    err = learned_rotational_error(res.trained(), res.data.val)  # PET: invariance is learned
+    if err is not None:
+        meta["val_rotational_error"] = err
         rot = (f"; rotational error {err['mean_std_mev_per_atom']:.3g} meV/atom (std of E/n "
                f"over {err['n_rotations']} random rotations, validation clusters)")
     path = models.save(f"{args.out}/model.jbo", res, metadata=meta) \

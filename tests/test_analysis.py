@@ -290,3 +290,21 @@ def test_rotational_error_is_round_off_for_invariant_models_and_large_for_pet():
     for bad, phrase in (([], "at least one structure"), (recs, "n_rotations")):
         with pytest.raises(ValueError, match=phrase):
             analysis.rotational_error(pot, bad, n_rotations=1 if bad else 8)
+
+
+def test_learned_rotational_error_measures_only_models_that_learn_invariance(tmp_path):
+    """None for a model invariant by construction or without records; otherwise exactly
+    rotational_error (a loaded PET model file)."""
+    from jbo import models
+
+    recs = _clusters([3, 4], seed=3)
+    soap = models.create("soap_bpnn", max_radial=3, max_angular=2, hidden=(8,))
+    pet = models.create("pet", d_model=8, num_heads=2, ffn_dim=8, num_radial=4,
+                        readout_hidden=8)
+    s, p = (models.load(models.save(tmp_path / f"{i}.jbo", m, models.init(m, 0)))
+            for i, m in enumerate((soap, pet)))
+    assert analysis.learned_rotational_error(s, recs) is None
+    assert analysis.learned_rotational_error(p, []) is None
+    got = analysis.learned_rotational_error(p, recs, n_rotations=3, seed=5)
+    assert got == analysis.rotational_error(p, recs, n_rotations=3, seed=5)
+    assert got["mean_std_mev_per_atom"] > 0.1

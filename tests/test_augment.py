@@ -16,7 +16,7 @@ from jbo.rotations import quaternion_matrix, random_rotations
 from jbo.train import TrainConfig, train
 from jbo.train import dataset as ds
 from jbo.train.config import RegularizerConfig
-from jbo.train.model import Trained, energy_model
+from jbo.train.model import energy_model
 from jbo.train.runs import config_diff
 from jbo.train.step import OptSpec, StepSpec, augment, objective
 from tests.test_train import OLD_LOOP_LOSS, OLD_LOOP_VAL
@@ -164,7 +164,7 @@ def test_pet_trained_with_rotations_is_more_nearly_invariant(toy_db):
 
     res = runs[False]
     clusters = [r for r in res.data.train if r.is_full] + res.data.val
-    err = {rot: analysis.rotational_error(Trained(r.module, r.params, r.model, {}, -1),
+    err = {rot: analysis.rotational_error(r.trained(r.params),
                                           clusters)["mean_std_mev_per_atom"]
            for rot, r in runs.items()}
     assert err[True] < 0.6 * err[False], err

@@ -14,10 +14,11 @@
 * :mod:`jbo.analysis.metrics`: spectra, high-order content and errors, meV per atom.
 * :mod:`jbo.analysis.invariance`: :func:`rotational_error`, a model's energy spread over random
   orientations (meV/atom): round-off for invariant models, learned for PET
-  (:func:`is_rotation_invariant`).
+  (:func:`is_rotation_invariant`; :func:`learned_rotational_error` measures only the latter).
 """
 
-from jbo.analysis.invariance import is_rotation_invariant, rotational_error
+from jbo.analysis.invariance import (is_rotation_invariant, learned_rotational_error,
+                                     rotational_error)
 from jbo.analysis.metrics import (high_order, high_order_weight, order_mae, spectrum, summarize,
                                   total_errors, total_mae)
 from jbo.analysis.sources import (decompose_records, lattice_spectra, reference_spectra,
@@ -27,4 +28,4 @@ from jbo.analysis.spectra import Spectra, Spectrum
 __all__ = ["Spectra", "Spectrum", "decompose_records", "reference_spectra", "lattice_spectra",
            "subset_energies", "spectrum", "high_order", "summarize", "high_order_weight",
            "order_mae", "total_errors", "total_mae", "rotational_error",
-           "is_rotation_invariant"]
+           "learned_rotational_error", "is_rotation_invariant"]

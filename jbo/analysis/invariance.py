@@ -16,7 +16,7 @@ import numpy as np
 from jbo.analysis.sources import decompose_records
 from jbo.rotations import random_rotations
 
-__all__ = ["rotational_error", "is_rotation_invariant"]
+__all__ = ["rotational_error", "learned_rotational_error", "is_rotation_invariant"]
 
 
 def is_rotation_invariant(model) -> bool:
@@ -63,3 +63,13 @@ def rotational_error(potential, records: Sequence, n_rotations: int = 8, seed: i
             "mean_spread_mev_per_atom": float(spread.mean()),
             "max_spread_mev_per_atom": float(spread.max()), "n_clusters": len(records),
             "n_rotations": n_rotations, "seed": seed}
+
+
+def learned_rotational_error(model, records: Sequence, **kw) -> dict | None:
+    """:func:`rotational_error` of a model that learns invariance (``is_rotation_invariant``
+    False: PET) on ``records``; None for a model invariant by construction (its error is
+    round-off, not worth the evaluations) or without records."""
+    records = list(records)
+    if not records or is_rotation_invariant(model):
+        return None
+    return rotational_error(model, records, **kw)

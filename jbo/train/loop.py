@@ -32,7 +32,7 @@ from jbo.train.constants import resolve_hypers
 from jbo.train.convergence import after_evaluation
 from jbo.train.losses import EnergyModel
 from jbo.train.metrics import MetricsLog
-from jbo.train.model import create_module, energy_model, init_params
+from jbo.train.model import Trained, create_module, energy_model, init_params
 from jbo.train.runs import check_resumable, prepare_out_dir, run_meta
 from jbo.train.state import SUM_KEYS, TrainState
 from jbo.train.step import OptSpec, StepSpec, eval_sums, init_opt, run_steps
@@ -57,6 +57,12 @@ class TrainResult:
     stop_reason: str
     seconds: float
     state: TrainState | None = None  # the final training state (host arrays)
+
+    def trained(self, params=None) -> Trained:
+        """The model with ``params`` (default: the best ones) as a :class:`Trained` potential,
+        ready for the engine, ``jbo.analysis`` and ``jbo.models.save`` (meta {}, step -1)."""
+        return Trained(self.module, self.best_params if params is None else params,
+                       self.model, {}, -1)
 
 
 @dataclasses.dataclass
