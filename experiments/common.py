@@ -145,19 +145,26 @@ def markdown_table(head: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
-def readme_block(name: str, readme: Path = ROOT / "README.md") -> str:
-    """The generated text between the README's ``<!-- name -->`` and ``<!-- /name -->``."""
-    text, (a, b) = readme.read_text(), (f"<!-- {name} -->", f"<!-- /{name} -->")
+def _block(text: str, name: str, readme: Path) -> tuple[int, int]:
+    """Start and end of the README block ``<!-- name -->`` ... ``<!-- /name -->`` in ``text``."""
+    a, b = f"<!-- {name} -->", f"<!-- /{name} -->"
     if a not in text or b not in text:
         raise ValueError(f"{readme} has no {a} ... {b} block")
-    return text[text.index(a) + len(a):text.index(b)].strip()
+    return text.index(a) + len(a), text.index(b)
+
+
+def readme_block(name: str, readme: Path = ROOT / "README.md") -> str:
+    """The generated text between the README's ``<!-- name -->`` and ``<!-- /name -->``."""
+    text = readme.read_text()
+    i, j = _block(text, name, readme)
+    return text[i:j].strip()
 
 
 def write_readme_block(name: str, body: str, readme: Path = ROOT / "README.md") -> None:
     """Replace the README's ``name`` block (see :func:`readme_block`) by ``body``."""
-    text, a, b = readme.read_text(), f"<!-- {name} -->", f"<!-- /{name} -->"
-    readme_block(name, readme)  # raises without the markers
-    readme.write_text(text[:text.index(a) + len(a)] + "\n" + body + "\n" + text[text.index(b):])
+    text = readme.read_text()
+    i, j = _block(text, name, readme)
+    readme.write_text(text[:i] + "\n" + body + "\n" + text[j:])
 
 
 def finish(name: str, result: dict, out: Path, t0: float, cells: Sequence[dict]) -> dict:
