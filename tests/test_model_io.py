@@ -63,6 +63,20 @@ def test_file_is_accepted_by_engine_calculator_and_cli(tmp_path, capsys):
     assert "E^(4)" in capsys.readouterr().out
 
 
+def test_loaded_model_can_be_first_called_inside_jit_and_vmap(tmp_path):
+    """The model's Potential is built on first use: built inside a trace, it once cached that
+    trace's tracers, and the next jitted call failed with UnexpectedTracerError."""
+    import jax
+    pot = models.load(models.save(tmp_path / "soap.jbo", _trained("soap_bpnn")))
+    pos = np.stack([toy_cluster(4, s) for s in range(3)])
+    z = np.ones((3, 4), np.int32)
+    batched = jax.jit(jax.vmap(lambda p, s: pot(p, s)))
+    e3, e2 = batched(pos, z), batched(pos[:2], z[:2])  # two traces
+    want = [float(_trained("soap_bpnn")(p, s)) for p, s in zip(pos, z)]
+    np.testing.assert_allclose(np.asarray(e3), want, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(e2), want[:2], rtol=0, atol=1e-10)
+
+
 def _rewrite(path, **changes):
     data = flax.serialization.msgpack_restore(path.read_bytes())
     for k, v in changes.items():

@@ -84,7 +84,10 @@ class Trained:
 
     @functools.cached_property
     def potential(self) -> Potential:
-        return self.model.potential(self.params)
+        # built with concrete leaves even when first asked for inside jit/vmap: a cached
+        # Potential holding that trace's tracers would leak into every later call
+        with jax.ensure_compile_time_eval():
+            return self.model.potential(self.params)
 
     @property
     def cutoff(self) -> float | None:
