@@ -195,6 +195,30 @@ def train_cell(cell: ConvergedCell, data: RegimeData, path: Path) -> None:
                          "use smaller hyperparameters for this model")
 
 
+#: metrics of a shipped model beyond its test-set spectra (cells stored before one existed
+#: get it from their model file on the next run)
+MODEL_METRICS = ("rotational_error", "train_mae")
+
+
+def train_mae(shipped, cell: ConvergedCell, data: RegimeData) -> float:
+    """Total-energy MAE (meV/atom) of ``shipped`` on the full clusters ``cell`` trained on: its
+    fit, to read against its validation MAE (close: under-fitting; far below: over-fitting).
+    NaN if the cell trained on no full cluster."""
+    rows = [r for r in training_rows(data, cell.regime, cell.makeup, cell.val_fraction,
+                                     cell.split_seed, cell.n_train, cell.seed)[0] if r.is_full]
+    if not rows:
+        return float("nan")
+    e = analysis.decompose_records(shipped, rows, orders=False, chunk=min(256, len(rows))).totals
+    n = np.array([r.n_atoms for r in rows], np.float64)
+    return float(1e3 * np.mean(np.abs(e - np.array([r.energy for r in rows])) / n))
+
+
+def model_metrics(shipped, cell: ConvergedCell, data: RegimeData, test: Sequence) -> dict:
+    """:data:`MODEL_METRICS` of the shipped model of ``cell`` (``test``: its test parents)."""
+    return dict(rotational_error=analysis.learned_rotational_error(shipped, test),
+                train_mae=train_mae(shipped, cell, data))
+
+
 def evaluate_cell(cell: ConvergedCell, data: RegimeData, path: Path,
                   max_test: int | None = None, max_heldout: int | None = None) -> dict:
     """The cell's numbers, all from the shipped model at ``path`` (written by
@@ -225,7 +249,7 @@ def evaluate_cell(cell: ConvergedCell, data: RegimeData, path: Path,
         **tr, stop_kind=stop_kind(tr["stop_reason"]),  # the training record (train_cell)
         best_val_mae=float(np.nanmin(curve)) if curve else float("nan"),
         plateau=plateau(curve),
-        rotational_error=analysis.learned_rotational_error(shipped, sets["test"]),
+        **model_metrics(shipped, cell, data, sets["test"]),
         check=dict(cluster=t["cluster"][:3], total=t["total"][:3], per_order=t["per_order"][:3]),
         tests=tests)
 
@@ -244,12 +268,10 @@ def run_converged(cell: ConvergedCell, data: RegimeData, cache: CellCache,
     path = Path(models_dir) / f"{key}.jbo"
     hit = cache.get(key)
     if hit is not None and path.exists():
-        if hit.get("rotational_error") is None:  # cells run before the metric existed
-            err = analysis.learned_rotational_error(models.load(path),
-                                    test_records(data, cell.regime, max_test)["test"])
-            if err is not None:
-                hit["rotational_error"] = err
-                cache.put(key, hit)
+        if any(k not in hit for k in MODEL_METRICS):  # cells run before a metric existed
+            hit.update(model_metrics(models.load(path), cell, data,
+                                     test_records(data, cell.regime, max_test)["test"]))
+            cache.put(key, hit)
         return {**hit, "cached": True}
     t0 = time.perf_counter()
     trained_here = not path.exists()

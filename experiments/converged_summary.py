@@ -73,6 +73,8 @@ def summarize(cell: dict) -> dict:
                 steps=cell["steps"], train_seconds=cell["train_seconds"],
                 max_seconds=c["max_seconds"], device=cell["device"],
                 best_val_mae=cell["best_val_mae"], plateau=cell["plateau"],
+                train_mae=cell.get("train_mae", float("nan")),
+                force_weight=c["force_weight"], ema_decay=c.get("ema_decay", 0.0),
                 model_bytes=cell["model_bytes"], n_train_rows=cell["n_train_rows"],
                 test_mae=mae(test), other_regime_mae=mae(other), heldout_mae=mae(held),
                 heldout_other_mae=mae(held_other), test_order_mae=omae(test),
@@ -84,10 +86,10 @@ def summarize(cell: dict) -> dict:
 
 
 def one_per_setting(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
-    """Of settings that differ only in their training budget (schedule length, wall time,
-    EMA, patience, device) keep the one whose seeds have the lowest mean best *validation*
-    MAE, with all its seeds (model selection never sees the test sets; seed means never mix
-    budgets). Returns the kept rows (in order) and the keys of the others."""
+    """Of settings that differ only in how they were trained (schedule length, wall time,
+    patience, EMA, force-loss weight, device) keep the one whose seeds have the lowest mean
+    best *validation* MAE, with all its seeds (model selection never sees the test sets; seed
+    means never mix settings). Returns the kept rows (in order) and the keys of the others."""
     by_budget: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:
         k = tuple(r[g] for g in GROUP) + (r["rotate"],)
@@ -122,7 +124,9 @@ def accuracy_table(rows: Sequence[dict]) -> list[dict]:
                 steps=int(np.mean([r["steps"] for r in rs])),
                 train_seconds=float(np.mean([r["train_seconds"] for r in rs])),
                 max_seconds=rs[0]["max_seconds"], best_val_mae=float(np.mean(
-                    [r["best_val_mae"] for r in rs])), device=rs[0]["device"])
+                    [r["best_val_mae"] for r in rs])), device=rs[0]["device"],
+                train_mae=float(np.mean([r["train_mae"] for r in rs])),
+                force_weight=rs[0]["force_weight"], ema_decay=rs[0]["ema_decay"])
         best = min(per_model, key=lambda m: per_model[m]["test_mae"]) if per_model else None
         target = TARGETS.get(regime, float("nan"))
         out.append(dict(regime=regime, target=target, best_model=best,

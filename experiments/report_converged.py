@@ -34,7 +34,9 @@ def accuracy_section(res: dict) -> str:
     for a in res["accuracy"]:
         for m, v in a["models"].items():
             rows.append([a["regime"], m, _pm(v["test_mae"], v["test_mae_sd"]), v["n_seeds"],
-                         _f(v["best_val_mae"]), "/".join(v["stop_kinds"]), v["steps"],
+                         _f(v["best_val_mae"]), _f(v.get("train_mae")),
+                         f"{v.get('force_weight', 1.0):g}", f"{v.get('ema_decay', 0.0):g}",
+                         "/".join(v["stop_kinds"]), v["steps"],
                          f"{_f(v['train_seconds'], 0)} / {_f(v['max_seconds'], 0)}",
                          v["device"]])
         lines.append(f"* **{a['regime']}**: best {a['best_model']} at {_f(a['best_mae'])} "
@@ -53,8 +55,12 @@ def accuracy_section(res: dict) -> str:
                          f"(max spread {_f(rot['max_spread_mev_per_atom'], 2)}), against a "
                          f"test MAE of {_f(r['test_mae'])}.")
     return "\n".join([_table(["regime", "model", "test MAE (meV/atom)", "seeds", "best val MAE",
-                              "stop", "steps", "train s / budget", "device"], rows), "",
-                      *lines])
+                              "train MAE", "force w", "EMA", "stop", "steps",
+                              "train s / budget", "device"], rows), "",
+                      "Train MAE: the shipped model on the full clusters it trained on; close to "
+                      "the validation MAE means under-fitting, far below it over-fitting. Force "
+                      "w: the force-loss weight against the per-atom energy loss; EMA: the "
+                      "parameter EMA decay (0: none).", "", *lines])
 
 
 README_BLOCK = "converged-table"  # the README block `python -m experiments.report` writes
@@ -195,15 +201,16 @@ def section(results: Path, rel: str = ".") -> str | None:
         f"Data (`{Path(res['db']).name}`): {counts}; {len(data['heldout'])} complete "
         "H_9/H_10 parents held out. Each cell validates on "
         f"{_f(100 * cfg['val_fraction'], 0)}% of its training parents, trains with forces "
-        f"(weight {cfg['force_weight']:g}) on a cosine schedule (batch {cfg['batch_size']}; "
-        "its length and wall-time budget per cell in the table), stops when the validation "
-        f"MAE has not improved by 0.5% in {cfg['patience']} validations (one every "
+        f"on a cosine schedule (batch {cfg['batch_size']}; its length, force-loss weight and "
+        "wall-time budget per cell in the table), stops when the validation "
+        f"MAE has not improved by 0.5% in {cfg['patience']} validations (by default; one every "
         f"{cfg['eval_every']} steps), or at its wall-time budget. Stop kinds: converged "
         "(patience), schedule (cosine ran out), budget (time). "
         f"{len(res['cells'])} cells, {_f(res['cell_seconds'] / 3600, 2)} h of cell compute "
         f"here; training on {', '.join(res['devices'])}."
-        + (f" {len(res['superseded'])} cells of a setting trained again with another budget "
-           "(e.g. longer, on a GPU) are superseded by the run with the lower validation MAE."
+        + (f" {len(res['superseded'])} cells of a setting trained again otherwise (a longer "
+           "schedule, EMA, another force weight, a GPU) are superseded by the setting with the "
+           "lower seed-mean validation MAE."
            if res.get("superseded") else ""), "",
         "### Accuracy per regime (makeup `full`, test parents never trained on)", "",
         accuracy_section(res), "", pick("validation_curves"), "", models_line(folder, res), "",

@@ -50,7 +50,7 @@ def test_accuracy_table_takes_the_best_seed_mean_of_the_full_makeup():
         return dict(model=model, seed=seed, regime="high", makeup=makeup, n_train=n_train,
                     lam=lam, test_mae=mae, stop_kind=kind, steps=100 * (seed + 1),
                     train_seconds=10.0, max_seconds=300.0, best_val_mae=mae - 1,
-                    device="cpu:cpu x1")
+                    device="cpu:cpu x1", train_mae=mae - 2, force_weight=0.1, ema_decay=0.0)
 
     rows = [row("a", 0, 30.0), row("a", 1, 20.0, kind="budget"), row("b", 0, 24.0),
             row("b", 1, 27.0), row("c", 0, 1.0, makeup="all"), row("c", 1, 1.0, n_train=50),
@@ -61,6 +61,7 @@ def test_accuracy_table_takes_the_best_seed_mean_of_the_full_makeup():
     a = t["models"]["a"]
     assert a["test_mae_sd"] == pytest.approx(np.std([30.0, 20.0], ddof=1))
     assert a["stop_kinds"] == ["budget", "converged"] and a["steps"] == 150 and a["n_seeds"] == 2
+    assert a["train_mae"] == 23.0 and a["force_weight"] == 0.1 and a["ema_decay"] == 0.0
 
 
 @needs_db
@@ -156,6 +157,42 @@ def test_second_run_loads_every_cell_and_trains_nothing(quick, monkeypatch):
     res = converged.main(["--quick", "--out", str(results / "converged")])
     assert res["trained"] == 0 and res["cells"] == first["cells"]
     assert res["rows"][0]["test_mae"] == first["rows"][0]["test_mae"]
+
+
+@pytest.mark.experiment
+@needs_db
+def test_train_mae_is_the_shipped_models_error_on_its_training_clusters(quick, tmp_path,
+                                                                        monkeypatch):
+    """train_mae against a per-structure evaluation of the model file on the cell's training
+    rows; a cell stored before the metric existed gets it from its model file, untrained."""
+    import shutil
+
+    import jbo.train
+    from experiments import converged
+    from experiments.converged_cell import ConvergedCell
+    from experiments.regime_data import load_regimes, training_rows
+    from jbo import models
+
+    results, res = quick
+    out = tmp_path / "converged"
+    shutil.copytree(results / "converged", out)
+    path = out / "cells" / f"{res['cells'][0]}.json"
+    cell = json.loads(path.read_text())
+    c = ConvergedCell(**{**cell["cell"], "extra_hypers": ()})
+    rows = [r for r in training_rows(load_regimes(common.DEFAULT_DB), c.regime, c.makeup,
+                                     c.val_fraction, c.split_seed, c.n_train, c.seed)[0]
+            if r.is_full]
+    pot = models.load(out / cell["model_path"])
+    want = 1e3 * np.mean([abs(float(pot(r.positions, r.species)) - r.energy) / r.n_atoms
+                          for r in rows])
+    assert cell["train_mae"] == pytest.approx(want, rel=1e-9)
+    assert res["accuracy"][0]["models"]["linear_ace"]["train_mae"] == cell["train_mae"]
+    del cell["train_mae"]
+    path.write_text(json.dumps(cell))
+    monkeypatch.setattr(jbo.train, "train", lambda *a, **k: pytest.fail("trained again"))
+    again = converged.main(["--quick", "--out", str(out)])
+    assert json.loads(path.read_text())["train_mae"] == pytest.approx(want, rel=1e-9)
+    assert again["rows"][0]["train_mae"] == pytest.approx(want, rel=1e-9)
 
 
 @pytest.mark.experiment
