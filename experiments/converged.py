@@ -49,7 +49,8 @@ from jbo.configargs import add_config_args
 from jbo.train.config import RegularizerConfig, TrainConfig
 from experiments.converged_cell import ConvergedCell, run_converged
 from experiments.converged_summary import (THRESHOLD, accuracy_table, bytes_per_model, figures,
-                                           one_per_setting, seed_means, summarize)
+                                           one_per_setting, seed_means, settings_compared,
+                                           summarize)
 from experiments.regime_data import describe, load_regimes
 
 NAME = "converged"
@@ -169,12 +170,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         return dict(trained=[c.key(data.spec) for c in cells])
     done = [run_converged(c, data, cache, out / "models", args.max_test, args.max_heldout)
             for c in cells]
-    rows, superseded = one_per_setting([summarize(c) for c in done])
+    every = [summarize(c) for c in done]
+    rows, superseded = one_per_setting(every)
     result = dict(db=args.db, quick=args.quick, config=vars(args),
                   data=describe(data, args.regimes), threshold_mev_per_atom=THRESHOLD,
                   accuracy=accuracy_table(rows),
                   bytes_per_model=bytes_per_model(rows), rows=rows, means=seed_means(rows),
                   cells=[r["key"] for r in rows], superseded=superseded,
+                  settings_compared=settings_compared(every),
                   trained=sum(not c["cached"] for c in done),
                   devices=sorted({r["device"] for r in rows}),
                   atomic_limit="results/reference_mbe (python -m experiments.reference_mbe): "

@@ -85,20 +85,46 @@ def summarize(cell: dict) -> dict:
                 val_steps=cell["val_curve"]["step"], val_mae=cell["val_curve"]["mae"])
 
 
+def _by_setting(rows: Sequence[dict]) -> dict[tuple, dict[str, list[dict]]]:
+    """Rows by group (:data:`GROUP` and rotation), then by setting (its seeds)."""
+    out: dict[tuple, dict[str, list[dict]]] = {}
+    for r in rows:
+        k = tuple(r[g] for g in GROUP) + (r["rotate"],)
+        out.setdefault(k, {}).setdefault(r["setting"], []).append(r)
+    return out
+
+
 def one_per_setting(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
     """Of settings that differ only in how they were trained (schedule length, wall time,
     patience, EMA, force-loss weight, device) keep the one whose seeds have the lowest mean
     best *validation* MAE, with all its seeds (model selection never sees the test sets; seed
     means never mix settings). Returns the kept rows (in order) and the keys of the others."""
-    by_budget: dict[tuple, dict[str, list[dict]]] = {}
-    for r in rows:
-        k = tuple(r[g] for g in GROUP) + (r["rotate"],)
-        by_budget.setdefault(k, {}).setdefault(r["setting"], []).append(r)
     kept = set()
-    for settings in by_budget.values():
+    for settings in _by_setting(rows).values():
         best = min(settings.values(), key=lambda rs: np.mean([r["best_val_mae"] for r in rs]))
         kept |= {id(r) for r in best}
     return [r for r in rows if id(r) in kept], [r["key"] for r in rows if id(r) not in kept]
+
+
+def settings_compared(rows: Sequence[dict]) -> list[dict]:
+    """Every setting of a group that :func:`one_per_setting` chose among (groups with more
+    than one setting): how it was trained, its seed-mean validation MAE (what chose), train
+    and test MAE, and whether it was kept; sorted by group, then validation MAE."""
+    kept = {r["key"] for r in one_per_setting(rows)[0]}
+    out = []
+    for k, settings in _by_setting(rows).items():
+        if len(settings) < 2:
+            continue
+        for setting, rs in settings.items():
+            mean = lambda f: float(np.mean([r.get(f, np.nan) for r in rs]))  # noqa: E731
+            out.append(dict(zip(GROUP, k), setting=setting, n_seeds=len(rs),
+                            steps=int(np.mean([r["steps"] for r in rs])),
+                            force_weight=rs[0]["force_weight"], ema_decay=rs[0]["ema_decay"],
+                            device=rs[0]["device"], best_val_mae=mean("best_val_mae"),
+                            train_mae=mean("train_mae"), test_mae=mean("test_mae"),
+                            kept=rs[0]["key"] in kept))
+    return sorted(out, key=lambda r: (r["regime"], r["model"], r["makeup"],
+                                      str(r["n_train"]), r["lam"], r["best_val_mae"]))
 
 
 def seed_means(rows: Sequence[dict]) -> list[dict]:

@@ -63,6 +63,22 @@ def accuracy_section(res: dict) -> str:
                       "parameter EMA decay (0: none).", "", *lines])
 
 
+def settings_section(res: dict) -> str:
+    """The settings one group was trained with, compared on validation (the kept one marked)."""
+    rows = [[r["regime"], r["model"], r["makeup"] + (f", {r['n_train']} structures"
+                                                      if r["n_train"] else "")
+             + (f", λ={r['lam']:g}" if r["lam"] else ""), r["steps"], f"{r['force_weight']:g}",
+             f"{r['ema_decay']:g}", r["device"], r["n_seeds"], _f(r["best_val_mae"]),
+             _f(r["train_mae"]), _f(r["test_mae"]), "**kept**" if r["kept"] else ""]
+            for r in res.get("settings_compared", [])]
+    if not rows:
+        return ""
+    return ("Where a group was trained in more than one way, the way with the lowest seed-mean "
+            "validation MAE is kept (the test MAE is shown, never used to choose):\n\n"
+            + _table(["regime", "model", "makeup", "steps", "force w", "EMA", "device", "seeds",
+                      "val MAE", "train MAE", "test MAE", ""], rows))
+
+
 README_BLOCK = "converged-table"  # the README block `python -m experiments.report` writes
 
 
@@ -143,6 +159,18 @@ def reading(res: dict, earlier: dict | None) -> str:
             out.append(f"**Good totals, wrong orders ({g}): {verdict}.** Median `full` total "
                        f"MAE {_f(tot)} meV/atom against a median E^(2..4) MAE of {_f(orders)}"
                        f"{old}.")
+        acc = next((a for a in res["accuracy"] if a["regime"] == g), {"models": {}})
+        fit = {m: v for m, v in acc["models"].items()
+               if math.isfinite(v.get("train_mae", math.nan))}
+        if fit:
+            under = [m for m, v in fit.items() if v["train_mae"] > 0.8 * v["best_val_mae"]]
+            out.append(f"**Fit ({g}, `full`; train / validation MAE):** "
+                       + "; ".join(f"{m} {_f(v['train_mae'])} / {_f(v['best_val_mae'])}"
+                                   for m, v in fit.items())
+                       + f". {len(under)} of {len(fit)} have a train MAE above 0.8 × their "
+                       "validation MAE (under-fitting: capacity, loss weights or optimisation "
+                       "limit them, not the amount of data)"
+                       + (f": {', '.join(under)}." if under else "."))
         by = {(r["model"], r["makeup"]): r for r in plain if r["regime"] == g}
         for mk, what in (("up_to:4+atoms", "subclusters up to 4 atoms and the isolated atom"),
                          ("up_to:2", "dimers")):
@@ -213,7 +241,8 @@ def section(results: Path, rel: str = ".") -> str | None:
            "lower seed-mean validation MAE."
            if res.get("superseded") else ""), "",
         "### Accuracy per regime (makeup `full`, test parents never trained on)", "",
-        accuracy_section(res), "", pick("validation_curves"), "", models_line(folder, res), "",
+        accuracy_section(res), "", settings_section(res), "", pick("validation_curves"), "",
+        models_line(folder, res), "",
         "### (a) Body-order spectra |E^(k)|/n, models vs reference", "", pick("spectra"), "",
         "### (b) Per-order errors vs the total error (MAE, meV/atom, test parents)", "",
         order_section(res), "", pick("order_vs_total"), "",

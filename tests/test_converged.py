@@ -124,7 +124,7 @@ def test_quick_run_writes_cells_models_json_and_figures(quick):
 
 
 def test_one_per_setting_keeps_the_budget_with_the_lowest_validation_mae():
-    from experiments.converged_summary import one_per_setting
+    from experiments.converged_summary import one_per_setting, settings_compared
 
     def row(key, setting, val, test, seed=0, makeup="full"):
         return dict(key=key, setting=setting, model="m", makeup=makeup, regime="high",
@@ -140,6 +140,12 @@ def test_one_per_setting_keeps_the_budget_with_the_lowest_validation_mae():
     rows[1]["best_val_mae"] = 55.0
     kept, superseded = one_per_setting(rows)
     assert [r["key"] for r in kept] == ["cpu0", "cpu1", "all"] and superseded == ["gpu0"]
+    # the settings chosen among, each with its seed means (the single-setting group is left out)
+    for r in rows:
+        r.update(steps=100, force_weight=1.0, ema_decay=0.0, device="cpu", train_mae=1.0)
+    got = settings_compared(rows)
+    assert [(r["setting"], r["n_seeds"], r["best_val_mae"], r["test_mae"], r["kept"])
+            for r in got] == [("cpu", 2, 51.0, 40.5, True), ("gpu", 1, 55.0, 60.0, False)]
 
 
 @pytest.mark.experiment
