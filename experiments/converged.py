@@ -68,7 +68,8 @@ def grid(args) -> list[ConvergedCell]:
     base = dict(eval_every=args.eval_every, patience=args.patience,
                 max_seconds=args.max_seconds, batch_size=args.batch_size, lr=args.lr,
                 force_weight=args.force_weight, val_fraction=args.val_fraction,
-                max_steps=args.max_steps, ema_decay=args.ema)
+                max_steps=args.max_steps, ema_decay=args.ema,
+                extra_hypers=tuple(sorted(args.hypers.items())))
     cells = []
 
     def cell(model, makeup, regime, seed, **kw):
@@ -102,7 +103,7 @@ def parse(argv: Sequence[str] | None):
     p.add_argument("--heavy-steps", type=int, default=2500,
                    help=f"cosine schedule length of {', '.join(HEAVY)}")
     # training options generated from TrainConfig / RegularizerConfig (one source of truth)
-    add_config_args(p, TrainConfig, include=("eval_every", "patience", "max_seconds",
+    add_config_args(p, TrainConfig, include=("hypers", "eval_every", "patience", "max_seconds",
                                              "batch_size", "lr", "force_weight",
                                              "val_fraction", "ema_decay"),
                     defaults={"eval_every": 200, "patience": 10, "max_seconds": 300.0,
