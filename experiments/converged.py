@@ -89,7 +89,11 @@ def grid(args) -> list[ConvergedCell]:
             for model in args.reg_models:
                 cells.append(cell(model, args.makeups[0], regime, seed, lam=args.lam,
                                   reg_order=args.order))
-    return list(dict.fromkeys(cells))
+    cells = list(dict.fromkeys(cells))
+    from jbo import models
+    for model, hypers in {(c.model, tuple(c.hypers().items())) for c in cells}:
+        models.create(model, **dict(hypers))  # unknown names or values: refused before training
+    return cells
 
 
 def parse(argv: Sequence[str] | None):

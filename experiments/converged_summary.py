@@ -54,6 +54,11 @@ def _set(cell: dict, name: str, regime: str | None = None):
     return model, ref
 
 
+def overrides(cell: dict) -> str:
+    """A cell's hyperparameters beyond the study's defaults, as ``name=value, ...`` ('' none)."""
+    return ", ".join(f"{k}={v}" for k, v in cell.get("extra_hypers", ()))
+
+
 def summarize(cell: dict) -> dict:
     """The numbers of one cell (see the module docstring)."""
     c = cell["cell"]
@@ -75,6 +80,7 @@ def summarize(cell: dict) -> dict:
                 best_val_mae=cell["best_val_mae"], plateau=cell["plateau"],
                 train_mae=cell.get("train_mae", float("nan")),
                 force_weight=c["force_weight"], ema_decay=c.get("ema_decay", 0.0),
+                hypers=overrides(c),
                 model_bytes=cell["model_bytes"], n_train_rows=cell["n_train_rows"],
                 test_mae=mae(test), other_regime_mae=mae(other), heldout_mae=mae(held),
                 heldout_other_mae=mae(held_other), test_order_mae=omae(test),
@@ -120,7 +126,8 @@ def settings_compared(rows: Sequence[dict]) -> list[dict]:
             out.append(dict(zip(GROUP, k), setting=setting, n_seeds=len(rs),
                             steps=int(np.mean([r["steps"] for r in rs])),
                             force_weight=rs[0]["force_weight"], ema_decay=rs[0]["ema_decay"],
-                            device=rs[0]["device"], best_val_mae=mean("best_val_mae"),
+                            hypers=rs[0]["hypers"], device=rs[0]["device"],
+                            best_val_mae=mean("best_val_mae"),
                             train_mae=mean("train_mae"), test_mae=mean("test_mae"),
                             kept=rs[0]["key"] in kept))
     return sorted(out, key=lambda r: (r["regime"], r["model"], r["makeup"],
@@ -152,7 +159,8 @@ def accuracy_table(rows: Sequence[dict]) -> list[dict]:
                 max_seconds=rs[0]["max_seconds"], best_val_mae=float(np.mean(
                     [r["best_val_mae"] for r in rs])), device=rs[0]["device"],
                 train_mae=float(np.mean([r["train_mae"] for r in rs])),
-                force_weight=rs[0]["force_weight"], ema_decay=rs[0]["ema_decay"])
+                force_weight=rs[0]["force_weight"], ema_decay=rs[0]["ema_decay"],
+                hypers=rs[0]["hypers"])
         best = min(per_model, key=lambda m: per_model[m]["test_mae"]) if per_model else None
         target = TARGETS.get(regime, float("nan"))
         out.append(dict(regime=regime, target=target, best_model=best,

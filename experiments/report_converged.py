@@ -33,7 +33,8 @@ def accuracy_section(res: dict) -> str:
     rows, lines = [], []
     for a in res["accuracy"]:
         for m, v in a["models"].items():
-            rows.append([a["regime"], m, _pm(v["test_mae"], v["test_mae_sd"]), v["n_seeds"],
+            name = f"{m} ({v['hypers']})" if v.get("hypers") else m
+            rows.append([a["regime"], name, _pm(v["test_mae"], v["test_mae_sd"]), v["n_seeds"],
                          _f(v["best_val_mae"]), _f(v.get("train_mae")),
                          f"{v.get('force_weight', 1.0):g}", f"{v.get('ema_decay', 0.0):g}",
                          "/".join(v["stop_kinds"]), v["steps"],
@@ -67,7 +68,8 @@ def settings_section(res: dict) -> str:
     """The settings one group was trained with, compared on validation (the kept one marked)."""
     rows = [[r["regime"], r["model"], r["makeup"] + (f", {r['n_train']} structures"
                                                       if r["n_train"] else "")
-             + (f", λ={r['lam']:g}" if r["lam"] else ""), r["steps"], f"{r['force_weight']:g}",
+             + (f", λ={r['lam']:g}" if r["lam"] else ""), r["hypers"], r["steps"],
+             f"{r['force_weight']:g}",
              f"{r['ema_decay']:g}", r["device"], r["n_seeds"], _f(r["best_val_mae"]),
              _f(r["train_mae"]), _f(r["test_mae"]), "**kept**" if r["kept"] else ""]
             for r in res.get("settings_compared", [])]
@@ -75,7 +77,8 @@ def settings_section(res: dict) -> str:
         return ""
     return ("Where a group was trained in more than one way, the way with the lowest seed-mean "
             "validation MAE is kept (the test MAE is shown, never used to choose):\n\n"
-            + _table(["regime", "model", "makeup", "steps", "force w", "EMA", "device", "seeds",
+            + _table(["regime", "model", "makeup", "hypers", "steps", "force w", "EMA",
+                      "device", "seeds",
                       "val MAE", "train MAE", "test MAE", ""], rows))
 
 

@@ -50,7 +50,8 @@ def test_accuracy_table_takes_the_best_seed_mean_of_the_full_makeup():
         return dict(model=model, seed=seed, regime="high", makeup=makeup, n_train=n_train,
                     lam=lam, test_mae=mae, stop_kind=kind, steps=100 * (seed + 1),
                     train_seconds=10.0, max_seconds=300.0, best_val_mae=mae - 1,
-                    device="cpu:cpu x1", train_mae=mae - 2, force_weight=0.1, ema_decay=0.0)
+                    device="cpu:cpu x1", train_mae=mae - 2, force_weight=0.1, ema_decay=0.0,
+                    hypers="num_channels=32" if model == "a" else "")
 
     rows = [row("a", 0, 30.0), row("a", 1, 20.0, kind="budget"), row("b", 0, 24.0),
             row("b", 1, 27.0), row("c", 0, 1.0, makeup="all"), row("c", 1, 1.0, n_train=50),
@@ -62,6 +63,7 @@ def test_accuracy_table_takes_the_best_seed_mean_of_the_full_makeup():
     assert a["test_mae_sd"] == pytest.approx(np.std([30.0, 20.0], ddof=1))
     assert a["stop_kinds"] == ["budget", "converged"] and a["steps"] == 150 and a["n_seeds"] == 2
     assert a["train_mae"] == 23.0 and a["force_weight"] == 0.1 and a["ema_decay"] == 0.0
+    assert a["hypers"] == "num_channels=32" and t["models"]["b"]["hypers"] == ""
 
 
 @needs_db
@@ -142,7 +144,8 @@ def test_one_per_setting_keeps_the_budget_with_the_lowest_validation_mae():
     assert [r["key"] for r in kept] == ["cpu0", "cpu1", "all"] and superseded == ["gpu0"]
     # the settings chosen among, each with its seed means (the single-setting group is left out)
     for r in rows:
-        r.update(steps=100, force_weight=1.0, ema_decay=0.0, device="cpu", train_mae=1.0)
+        r.update(steps=100, force_weight=1.0, ema_decay=0.0, device="cpu", train_mae=1.0,
+                 hypers="")
     got = settings_compared(rows)
     assert [(r["setting"], r["n_seeds"], r["best_val_mae"], r["test_mae"], r["kept"])
             for r in got] == [("cpu", 2, 51.0, 40.5, True), ("gpu", 1, 55.0, 60.0, False)]
@@ -163,6 +166,18 @@ def test_second_run_loads_every_cell_and_trains_nothing(quick, monkeypatch):
     res = converged.main(["--quick", "--out", str(results / "converged")])
     assert res["trained"] == 0 and res["cells"] == first["cells"]
     assert res["rows"][0]["test_mae"] == first["rows"][0]["test_mae"]
+
+
+def test_hypers_reach_every_cell_and_a_wrong_name_is_refused_before_training():
+    from experiments import converged
+    base = ["--models", "mace", "--makeups", "full", "--regimes", "high", "--lc-models", "",
+            "--reg-models", ""]
+    (plain,) = converged.grid(converged.parse(base))
+    (wide,) = converged.grid(converged.parse(base + ["--hypers", '{"num_channels": 32}']))
+    assert wide.extra_hypers == (("num_channels", 32),) and wide.hypers()["num_channels"] == 32
+    assert plain.extra_hypers == () and wide.key() != plain.key()
+    with pytest.raises(ValueError, match="num_chanels.*valid:.*num_channels"):
+        converged.grid(converged.parse(base + ["--hypers", '{"num_chanels": 32}']))
 
 
 @pytest.mark.experiment
