@@ -131,6 +131,11 @@ def _median(xs) -> float:
     return float("nan") if not xs else (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
 
 
+def _how(row: dict) -> tuple:
+    """How a cell was trained beyond its group: hyperparameters, EMA, force weight."""
+    return row.get("hypers", ""), row.get("ema_decay", 0.0), row.get("force_weight", 1.0)
+
+
 def reading(res: dict, earlier: dict | None) -> str:
     """What changed from the earlier, under-fitted study (``body_order_trends.json``: both
     regimes mixed, fixed steps, energies only) and which of its conclusions survive, computed
@@ -177,13 +182,16 @@ def reading(res: dict, earlier: dict | None) -> str:
         by = {(r["model"], r["makeup"]): r for r in plain if r["regime"] == g}
         for mk, what in (("up_to:4+atoms", "subclusters up to 4 atoms and the isolated atom"),
                          ("up_to:2", "dimers")):
-            moves = [f"{m} E^(2) {_f(by[m, 'full']['test_order_mae'][1])} → "
-                     f"{_f(by[m, mk]['test_order_mae'][1])}, total "
-                     f"{_f(by[m, 'full']['test_mae'])} → {_f(by[m, mk]['test_mae'])}"
-                     for m, k in by if k == "full" and (m, mk) in by]
+            pairs = [(m, by[m, "full"], by[m, mk]) for m, k in by if k == "full" and (m, mk) in by]
+            moves = [f"{m} E^(2) {_f(a['test_order_mae'][1])} → {_f(b['test_order_mae'][1])}, "
+                     f"total {_f(a['test_mae'])} → {_f(b['test_mae'])}"
+                     + ("*" if _how(a) != _how(b) else "") for m, a, b in pairs]
             if moves:
                 out.append(f"**Adding {what} ({g}, `full` → `{mk}`, MAE in meV/atom):** "
-                           + "; ".join(moves) + ".")
+                           + "; ".join(moves) + "." + (
+                               " *The two cells were trained otherwise (hyperparameters, EMA "
+                               "or force weight: see the settings table)." if "*" in
+                               "".join(moves) else ""))
     for r in (r for r in means if r["lam"]):
         base = next((p for p in plain if (p["model"], p["makeup"], p["regime"])
                      == (r["model"], r["makeup"], r["regime"])), None)
