@@ -102,9 +102,10 @@ def _by_setting(rows: Sequence[dict]) -> dict[tuple, dict[str, list[dict]]]:
 
 def one_per_setting(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
     """Of settings that differ only in how they were trained (schedule length, wall time,
-    patience, EMA, force-loss weight, device) keep the one whose seeds have the lowest mean
-    best *validation* MAE, with all its seeds (model selection never sees the test sets; seed
-    means never mix settings). Returns the kept rows (in order) and the keys of the others."""
+    patience, EMA, force-loss weight, model hyperparameters, device) keep the one whose seeds
+    have the lowest mean best *validation* MAE, with all its seeds (model selection never sees
+    the test sets; seed means never mix settings). Returns the kept rows (in order) and the keys
+    of the others."""
     kept = set()
     for settings in _by_setting(rows).values():
         best = min(settings.values(), key=lambda rs: np.mean([r["best_val_mae"] for r in rs]))
