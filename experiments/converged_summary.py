@@ -118,19 +118,13 @@ def settings_compared(rows: Sequence[dict]) -> list[dict]:
     than one setting): how it was trained, its seed-mean validation MAE (what chose), train
     and test MAE, and whether it was kept; sorted by group, then validation MAE."""
     kept = {r["key"] for r in one_per_setting(rows)[0]}
-    out = []
-    for k, settings in _by_setting(rows).items():
-        if len(settings) < 2:
-            continue
-        for setting, rs in settings.items():
-            mean = lambda f: float(np.mean([r.get(f, np.nan) for r in rs]))  # noqa: E731
-            out.append(dict(zip(GROUP, k), setting=setting, n_seeds=len(rs),
-                            steps=int(np.mean([r["steps"] for r in rs])),
-                            force_weight=rs[0]["force_weight"], ema_decay=rs[0]["ema_decay"],
-                            hypers=rs[0]["hypers"], device=rs[0]["device"],
-                            best_val_mae=mean("best_val_mae"),
-                            train_mae=mean("train_mae"), test_mae=mean("test_mae"),
-                            kept=rs[0]["key"] in kept))
+    among = [r for settings in _by_setting(rows).values() if len(settings) > 1
+             for rs in settings.values() for r in rs]
+    show = (*GROUP, "setting", "n_seeds", "force_weight", "ema_decay", "hypers", "device",
+            "best_val_mae", "train_mae", "test_mae")
+    out = [{**{k: m[k] for k in show}, "steps": int(m["steps"]), "kept": m["key"] in kept}
+           for m in common.seed_means(among, (*GROUP, "rotate", "setting"),
+                                      ("steps", "best_val_mae", "train_mae", "test_mae"))]
     return sorted(out, key=lambda r: (r["regime"], r["model"], r["makeup"],
                                       str(r["n_train"]), r["lam"], r["best_val_mae"]))
 

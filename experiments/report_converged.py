@@ -28,6 +28,12 @@ def _pm(x, sd, d: int = 1) -> str:
     return _f(x, d) if sd is None or not math.isfinite(sd) else f"{_f(x, d)} ± {_f(sd, d)}"
 
 
+def _variant(r: dict) -> str:
+    """A row's makeup with its training-set cap and regularizer, e.g. ``full, 200 structures``."""
+    return r["makeup"] + (f", {r['n_train']} structures" if r["n_train"] else "") + (
+        f", regularised λ={r['lam']:g}" if r["lam"] else "")
+
+
 def accuracy_section(res: dict) -> str:
     """Table 1: per regime and model, the ``full`` makeup's test MAE and how training ended."""
     rows, lines = [], []
@@ -46,9 +52,7 @@ def accuracy_section(res: dict) -> str:
     for r in res.get("rows", []):  # models not rotation-invariant by construction (PET)
         rot = r.get("rotational_error")
         if rot:
-            extra = (f", {r['n_train']} structures" if r["n_train"] else "") + (
-                f", regularised λ={r['lam']:g}" if r["lam"] else "")
-            lines.append(f"* {r['model']} ({r['regime']}, {r['makeup']}{extra}, seed "
+            lines.append(f"* {r['model']} ({r['regime']}, {_variant(r)}, seed "
                          f"{r['seed']}, rotational augmentation "
                          f"{'on' if r['rotate'] else 'off'}): std of "
                          f"E/n over {rot['n_rotations']} random orientations of the test "
@@ -66,20 +70,16 @@ def accuracy_section(res: dict) -> str:
 
 def settings_section(res: dict) -> str:
     """The settings one group was trained with, compared on validation (the kept one marked)."""
-    rows = [[r["regime"], r["model"], r["makeup"] + (f", {r['n_train']} structures"
-                                                      if r["n_train"] else "")
-             + (f", λ={r['lam']:g}" if r["lam"] else ""), r["hypers"], r["steps"],
-             f"{r['force_weight']:g}",
-             f"{r['ema_decay']:g}", r["device"], r["n_seeds"], _f(r["best_val_mae"]),
-             _f(r["train_mae"]), _f(r["test_mae"]), "**kept**" if r["kept"] else ""]
-            for r in res.get("settings_compared", [])]
+    rows = [[r["regime"], r["model"], _variant(r), r["hypers"], r["steps"],
+             f"{r['force_weight']:g}", f"{r['ema_decay']:g}", r["device"], r["n_seeds"],
+             _f(r["best_val_mae"]), _f(r["train_mae"]), _f(r["test_mae"]),
+             "**kept**" if r["kept"] else ""] for r in res.get("settings_compared", [])]
     if not rows:
         return ""
     return ("Where a group was trained in more than one way, the way with the lowest seed-mean "
             "validation MAE is kept (the test MAE is shown, never used to choose):\n\n"
             + _table(["regime", "model", "makeup", "hypers", "steps", "force w", "EMA",
-                      "device", "seeds",
-                      "val MAE", "train MAE", "test MAE", ""], rows))
+                      "device", "seeds", "val MAE", "train MAE", "test MAE", ""], rows))
 
 
 README_BLOCK = "converged-table"  # the README block `python -m experiments.report` writes
