@@ -27,7 +27,8 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["option", "add_config_args", "config_from_args", "flag_of"]
+__all__ = ["option", "add_config_args", "config_from_args", "flag_of", "count", "positive_int",
+           "positive_float"]
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
@@ -162,3 +163,24 @@ def config_from_args(cls: type, namespace: argparse.Namespace, *, prefix: str = 
         if dest in ns and f.name not in overrides:
             values[f.name] = ns[dest]
     return cls(**values, **overrides)
+
+
+def _bounded(kind: type, low: float, inclusive: bool, what: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"give {what}, got {text!r}") from None
+        ok = (value >= low if inclusive else value > low) and value == value
+        if not ok or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"give {what}, got {text!r}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+#: argparse ``type=`` for counts (>= 0), process counts (>= 1) and finite positive numbers:
+#: a bad value is one argparse line naming the rule, never a silent no-op.
+count = _bounded(int, 0, True, "a whole number >= 0")
+positive_int = _bounded(int, 1, True, "a whole number >= 1")
+positive_float = _bounded(float, 0.0, False, "a finite number > 0")

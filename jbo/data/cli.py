@@ -23,6 +23,8 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from jbo.configargs import count, positive_int, positive_float
+
 __all__ = ["add_commands", "parse_sizes", "parse_count"]
 
 
@@ -243,7 +245,8 @@ def _cmd_validate(args) -> int:
     parents = read_parents(args.db)
     problems = validate(parents, sample=None if args.all else args.sample, seed=args.seed,
                         far=args.far, far_eps=args.far_eps * 1e-3, tol=args.tol * 1e-3,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, workers=args.workers,
+                        journal=args.journal)
     print(format_report(problems, parents))
     return 1 if problems else 0
 
@@ -271,7 +274,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     lab.add_argument("--basis", default="sto-3g")
     lab.add_argument("--subsets", default="all", choices=("all", "full"))
     lab.add_argument("--no-forces", action="store_true")
-    lab.add_argument("--workers", type=int, default=2,
+    lab.add_argument("--workers", type=count, default=2,
                      help="LocalCluster worker processes (0: in this process, no dask)")
     lab.add_argument("--scheduler", default=None, help="address of a running dask scheduler")
     lab.add_argument("--retry-failed", action="store_true", help="label failed rows again")
@@ -303,14 +306,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("-o", "--output", required=True, help="ase.db (.db) or any ASE format")
     ex.set_defaults(fn=_cmd_export)
     v = sub.add_parser("validate", help="check a dataset's invariants; exit 1 naming problems")
-    v.add_argument("--db", required=True, help="compact .npz or per-row store")
-    v.add_argument("--sample", type=int, default=20, help="labels to recompute (default 20)")
+    v.add_argument("--db", default="data/h_clusters.npz",
+                   help="compact .npz or per-row store (default: the shipped data/h_clusters.npz)")
+    v.add_argument("--sample", type=count, default=20,
+                   help="labels to recompute (default 20; 0: none)")
     v.add_argument("--all", action="store_true", help="recompute every label")
+    v.add_argument("--workers", type=positive_int, default=1,
+                   help="relabelling processes (one thread each)")
+    v.add_argument("--journal", default=None,
+                   help="JSON-lines file of recomputed labels: a rerun skips what it holds "
+                        "(resumable --all)")
     v.add_argument("--seed", type=int, default=0, help="seed of the relabelling sample")
-    v.add_argument("--far", type=float, default=6.0, help="far-pair distance (Å)")
-    v.add_argument("--far-eps", type=float, default=1.0,
+    v.add_argument("--far", type=positive_float, default=6.0, help="far-pair distance (Å)")
+    v.add_argument("--far-eps", type=positive_float, default=1.0,
                    help="largest |ε| of a far pair (meV)")
-    v.add_argument("--tol", type=float, default=1e-3,
+    v.add_argument("--tol", type=positive_float, default=1e-3,
                    help="relabelling agreement (meV, default 1e-3)")
     v.add_argument("--no-progress", action="store_true")
     v.set_defaults(fn=_cmd_validate)

@@ -6,9 +6,10 @@ S' >= S. There the penalty ``shift * (S^2 - S(S+1)) = shift * S_- S_+`` (positiv
 semi-definite; applied as a sparse S_+) lifts every S' > S state, so the lowest root is the lowest
 state of spin exactly S. A state is accepted only when |<S^2> - S(S+1)| <= ``fci_s2_tol``;
 its energy is <Psi|H|Psi> without the penalty. Small sectors (<= ``fci_dense_max``
-determinants) are diagonalised densely; larger ones by Davidson (one root), retried with
-more roots and a larger subspace, and a :class:`LabelError` names the sector if no accepted
-state comes out. The ground state is the lowest E_S; spin states within ``fci_degeneracy``
+determinants) are diagonalised densely; larger ones by Davidson with ``fci_roots`` roots
+(the lowest pure one is kept: one root can converge to the upper of two near-degenerate
+states), retried with a larger subspace and more roots, and a :class:`LabelError` names the
+sector if no accepted state comes out. The ground state is the lowest E_S; spin states within ``fci_degeneracy``
 (1e-9 Ha) tie and the lowest S wins, so the choice is deterministic at the atomic limit.
 
 Energies in Hartree here; orbitals are any orthonormal set (FCI is invariant): RHF/ROHF
@@ -132,10 +133,13 @@ def solve_spin(m, h1, eri, norb: int, n_elec: int, twos: int, st: Settings) -> S
     if ndet <= st.fci_dense_max:
         tries = [("dense", None)]
     else:
+        # several roots from the start: with one root Davidson can converge to the upper of
+        # two near-degenerate states of the same spin (seen: doublets 7e-6 Ha apart)
         space = st.ci_max_space
-        tries = [("Davidson", (1, space, 1)),
-                 ("Davidson retried with 3 roots, larger subspace", (min(3, ndet), 2 * space, 2)),
-                 ("Davidson retried with 4 roots", (min(4, ndet), 2 * space, 4))]
+        roots = min(st.fci_roots, ndet)
+        tries = [("Davidson", (roots, space, 1)),
+                 ("Davidson retried with a larger subspace", (roots, 2 * space, 2)),
+                 ("Davidson retried with more roots", (min(roots + 2, ndet), 2 * space, 4))]
     for how, knobs in tries:
         if knobs is None:
             vecs, converged = _dense(m, h1, eri, norb, nelec, splus, st)
@@ -144,14 +148,19 @@ def solve_spin(m, h1, eri, norb: int, n_elec: int, twos: int, st: Settings) -> S
         if not converged:
             seen.append(f"{how}: not converged")
             continue
+        accepted = []
         for c in vecs:
             c = c / np.linalg.norm(c)
             s2 = float(np.sum((splus @ c.ravel()) ** 2)) + ss  # <S^2> in the M_S = S sector
             if abs(s2 - ss) <= st.fci_s2_tol:
                 e = float(fci.direct_spin1.energy(h1, eri, c, norb, nelec)) + m.energy_nuc()
-                note = "" if how in ("dense", "Davidson") else f"{how} for 2S={twos}"
-                return SpinState(e, twos, s2, c, nelec, note)
-            seen.append(f"{how}: <S^2>={s2:.4f}")
+                accepted.append((e, s2, c))
+            else:
+                seen.append(f"{how}: <S^2>={s2:.4f}")
+        if accepted:  # the lowest pure state among the roots, not the first one found
+            e, s2, c = min(accepted, key=lambda t: t[0])
+            note = "" if how in ("dense", "Davidson") else f"{how} for 2S={twos}"
+            return SpinState(e, twos, s2, c, nelec, note)
     raise LabelError(f"FCI found no pure 2S={twos} state (want <S^2>={ss:g} +- "
                      f"{st.fci_s2_tol:g}) in sector (n_a, n_b)={nelec}: {'; '.join(seen)}")
 

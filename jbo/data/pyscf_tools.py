@@ -46,6 +46,7 @@ class Settings:
     fci_s2_tol: float = 1e-3     # accept an FCI state only if |<S^2> - S(S+1)| <= this
     fci_degeneracy: float = 1e-9  # Ha: spin states closer than this tie; the lowest S wins
     fci_dense_max: int = 400     # sectors with at most this many determinants: dense eigh
+    fci_roots: int = 3           # Davidson roots per spin sector; the lowest pure one is kept
     dmrg_bond_dim: int = 250
 
 

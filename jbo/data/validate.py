@@ -25,7 +25,7 @@ import numpy as np
 from jbo import lattice
 from jbo.data.records import Parent
 
-__all__ = ["Problem", "validate", "format_report"]
+__all__ = ["Problem", "validate", "relabel", "format_report"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,49 +101,146 @@ def _isolated_atoms(parents: Sequence[Parent], tol: float) -> list[Problem]:
     return out
 
 
-def _relabel(parents: Sequence[Parent], sample: int | None, seed: int, tol: float,
-             progress: bool) -> list[Problem]:
+def _label_task(task: tuple) -> tuple:
+    """Worker: ``(key, numbers, positions, method, basis) -> (key, energy eV, 2S, <S^2>, error)``."""
     from ase import Atoms
 
     from jbo.data import reference
 
-    tasks = [(p, j) for p in parents for j in range(len(p.subsets))]
+    key, numbers, positions, method, basis = task
+    try:
+        lab = reference.compute(Atoms(numbers=numbers, positions=positions), method, basis)
+        return key, lab.energy, lab.spin, lab.s2, ""
+    except Exception as exc:  # recorded and reported as a problem, never dropped
+        return key, float("nan"), -1, float("nan"), f"{type(exc).__name__}: {exc}"
+
+
+def _task_key(p: Parent, mask: int) -> str:
+    """Journal key of one label: cluster, subset, method, basis and a digest of the geometry."""
+    import hashlib
+
+    idx = lattice.members(mask)
+    digest = hashlib.sha1(np.ascontiguousarray(p.positions[idx], np.float64).tobytes()
+                          + np.asarray(p.numbers[idx], np.int64).tobytes()).hexdigest()[:12]
+    return f"{p.cluster}|{mask}|{p.method}|{p.basis}|{digest}"
+
+
+def _read_journal(path) -> dict[str, tuple]:
+    import json
+    from pathlib import Path
+
+    out: dict[str, tuple] = {}
+    if path is None or not Path(path).exists():
+        return out
+    for line in Path(path).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut by a kill: recomputed
+            continue
+        out[row[0]] = tuple(row[1:])
+    return out
+
+
+def relabel(parents: Sequence[Parent], sample: int | None = None, seed: int = 0, *,
+            workers: int = 1, journal=None, progress: bool = False
+            ) -> list[tuple[Parent, int, tuple]]:
+    """Recompute labels: ``[(parent, subset, (energy eV, 2S, <S^2>, error))]``.
+
+    ``sample``: how many random labels (None: all). ``workers``: processes (spawned, one
+    thread each). ``journal``: a JSON-lines file that every result is appended to as it lands;
+    a rerun with the same journal skips what it holds, so a killed run resumes.
+    """
+    import json
+    import os
+
+    tasks = [(p, int(m)) for p in parents for m in p.subsets.tolist()]
     if sample is not None and sample < len(tasks):
         pick = np.random.default_rng(seed).choice(len(tasks), sample, replace=False)
         tasks = [tasks[i] for i in sorted(pick)]
+    keys = [_task_key(p, m) for p, m in tasks]
+    done = _read_journal(journal)
+    todo = [(k, p.numbers[lattice.members(m)], p.positions[lattice.members(m)], p.method,
+             p.basis) for k, (p, m) in zip(keys, tasks) if k not in done]
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        tasks = tqdm(tasks, desc="relabel", unit="label")
+        bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="relabel",
+                   unit="label", smoothing=0.05)
+    fh = open(journal, "a") if journal is not None else None
+    try:
+        if workers > 1 and len(todo) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ.setdefault(var, "1")
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+                results = ex.map(_label_task, todo, chunksize=8)
+                for res in results:
+                    done[res[0]] = res[1:]
+                    if fh is not None:
+                        fh.write(json.dumps(list(res)) + "\n")
+                        fh.flush()
+                    if bar is not None:
+                        bar.update()
+        else:
+            for task in todo:
+                res = _label_task(task)
+                done[res[0]] = res[1:]
+                if fh is not None:
+                    fh.write(json.dumps(list(res)) + "\n")
+                    fh.flush()
+                if bar is not None:
+                    bar.update()
+    finally:
+        if fh is not None:
+            fh.close()
+        if bar is not None:
+            bar.close()
+    return [(p, m, tuple(done[k])) for k, (p, m) in zip(keys, tasks)]
+
+
+def _relabel(parents: Sequence[Parent], sample: int | None, seed: int, tol: float,
+             progress: bool, workers: int = 1, journal=None) -> list[Problem]:
     out = []
-    for p, j in tasks:
-        mask = int(p.subsets[j])
-        idx = lattice.members(mask)
-        lab = reference.compute(Atoms(numbers=p.numbers[idx], positions=p.positions[idx]),
-                                p.method, p.basis)
-        if abs(lab.energy - p.energy[j]) > tol or lab.spin != int(p.spin[j]):
+    for p, mask, (e, spin, _s2, err) in relabel(parents, sample, seed, workers=workers,
+                                                journal=journal, progress=progress):
+        j = int(np.searchsorted(p.subsets, mask))
+        if err:
+            out.append(Problem("relabel", p.cluster, mask, f"recomputing failed: {err}"))
+        elif abs(e - p.energy[j]) > tol or int(spin) != int(p.spin[j]):
             out.append(Problem("relabel", p.cluster, mask,
                                f"stored {p.energy[j]:.8f} eV (2S={int(p.spin[j])}), recomputed "
-                               f"{lab.energy:.8f} eV (2S={lab.spin}): differ by "
-                               f"{(p.energy[j] - lab.energy) * 1e3:.4f} meV"))
+                               f"{e:.8f} eV (2S={int(spin)}): differ by "
+                               f"{(p.energy[j] - e) * 1e3:.4f} meV"))
     return out
 
 
 def validate(parents: Sequence[Parent], *, sample: int | None = 20, seed: int = 0,
              far: float = 6.0, far_eps: float = 1e-3, tol: float = 1e-6,
-             progress: bool = False) -> list[Problem]:
+             progress: bool = False, workers: int = 1, journal=None) -> list[Problem]:
     """Every violated invariant of ``parents`` (empty list: all good).
 
     ``sample``: how many labels to recompute (None: all; 0: none). ``far`` (Å) and
     ``far_eps`` (eV): the far-pair test. ``tol`` (eV): relabelling agreement.
+    ``workers``/``journal``: see :func:`relabel` (parallel, resumable relabelling).
     """
+    if sample is not None and (isinstance(sample, bool) or int(sample) != sample or sample < 0):
+        raise ValueError(f"sample must be a whole number >= 0 (0: recompute none) or None "
+                         f"(all), got {sample!r}")
+    for name, v in (("tol", tol), ("far", far), ("far_eps", far_eps)):
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     if not parents:
         return [Problem("empty", "-", None, "the dataset holds no labelled cluster")]
     out = _isolated_atoms(parents, 1e-8)
     for p in parents:
         out += _parent(p, far, far_eps)
     if sample is None or sample > 0:
-        out += _relabel(parents, sample, seed, tol, progress)
+        out += _relabel(parents, sample, seed, tol, progress, workers, journal)
     return out
 
 
