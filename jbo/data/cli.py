@@ -248,7 +248,33 @@ def _cmd_validate(args) -> int:
                         progress=not args.no_progress, workers=args.workers,
                         journal=args.journal)
     print(format_report(problems, parents))
+    if args.fix and problems:
+        return _fix(args, parents, problems)
     return 1 if problems else 0
+
+
+def _fix(args, parents, problems) -> int:
+    """Relabel what failed, write the corrected file and a JSON list of the changes."""
+    import json
+
+    from jbo.data.records import write_compact
+    from jbo.data.validate import format_report, repair, validate
+
+    if any(p.check != "relabel" for p in problems):
+        print("--fix relabels wrong labels only; fix the other problems first", flush=True)
+        return 1
+    fixed, changes = repair(parents, problems, progress=not args.no_progress)
+    again = validate(fixed, sample=0)  # the invariants of the corrected file
+    if again:
+        print(format_report(again, fixed))
+        return 1
+    size = write_compact(fixed, args.fix)
+    log = str(args.fix) + ".changes.json"
+    with open(log, "w") as fh:
+        json.dump(changes, fh, indent=1)
+    print(f"wrote {args.fix} ({size / 1e6:.2f} MB): {len(changes)} labels relabelled "
+          f"(list in {log})")
+    return 0
 
 
 def _cmd_compact(args) -> int:
@@ -313,6 +339,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--all", action="store_true", help="recompute every label")
     v.add_argument("--workers", type=positive_int, default=1,
                    help="relabelling processes (one thread each)")
+    v.add_argument("--fix", default=None, metavar="OUT.npz",
+                   help="relabel (with forces) every label that failed the relabelling check "
+                        "and write the corrected compact file here")
     v.add_argument("--journal", default=None,
                    help="JSON-lines file of recomputed labels: a rerun skips what it holds "
                         "(resumable --all)")

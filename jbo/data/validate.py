@@ -255,3 +255,47 @@ def format_report(problems: Sequence[Problem], parents: Sequence[Parent]) -> str
     if len(problems) > 200:
         lines.append(f"  ... and {len(problems) - 200} more")
     return "\n".join(lines)
+
+
+def repair(parents: Sequence[Parent], problems: Sequence[Problem], *, progress: bool = False
+           ) -> tuple[list[Parent], list[dict]]:
+    """Relabel (with forces) every structure named by a ``relabel`` problem.
+
+    Returns the corrected parents and one record per changed label (cluster, subset, old and
+    new energy in eV and 2S, largest force change in eV/Å), for the dataset's provenance.
+    """
+    from ase import Atoms
+
+    from jbo.data import reference
+
+    todo: dict[str, set[int]] = {}
+    for pr in problems:
+        if pr.check == "relabel" and pr.subset is not None:
+            todo.setdefault(pr.cluster, set()).add(pr.subset)
+    out, changes = [], []
+    for p in parents:
+        masks = sorted(todo.get(p.cluster, ()))
+        if not masks:
+            out.append(p)
+            continue
+        energy, spin, s2 = p.energy.copy(), p.spin.copy(), p.s2.copy()
+        forces = None if p.forces is None else p.forces.copy()
+        for mask in masks:
+            j, idx = int(np.searchsorted(p.subsets, mask)), lattice.members(mask)
+            lab = reference.compute(Atoms(numbers=p.numbers[idx], positions=p.positions[idx]),
+                                    p.method, p.basis, forces=forces is not None)
+            df = 0.0
+            if forces is not None:
+                df = float(np.abs(forces[j, idx] - lab.forces).max())
+                forces[j, idx] = lab.forces
+            changes.append(dict(cluster=p.cluster, subset=mask, size=len(idx),
+                                old_energy=float(energy[j]), new_energy=lab.energy,
+                                delta_meV=(lab.energy - float(energy[j])) * 1e3,
+                                old_spin=int(spin[j]), new_spin=lab.spin, max_dforce=df))
+            energy[j], spin[j], s2[j] = lab.energy, lab.spin, lab.s2
+            if progress:
+                print(f"relabelled {p.cluster} subset {mask}: "
+                      f"{changes[-1]['delta_meV']:+.4f} meV, 2S {changes[-1]['old_spin']} -> "
+                      f"{lab.spin}", flush=True)
+        out.append(dataclasses.replace(p, energy=energy, spin=spin, s2=s2, forces=forces))
+    return out, changes
