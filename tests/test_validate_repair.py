@@ -68,3 +68,30 @@ def test_validate_fix_relabels_exactly_the_wrong_label(h3, tmp_path, capsys):
         np.testing.assert_allclose(q.energy, r.energy, atol=1e-7)
         np.testing.assert_allclose(q.forces, r.forces, atol=1e-4)
     assert main(["data", "validate", "--db", str(fixed), "--all", "--no-progress"]) == 0
+
+
+def test_summary_counts_the_ground_spin_of_full_clusters(h3, capsys):
+    from jbo.cli import main
+
+    assert main(["data", "summary", "--db", str(h3)]) == 0
+    out = capsys.readouterr().out
+    want = {p.regime: f"{int(p.spin[-1])}:1" for p in read_parents(h3)}  # H_3: a doublet
+    assert want == {"low": "1:1", "high": "1:1"}
+    assert all(line.split()[-1] == want[line.split()[1]]
+               for line in out.splitlines() if line.strip().startswith("train"))
+
+
+def test_shipped_spin_ground_states_are_as_data_readme_says():
+    """data/README.md: odd clusters are doublets except the quartet low-n9-s30001; 4 quintets."""
+    from collections import Counter
+
+    c = Counter()
+    for p in read_parents("data/h_clusters.npz"):
+        j = np.flatnonzero(p.subsets == p.full)
+        if len(j):
+            c[(p.regime, p.n % 2, int(p.spin[j[0]]))] += 1
+    assert {k: v for k, v in c.items() if k[1] == 1} == {
+        ("low", 1, 1): 20 + 3 + 9, ("low", 1, 3): 1, ("high", 1, 1): 20 + 3 + 10 + 4}
+    assert c[("low", 0, 4)] == 4 and c[("high", 0, 4)] == 0
+    quartet = read_parents("data/h_clusters.npz", cluster="low-n9-s30001")[0]
+    assert int(quartet.spin[-1]) == 3

@@ -162,13 +162,16 @@ def _summary_compact(args) -> int:
     groups: dict[tuple, list] = defaultdict(list)
     for p in parents:
         groups[(p.split, p.regime, p.n)].append(p)
-    head = ("split", "regime", "n", "parents", "complete", "structures")
+    head = ("split", "regime", "n", "parents", "complete", "structures", "2S of full: count")
     md = args.markdown
     print(("| " + " | ".join(head) + " |\n|" + "---|" * len(head)) if md else
           "  ".join(f"{h:>11}" for h in head))
     for k in sorted(groups):
         ps = groups[k]
-        vals = (*k, len(ps), sum(p.is_complete for p in ps), sum(len(p.subsets) for p in ps))
+        spins = Counter(int(p.spin[j]) for p in ps
+                        for j in np.flatnonzero(p.subsets == p.full).tolist())
+        vals = (*k, len(ps), sum(p.is_complete for p in ps), sum(len(p.subsets) for p in ps),
+                " ".join(f"{t}:{c}" for t, c in sorted(spins.items())))
         print(("| " + " | ".join(map(str, vals)) + " |") if md else
               "  ".join(f"{v!s:>11}" for v in vals))
     print(f"\n{len(parents)} parents, {sum(len(p.subsets) for p in parents)} labelled "
