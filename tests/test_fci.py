@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from math import comb
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,7 +60,8 @@ def test_davidson_keeps_the_lower_of_two_near_degenerate_doublets():
     give the dense ground state of the whole M_S = 1/2 sector."""
     from jbo.data.records import read_parents
 
-    p = read_parents("data/h_clusters.npz", cluster="low-n10-s30003")[0]
+    shipped = Path(__file__).resolve().parents[1] / "data" / "h_clusters.npz"
+    p = read_parents(shipped, cluster="low-n10-s30003")[0]
     idx = [i for i in range(p.n) if 762 >> i & 1]
     at = Atoms(numbers=p.numbers[idx], positions=p.positions[idx])
     e, twos, *_ = fci.solve(at, "sto-3g", False, Settings(fci_dense_max=0))

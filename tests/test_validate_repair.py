@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from jbo.data import clusters
 from jbo.data.records import read_parents, write_compact
 from jbo.data.validate import relabel
+
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "h_clusters.npz"
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +89,12 @@ def test_shipped_spin_ground_states_are_as_data_readme_says():
     from collections import Counter
 
     c = Counter()
-    for p in read_parents("data/h_clusters.npz"):
+    for p in read_parents(SHIPPED):
         j = np.flatnonzero(p.subsets == p.full)
         if len(j):
             c[(p.regime, p.n % 2, int(p.spin[j[0]]))] += 1
     assert {k: v for k, v in c.items() if k[1] == 1} == {
         ("low", 1, 1): 20 + 3 + 9, ("low", 1, 3): 1, ("high", 1, 1): 20 + 3 + 10 + 4}
     assert c[("low", 0, 4)] == 4 and c[("high", 0, 4)] == 0
-    quartet = read_parents("data/h_clusters.npz", cluster="low-n9-s30001")[0]
+    quartet = read_parents(SHIPPED, cluster="low-n9-s30001")[0]
     assert int(quartet.spin[-1]) == 3
