@@ -28,7 +28,7 @@ PROBE = textwrap.dedent("""
     def zoo():
         return sorted(m for m in sys.modules if m.startswith("jbo.models."))
     out = {{}}
-    import jbo, jbo.decompose, jbo.models, jbo.potentials
+    import jbo, jbo.decompose, jbo.models, jbo.potentials, jbo.testing
     out["import"] = loaded()
     from jbo import models
     names = models.available(), models.installed()
