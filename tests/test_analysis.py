@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jbo import analysis, potentials
+from jbo import analysis, potentials, testing
 from jbo.data.records import Record, read_parents
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "h_clusters.npz"
@@ -133,13 +133,7 @@ def test_decompose_records_matches_brute_force_inclusion_exclusion():
     s = analysis.decompose_records(potentials.embedded_atom(), recs, chunk=1)
     for i, r in enumerate(recs):
         n = r.n_atoms
-        subsets = [c for k in range(1, n + 1) for c in itertools.combinations(range(n), k)]
-        e = {t: _eam_np(r.positions[list(t)]) for t in subsets}
-        per = np.zeros(n)
-        for sub in subsets:
-            eps = sum((-1) ** (len(sub) - len(t)) * e[t] for k in range(1, len(sub) + 1)
-                      for t in itertools.combinations(sub, k))
-            per[len(sub) - 1] += eps
+        per = testing.brute_force_mbe(lambda p, z, m: _eam_np(p[m]), r.positions).per_order
         np.testing.assert_allclose(s.orders[i, :n], per, rtol=0, atol=1e-10)
         assert abs(per[n - 1]) > 1e-4  # the top order really is non-zero
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
+from jbo import testing
 from jbo.calculator import JboCalculator
 from jbo.train import RegularizerConfig, TrainConfig, load_trained, train
 from jbo.train.losses import structure_energy
@@ -34,15 +35,12 @@ def test_energy_and_forces_match_model_and_finite_differences(run_dir):
                             jnp.ones(5, jnp.int32), jnp.ones(5, bool))
     np.testing.assert_allclose(e, float(want), rtol=1e-12)
     f = atoms.get_forces()
-    h, fd = 1e-5, np.zeros_like(f)
-    for i in range(5):
-        for a in range(3):
-            x = atoms.copy()
-            x.calc = calc
-            x.positions[i, a] += h
-            ep = x.get_potential_energy()
-            x.positions[i, a] -= 2 * h
-            fd[i, a] = -(ep - x.get_potential_energy()) / (2 * h)
+    def energy(positions):
+        x = atoms.copy()
+        x.calc, x.positions = calc, positions
+        return x.get_potential_energy()
+
+    fd = testing.finite_difference_forces(energy, atoms.positions, h=1e-5)
     np.testing.assert_allclose(f, fd, atol=1e-6)
     assert np.abs(f.sum(0)).max() < 1e-9  # translation invariance
 

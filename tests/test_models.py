@@ -14,7 +14,7 @@ import pytest
 import jbo  # noqa: F401  (float64)
 import jax
 import jax.numpy as jnp
-from jbo import models
+from jbo import models, testing
 from jbo.decompose import body_orders
 
 CUTOFF = 3.0
@@ -56,9 +56,7 @@ def random_cluster(n: int, seed: int, box: float = 2.6, dmin: float = 0.8):
 
 
 def random_rotation(seed: int) -> np.ndarray:
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
+    return testing.random_rotations(1, seed)[0]
 
 
 def quick_jit(f):
@@ -252,12 +250,7 @@ def test_gradients_finite_with_padding(zoo):
 
 def mobius_orders(subset_energies: np.ndarray, n: int) -> np.ndarray:
     """E^(k), k = 1..n, from E(S) over all 2^n bitmask subsets (inclusion-exclusion)."""
-    eps = np.array(subset_energies, dtype=np.float64)
-    for i in range(n):  # fast Möbius transform, one atom at a time
-        bit = 1 << i
-        for s in range(1 << n):
-            if s & bit:
-                eps[s] -= eps[s ^ bit]
+    eps = testing.brute_force_mobius(subset_energies)
     size = np.array([bin(s).count("1") for s in range(1 << n)])
     return np.array([eps[size == k].sum() for k in range(1, n + 1)])
 
@@ -282,13 +275,7 @@ def test_forces_match_finite_differences(zoo):
     x, z = random_cluster(6, seed=13)
     m = np.array([1, 1, 1, 1, 1, 0], bool)
     g = np.asarray(zoo.value_and_grad(x, z, m)[1][1])
-    h = 1e-5
-    fd = np.zeros_like(g)
-    for a in range(6):
-        for c in range(3):
-            dx = np.zeros_like(x)
-            dx[a, c] = h
-            fd[a, c] = (zoo.E(x + dx, z, m) - zoo.E(x - dx, z, m)) / (2 * h)
+    fd = -testing.finite_difference_forces(lambda y: zoo.E(y, z, m), x, h=1e-5)
     np.testing.assert_allclose(g, fd, atol=1e-7, rtol=1e-6)
     assert np.all(g[5] == 0.0) and np.max(np.abs(g)) > 1e-4
 

@@ -1,14 +1,12 @@
 """jbo.potential: one Potential pytree; the engine takes it traced (new params, no recompile)."""
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jbo  # noqa: F401
-from jbo import checks, decompose, models, potentials
+from jbo import checks, decompose, models, potentials, testing
 from jbo.decompose import body_orders
 from jbo.potential import Potential, as_potential, scaled, with_baseline
 from jbo.train.model import Trained, energy_model
@@ -20,24 +18,6 @@ _compiles: list[str] = []
 jax.monitoring.register_event_duration_secs_listener(
     lambda event, _secs, **_kw: _compiles.append(event)
     if event == "/jax/core/compile/backend_compile_duration" else None)
-
-
-def _mobius_alone(pot, pos, species) -> np.ndarray:
-    """Independent truth: E(S) of every subcluster *extracted* (the others deleted), then
-    ε(S) = Σ_{T⊆S} (−1)^{|S|−|T|} E(T) by explicit sums, E^(k) = Σ_{|S|=k} ε(S)."""
-    n = len(pos)
-    energy = {(): 0.0}
-    for k in range(1, n + 1):
-        for s in itertools.combinations(range(n), k):
-            idx = list(s)
-            energy[s] = float(pot(pos[idx], species[idx]))
-    per_order = np.zeros(n)
-    for s in energy:
-        if s:
-            eps = sum((-1) ** (len(s) - len(t)) * energy[t]
-                      for k in range(len(s) + 1) for t in itertools.combinations(s, k))
-            per_order[len(s) - 1] += eps
-    return per_order
 
 
 def test_second_parameter_set_reuses_the_compiled_program_and_is_exact():
@@ -53,7 +33,7 @@ def test_second_parameter_set_reuses_the_compiled_program_and_is_exact():
     got = body_orders(second, POS, species, layout="masks")
     assert decompose._exhaustive._cache_size() == programs  # the same program, new params
     assert _compiles == []  # and nothing else compiled either (contract check: same static)
-    truth = _mobius_alone(second, POS, species)
+    truth = testing.brute_force_mbe(second, POS, species).per_order  # extracted, loops
     np.testing.assert_allclose(np.asarray(got.per_order), truth, rtol=0, atol=1e-10)
     assert abs(truth[2]) > 1e-6  # genuinely many-body, and the parameter sets differ:
     assert abs(float(got.total) - float(first(POS, species))) > 1e-6

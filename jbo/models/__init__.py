@@ -12,29 +12,30 @@ Example::
     params = models.init(module, 0)
     f = models.energy_fn(module, params)       # a jbo.potential.Potential: f(positions, species)
     f.cutoff, f.is_local                       # static; f.params are its (traced) leaves
+
+The registry is lazy: a name maps to ``"module:Class"``, imported on first use (``create``,
+``default_hypers``, ``load``, or the attribute, e.g. ``models.NequIP``), so ``import jbo.models``
+and :func:`available` load no architecture (NequIP's jax-md and optax, e3nn) until one is used.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import re
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo.models.base import ZooModel
 from jbo.models.io import load, save
-from jbo.models.linear_ace import LinearACE
-from jbo.models.mace import MACE
-from jbo.models.mlip_mace import MlipMACE
-from jbo.models.nequip import NequIP
-from jbo.models.pet import PET
-from jbo.models.soap_bpnn import SoapBPNN
 from jbo.potential import Potential, from_module
+
+if TYPE_CHECKING:
+    from jbo.models.base import ZooModel
 
 __all__ = [
     "ZooModel",
@@ -49,13 +50,19 @@ __all__ = [
     "load",
 ]
 
-_REGISTRY: dict[str, type[ZooModel]] = {
-    "soap_bpnn": SoapBPNN,
-    "linear_ace": LinearACE,
-    "pet": PET,
-    "mace": MACE,
-    "nequip": NequIP,
-    "mlip_mace": MlipMACE,  # optional dependency: pip install 'jbo[mlip]'
+#: model name -> "module:Class", imported on first use (:func:`_cls`)
+_REGISTRY: dict[str, str] = {
+    "soap_bpnn": "jbo.models.soap_bpnn:SoapBPNN",
+    "linear_ace": "jbo.models.linear_ace:LinearACE",
+    "pet": "jbo.models.pet:PET",
+    "mace": "jbo.models.mace:MACE",
+    "nequip": "jbo.models.nequip:NequIP",
+    "mlip_mace": "jbo.models.mlip_mace:MlipMACE",  # optional dependency: pip install 'jbo[mlip]'
+}
+#: the classes importable as attributes of this package (``models.ZooModel``, ``models.MACE``)
+_LAZY: dict[str, str] = {
+    "ZooModel": "jbo.models.base:ZooModel",
+    **{target.split(":")[1]: target for target in _REGISTRY.values()},
 }
 
 _RESERVED = {"parent", "name"}
@@ -78,10 +85,26 @@ def installed() -> list[str]:
             if m not in OPTIONAL or importlib.util.find_spec(OPTIONAL[m]) is not None]
 
 
+def _resolve(target: str) -> Any:
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def _cls(name: str) -> type[ZooModel]:
+    """The class of model ``name``, its module imported now (the first time)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; available: {available()}")
-    return _REGISTRY[name]
+    return _resolve(_REGISTRY[name])
+
+
+def __getattr__(attr: str) -> Any:  # PEP 562: models.ZooModel, models.NequIP, ... on demand
+    if attr in _LAZY:
+        return _resolve(_LAZY[attr])
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def default_hypers(name: str) -> dict[str, Any]:
