@@ -11,10 +11,11 @@
 Trains the same model twice on the ``--regime`` of ``data/h_clusters.npz`` (default ``low``: the
 low-density clusters, where SOAP-BPNN fits; ``both``: every regime of the dataset; same data,
 split, seed, energies and forces, the same schedule, convergence rule and budget: see
-``--patience``, ``--max-seconds``): without and with the body-order regularizer (default: the truncation penalty λ ((E − E_MBE(K)) / (n s))²,
-K = 2; ``--reg-mode terms``: λ Σ_{k>K} Σ_{|S|=k} ε(S)² / (n s²)). Then decomposes both (the
-parameters with the best validation MAE) on the held-out clusters (``split="heldout"``, H_9..)
-and on the validation parents, whose reference MBE is known because every subcluster is
+``--patience``, ``--max-seconds``): without and with the body-order regularizer (default: the
+truncation penalty λ ((E − E_MBE(K)) / (n s))², K = 2, λ = 0.5; ``--reg-mode terms``:
+λ Σ_{k>K} Σ_{|S|=k} ε(S)² / (n s²)). Then decomposes both (the parameters with the best
+validation MAE) on the held-out clusters (``split="heldout"``, H_9..) and on the validation
+parents, whose reference MBE is known because every subcluster is
 labelled. Writes to ``results/train_body_order_reg/`` (``--quick``: to
 ``<tempdir>/jbo_train_body_order_reg_quick/`` unless ``--out`` is given, so that CI never
 overwrites the committed results; a full run into the default folder also rewrites the

@@ -25,7 +25,8 @@ def test_main_job_quick_on_tiny_db(tmp_path):
     out = tmp_path / "out"
     summary = run(parse_args([
         "--quick", "--db", str(db), "--out", str(out), "--epochs", "2", "--order", "2",
-        "--regime", "both", "--hypers", json.dumps({"max_radial": 2, "max_angular": 1, "hidden": [4]})]))
+        "--regime", "both",
+        "--hypers", json.dumps({"max_radial": 2, "max_angular": 1, "hidden": [4]})]))
     saved = json.loads((out / "summary.json").read_text())
     assert saved["K"] == 2 and set(saved["runs"]) == {"plain", "regularized"}
     assert saved["regime"] == "both"
