@@ -113,8 +113,9 @@ def test_nan_loss_stops_naming_batch_and_keeps_checkpoint(toy_db, tmp_path):
     train_rows = ds.prepare(cfg, records).train
     third = batch_indices(len(train_rows), cfg.batch_size, cfg.seed, 0)[2]
     bad = next(train_rows[i] for i in third if not train_rows[i].is_full)  # not in reg batches
-    nan_pos = np.full_like(bad.positions, np.nan)  # e.g. a corrupted geometry
-    records = [r if r is not bad else dataclasses.replace(r, positions=nan_pos) for r in records]
+    # a corrupted force label (a NaN geometry is refused before training starts)
+    nan_f = np.full_like(bad.forces, np.nan)
+    records = [r if r is not bad else dataclasses.replace(r, forces=nan_f) for r in records]
     with pytest.raises(TrainingDiverged, match=rf"step 3 .*{bad.cluster}\[subset={bad.subset}\]"):
         train(cfg, module=ToyEAM(), records=records)
     ckpt = Checkpoints(tmp_path / "checkpoints")
