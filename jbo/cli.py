@@ -124,8 +124,10 @@ def _train(args) -> int:
                f"over {err['n_rotations']} random rotations, validation clusters)")
     path = models.save(f"{args.out}/model.jbo", res, metadata=meta) \
         if res.module.__module__.startswith("jbo.models") else None
-    print(f"{res.stop_reason}: {len(res.steps)} steps in {res.seconds:.1f} s; best val MAE "
-          f"{best:.2f} meV/atom{rot}; run in {args.out}"
+    score = (f"best val MAE {best:.2f} meV/atom" if res.data.val else
+             "no validation data, final parameters kept")
+    print(f"{res.stop_reason}: {len(res.steps)} steps in {res.seconds:.1f} s; {score}{rot}; "
+          f"run in {args.out}"
           + (f", model file {path}" if path else ""))
     return 0
 

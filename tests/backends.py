@@ -48,9 +48,9 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield str(tmp_path / "ref.db")
         return
+    base = _postgres_server()  # skips (or fails in CI) before psycopg2 is needed
     import psycopg2
 
-    base = _postgres_server()
     name = f"jbo_test_{uuid.uuid4().hex[:12]}"
     admin = psycopg2.connect(base)
     admin.autocommit = True

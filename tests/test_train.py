@@ -38,13 +38,37 @@ OLD_LOOP_LOSS = [2.277196776583527, 6.298751685287593, 6.132740681604856, 3.9821
 OLD_LOOP_VAL = [4.826466264102436, 0.14911308739407048, 1.5129101103728004]
 
 
+def roundoff_rtol(res) -> float:
+    """The relative round-off of a toy run's losses and validation MAEs, from its arithmetic.
+
+    Every energy is a sum of terms of size |E|/n (~14 eV/atom here) and carries an absolute
+    round-off of about eps |E|/n per operation; the losses and MAEs are differences of such
+    energies from the labels, as small as min(val MAE) (0.15 meV/atom), so their relative
+    round-off is eps (|E|/n) / min(MAE) (~2e-11) per operation. A budget of 1000 operations
+    (pair sums, exp, nine Adam steps) gives ~2e-8: another machine's XLA (same jax/numpy)
+    differed by 5.7e-12, while a change of the data order, schedule or loss moves the curve
+    by more than 1e-3. Loop variants run in one process agree bit for bit today, but XLA may
+    compile them differently, so they are held to the same bound.
+    """
+    eps = np.finfo(np.float64).eps
+    per_atom = max(abs(r.energy) / r.n_atoms for r in res.data.train + res.data.val)
+    smallest = 1e-3 * min(h["val_mae"] for h in res.history)  # eV/atom
+    return 1000 * eps * per_atom / smallest
+
+
 @pytest.mark.parametrize("log_every", [64, 2])
 def test_loss_curve_matches_the_per_step_loop(toy_db, log_every):
     """Steps dispatched in chunks over device-resident data reproduce the old per-step loop's
-    loss curve and validation MAEs to float64 round-off (forces and regularizer on)."""
+    loss curve and validation MAEs to float64 round-off (forces and regularizer on), and
+    agree with one step per dispatch run in this process."""
     res = train(toy_config(toy_db, log_every=log_every), module=ToyEAM())
-    np.testing.assert_allclose([s["loss"] for s in res.steps], OLD_LOOP_LOSS, rtol=1e-12)
-    np.testing.assert_allclose([h["val_mae"] for h in res.history], OLD_LOOP_VAL, rtol=1e-12)
+    rtol = roundoff_rtol(res)
+    assert 1e-10 < rtol < 1e-7
+    np.testing.assert_allclose([s["loss"] for s in res.steps], OLD_LOOP_LOSS, rtol=rtol)
+    np.testing.assert_allclose([h["val_mae"] for h in res.history], OLD_LOOP_VAL, rtol=rtol)
+    one = train(toy_config(toy_db, log_every=1), module=ToyEAM())
+    np.testing.assert_allclose([s["loss"] for s in res.steps], [s["loss"] for s in one.steps],
+                               rtol=rtol)
     assert res.stop_reason.startswith("schedule finished (cosine over 3 epochs)")
 
 
@@ -89,8 +113,9 @@ def test_nan_loss_stops_naming_batch_and_keeps_checkpoint(toy_db, tmp_path):
     train_rows = ds.prepare(cfg, records).train
     third = batch_indices(len(train_rows), cfg.batch_size, cfg.seed, 0)[2]
     bad = next(train_rows[i] for i in third if not train_rows[i].is_full)  # not in reg batches
-    nan_pos = np.full_like(bad.positions, np.nan)  # e.g. a corrupted geometry
-    records = [r if r is not bad else dataclasses.replace(r, positions=nan_pos) for r in records]
+    # a corrupted force label (a NaN geometry is refused before training starts)
+    nan_f = np.full_like(bad.forces, np.nan)
+    records = [r if r is not bad else dataclasses.replace(r, forces=nan_f) for r in records]
     with pytest.raises(TrainingDiverged, match=rf"step 3 .*{bad.cluster}\[subset={bad.subset}\]"):
         train(cfg, module=ToyEAM(), records=records)
     ckpt = Checkpoints(tmp_path / "checkpoints")

@@ -67,7 +67,7 @@ def _add_generation(p: argparse.ArgumentParser, required: bool) -> None:
                    help="comma-separated density regimes (low: NN 1.5-2.5 A, high: 0.7-1.2 A)")
     p.add_argument("--count", type=parse_count, default=10,
                    help="clusters per (size, regime): N, or per size as 4:40,5:20,...")
-    p.add_argument("--seed", type=int, default=0, help="first generator seed")
+    p.add_argument("--seed", type=count, default=0, help="first generator seed (>= 0)")
     p.add_argument("--split", default="train", help="split name stored with each cluster")
 
 
@@ -234,8 +234,9 @@ def _cmd_pack(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from jbo.data.records import export, read_parents
+    from jbo.data.records import export, export_format, read_parents
 
+    export_format(args.output)  # an unknown format is refused before the data is read
     n = export(read_parents(args.db), args.output)
     print(f"exported {n} structures to {args.output}")
     return 0
@@ -245,7 +246,7 @@ def _cmd_validate(args) -> int:
     from jbo.data.records import read_parents
     from jbo.data.validate import format_report, validate
 
-    parents = read_parents(args.db)
+    parents = read_parents(args.db, check=False)  # geometry faults are reported, not raised
     problems = validate(parents, sample=None if args.all else args.sample, seed=args.seed,
                         far=args.far, far_eps=args.far_eps * 1e-3, tol=args.tol * 1e-3,
                         progress=not args.no_progress, workers=args.workers,
@@ -348,7 +349,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--journal", default=None,
                    help="JSON-lines file of recomputed labels: a rerun skips what it holds "
                         "(resumable --all)")
-    v.add_argument("--seed", type=int, default=0, help="seed of the relabelling sample")
+    v.add_argument("--seed", type=count, default=0, help="seed of the relabelling sample")
     v.add_argument("--far", type=positive_float, default=6.0, help="far-pair distance (Å)")
     v.add_argument("--far-eps", type=positive_float, default=1.0,
                    help="largest |ε| of a far pair (meV)")

@@ -12,21 +12,28 @@ Two storage layouts hold the same information:
 :func:`read_parents` returns :class:`Parent` objects from either; :func:`read_records`
 flattens them into :class:`Record` structures (one per labelled subset) for training and
 analysis. :func:`export` writes parents back out as plain ase.db / extxyz rows for other tools.
+Whatever the layout, every parent read passes the same checks (:mod:`jbo.data.integrity`): a
+compact file's arrays must be consistent, and every geometry real (finite, atomic numbers
+1..118, no two atoms at one place); a fault is one ValueError naming the cluster.
 Energies in eV, lengths in Å, forces in eV/Å.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from jbo import lattice
+from jbo.data.integrity import (check_parents, check_records, compact_problem, parent_problem,
+                                popcount)
 
 __all__ = ["Record", "Parent", "read_parents", "read_records", "write_compact", "export",
-           "is_compact", "COMPACT_FORMAT", "COMPACT_VERSION"]
+           "is_compact", "check_parents", "check_records", "parent_problem",
+           "export_format", "COMPACT_FORMAT", "COMPACT_VERSION"]
 
 COMPACT_FORMAT = "jbo-reference-dataset"
 COMPACT_VERSION = 1
@@ -119,11 +126,14 @@ def _matches(p: Parent, select: dict) -> bool:
     return all(vals[k] == v for k, v in select.items())
 
 
-def read_parents(source, **select) -> list[Parent]:
+def read_parents(source, *, check: bool = True, **select) -> list[Parent]:
     """Parents (sorted by cluster id) from a compact file, an ase.db path/URL or connection.
 
     ``select``: equality filters on ``cluster, regime, split, method, basis, n_parent``.
     Only ``status="ok"`` rows of a per-row store are read; a parent keeps what is labelled.
+    ``check``: every parent passes :func:`check_parents` (the geometry/species check of all
+    layouts; ValueError naming the cluster). ``jbo data validate`` reads with ``check=False``
+    and reports those faults among the others.
     """
     bad = sorted(set(select) - set(_SELECT_KEYS))
     if bad:
@@ -132,7 +142,10 @@ def read_parents(source, **select) -> list[Parent]:
         parents = _read_compact(Path(source))
     else:
         parents = _read_store(source, select)
-    return [p for p in parents if _matches(p, select)]
+    parents = [p for p in parents if _matches(p, select)]
+    if check:
+        check_parents(parents, where=f"{source}: " if isinstance(source, (str, Path)) else "")
+    return parents
 
 
 def read_records(source, **select) -> list[Record]:
@@ -185,6 +198,14 @@ def _parent_from_rows(key: tuple, rows: list) -> Parent:
     forces = np.zeros((m, n, 3)) if all(r.get("forces") is not None for r in rows) else None
     for j, r in enumerate(rows):
         idx = lattice.members(r.subset)
+        if len(idx) != len(r.numbers) or max(idx) >= n:
+            raise ValueError(f"{cluster}: row {r.id} (subset {r.subset}) holds {len(r.numbers)} "
+                             f"atoms, its bitmask names {len(idx)} of n_parent={n}")
+        seen = ~np.isnan(pos[idx, 0])
+        if (seen.any() and (np.abs(pos[idx][seen] - r.positions[seen]).max() > 1e-8
+                            or (num[idx][seen] != r.numbers[seen]).any())):
+            raise ValueError(f"{cluster}: row {r.id} (subset {r.subset}) places or names its "
+                             "atoms differently from another row of the parent; relabel it")
         pos[idx], num[idx] = r.positions, r.numbers
         if forces is not None:
             forces[j, idx] = r.forces
@@ -233,8 +254,14 @@ def write_compact(parents: Sequence[Parent], path: str | Path) -> int:
         s2=np.concatenate([p.s2 for p in parents]) if parents else np.zeros(0),
         forces=np.concatenate(f_rows) if f_rows else np.zeros((0, 3)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:  # a full disk or a kill leaves the old file (if any) whole, never a torn one
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path.stat().st_size
 
 
@@ -251,13 +278,16 @@ def _read_compact(path: Path) -> list[Parent]:
     if int(z["version"]) > COMPACT_VERSION:
         raise ValueError(f"{path} has format version {int(z['version'])}, newer than this "
                          f"jbo reads ({COMPACT_VERSION}): upgrade jbo")
+    problem = compact_problem(z)
+    if problem:
+        raise ValueError(f"{path} is not a consistent compact dataset: {problem}; rebuild it "
+                         "with `jbo data pack` (or restore the shipped file)")
     bad = [k for k in ("positions", "energy", "forces") if not np.isfinite(z[k]).all()]
     if bad:
         raise ValueError(f"{path} holds non-finite {', '.join(bad)}: run `jbo data validate`")
     a_off = np.concatenate([[0], np.cumsum(z["n_atoms"])])
     s_off = np.concatenate([[0], np.cumsum(z["n_subsets"])])
-    sizes = np.bitwise_count(z["subsets"].astype(np.uint64)).astype(np.int64)
-    f_off = np.concatenate([[0], np.cumsum(sizes)])
+    f_off = np.concatenate([[0], np.cumsum(popcount(z["subsets"]))])
     parents = []
     for i in range(len(z["n_atoms"])):
         n, lo, hi = int(z["n_atoms"][i]), s_off[i], s_off[i + 1]
@@ -277,6 +307,27 @@ def _read_compact(path: Path) -> list[Parent]:
 
 
 # ---------------------------------------------------------------- export for other tools
+def export_format(path: str | Path) -> str:
+    """The format :func:`export` writes ``path`` in: ``"db"`` (``.db`` or a URL) or the ASE
+    format its suffix names; ValueError naming the choices for one ASE cannot write many
+    structures to (checked before anything is read or written)."""
+    from ase.io.formats import UnknownFileTypeError, filetype, ioformats
+
+    path = str(path)
+    if path.endswith(".db") or "://" in path:
+        return "db"
+    try:
+        fmt = filetype(path, read=False)
+        ok = ioformats[fmt].can_write and not ioformats[fmt].single
+    except (KeyError, UnknownFileTypeError):
+        fmt, ok = Path(path).suffix or "(no suffix)", False
+    if not ok:
+        raise ValueError(f"cannot export to {path}: ASE writes no multi-structure format "
+                         f"'{fmt}'; name the output .extxyz (energies, forces, keys), .traj, or "
+                         ".db (the per-row store schema)")
+    return fmt
+
+
 def export(parents: Sequence[Parent], path: str | Path) -> int:
     """Write every labelled subset as a plain row: ``.db`` (the per-row store schema) or any
     ASE-writable file such as ``.extxyz`` (energy/forces via SinglePointCalculator, keys in
@@ -285,7 +336,7 @@ def export(parents: Sequence[Parent], path: str | Path) -> int:
     from ase.calculators.singlepoint import SinglePointCalculator
 
     path = str(path)
-    if path.endswith(".db") or "://" in path:
+    if export_format(path) == "db":
         from jbo.data.store import connect, write_row
 
         db = connect(path)
@@ -310,5 +361,11 @@ def export(parents: Sequence[Parent], path: str | Path) -> int:
             at.info.update(cluster=p.cluster, subset=r.subset, n_parent=p.n, regime=p.regime,
                            split=p.split, method=p.method, basis=p.basis, spin=spin, s2=s2)
             frames.append(at)
-    write(path, frames)
+    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.part")
+    try:  # whole or not at all (a full disk leaves no torn file)
+        write(str(tmp), frames, format=export_format(path))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return len(frames)

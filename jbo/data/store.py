@@ -76,8 +76,11 @@ def connect(url: str, create: bool = True):
                          "ase.db file (e.g. data/work/labels.db) or a compact .npz dataset")
     if os.path.exists(url):
         _check_sqlite_file(url, write=create)
+        if not create:
+            _check_readable_store(url)
     elif not create:
-        raise StoreError(f"no such database: {url}")
+        raise StoreError(f"dataset {url} does not exist; label one with `jbo data label ...` "
+                         "or pass the shipped data/h_clusters.npz")
     else:
         os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
     db = ase.db.connect(url, type="db", use_lock_file=False)  # SQLite, whatever the suffix
@@ -126,6 +129,28 @@ def _check_sqlite_file(path: str, write: bool) -> None:
                       and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)):
         raise StoreError(f"{path} is read-only (the file or its folder), but labelling writes "
                          "to it; fix the permissions or pass a writable --db")
+
+
+def _check_readable_store(path: str) -> None:
+    """A reader opens only an existing ase.db: refuse an empty file or a SQLite database
+    without ase's tables *before* ase opens it (ase would create its schema in it)."""
+    if os.path.getsize(path) == 0:
+        raise StoreError(f"{path} is empty (0 bytes), not a database; pass an ase.db file "
+                         "written by `jbo data label` or a compact .npz dataset")
+    uri = "file:" + os.path.abspath(path).replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=LOCK_TIMEOUT_S)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master "
+                                                "WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a usable SQLite database ({exc}); restore it from a "
+                         "copy or pass another --db") from exc
+    if "systems" not in tables:
+        raise StoreError(f"{path} is a SQLite database but not an ase.db (no 'systems' table; "
+                         f"it has {sorted(tables) or 'no tables'}); pass the labelling store")
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 Checks (each problem names the parent cluster and, where it applies, the subset bitmask):
 
+* ``geometry``: non-finite coordinates, an atomic number outside 1..118, or two atoms at one
+  position (:func:`jbo.data.records.parent_problem`, the check every reader applies).
 * ``incomplete``: a parent holds neither only its full cluster nor every subset.
 * ``non-finite``: an energy, <S^2> or force that is NaN/inf.
 * ``isolated atom``: every single-atom subset of an element has the same energy (to 1e-8 eV):
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jbo import lattice
-from jbo.data.records import Parent
+from jbo.data.records import Parent, parent_problem
 
 __all__ = ["Problem", "validate", "relabel", "format_report"]
 
@@ -61,6 +63,9 @@ def _structure(p: Parent, j: int) -> list[Problem]:
 
 
 def _parent(p: Parent, far: float, far_eps: float) -> list[Problem]:
+    why = parent_problem(p)
+    if why is not None:  # the other checks (and relabelling) assume a real geometry
+        return [Problem("geometry", p.cluster, None, why)]
     out = []
     if not (len(p.subsets) == 1 and p.subsets[0] == p.full) and not p.is_complete:
         missing = sorted(set(range(1, p.full + 1)) - set(p.subsets.tolist()))
@@ -232,15 +237,20 @@ def validate(parents: Sequence[Parent], *, sample: int | None = 20, seed: int = 
     for name, v in (("tol", tol), ("far", far), ("far_eps", far_eps)):
         if not (np.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    for name, v in (("workers", workers), ("seed", seed)):
+        low = 1 if name == "workers" else 0
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ValueError(f"{name} must be a whole number >= {low}, got {v!r}")
     if not parents:
         return [Problem("empty", "-", None, "the dataset holds no labelled cluster")]
-    out = _isolated_atoms(parents, 1e-8)
+    out = []
     for p in parents:
         out += _parent(p, far, far_eps)
+    broken = {q.cluster for q in out if q.check == "geometry"}
+    sound = [p for p in parents if p.cluster not in broken]
+    out = _isolated_atoms(sound, 1e-8) + out
     if sample is None or sample > 0:
-        out += _relabel(parents, sample, seed, tol, progress, workers, journal)
+        out += _relabel(sound, sample, seed, tol, progress, workers, journal)
     return out
 
 

@@ -142,6 +142,12 @@ def prepare(config: TrainConfig, records: list[Record] | None = None) -> Dataset
     test = [r for r in records if r.split == "heldout" and r.is_full]
     if not train:
         raise ValueError(f"makeup {config.makeup!r} selects no training rows from {config.db}")
+    if not val and (config.patience is not None or config.plateau_patience is not None):
+        raise ValueError("patience and plateau_patience act on the validation MAE, but there is "
+                         f"no validation data (val_fraction={config.val_fraction:g}, "
+                         f"{len(train_ids)} training parents); pass --val-fraction > 0 (e.g. "
+                         "0.2) with at least 2 training parents, or drop --patience/"
+                         "--plateau-patience")
     if config.regularizer.lam > 0 and not reg:
         raise ValueError("the regularizer needs training clusters with more than "
                          f"K={config.regularizer.order} atoms; none found")

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo.data.records import Record
+from jbo.data.records import Record, check_records
 from jbo.train import dataset as ds
 from jbo.train import sharding
 from jbo.train.checkpoints import Checkpoints
@@ -33,7 +33,7 @@ from jbo.train.convergence import after_evaluation
 from jbo.train.losses import EnergyModel
 from jbo.train.metrics import MetricsLog
 from jbo.train.model import Trained, create_module, energy_model, init_params
-from jbo.train.runs import check_resumable, prepare_out_dir, run_meta
+from jbo.train.runs import check_resumable, lock_run_dir, prepare_out_dir, run_meta
 from jbo.train.state import SUM_KEYS, TrainState
 from jbo.train.step import OptSpec, StepSpec, eval_sums, init_opt, run_steps
 
@@ -87,10 +87,32 @@ class Run:
     ckpt: Checkpoints | None
     meta: dict
     has_forces: bool
+    lock: Any = None  # the run folder's lock file (jbo.train.runs.lock_run_dir), held till close
+
+    def close(self) -> None:
+        """Release the run folder (checkpoint manager and lock); idempotent."""
+        if self.ckpt is not None:
+            self.ckpt.close()
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
 
 def setup(config: TrainConfig, module=None, records: list[Record] | None = None) -> Run:
-    """Read and split the data, build the model, upload the arrays, restore a checkpoint."""
+    """Lock the run folder, read and split the data, build the model, upload the arrays,
+    restore a checkpoint. The caller releases the folder with :meth:`Run.close`."""
+    lock = lock_run_dir(config.out_dir) if config.out_dir else None
+    try:
+        run = _setup(config, module, records)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    run.lock = lock
+    return run
+
+
+def _setup(config: TrainConfig, module, records: list[Record] | None) -> Run:
     data = ds.prepare(config, records)
     base, scale = ds.normalization(config, data.train)
     dtype = jnp.dtype(config.dtype)
@@ -114,6 +136,12 @@ def setup(config: TrainConfig, module=None, records: list[Record] | None = None)
         hypers = resolve_hypers(config.model, config.hypers, data.train,
                                 lambda name, **h: create_module(name, h, config.dtype))
         module = create_module(config.model, hypers, config.dtype)
+    # the readers' geometry check, and the model's elements, on every row it will see
+    # (records= bypasses the readers); under jit the model cannot check values itself
+    known = getattr(module, "species", None)
+    check_records(data.train + data.val + data.reg + data.test,
+                  known_species=None if known is None else tuple(int(z) for z in known),
+                  where=f"{config.db}: " if records is None else "records=: ")
     params = init_params(module, ds.pad_records(data.train[:1], n_max), config.seed, dtype)
     model = energy_model(module, params, base, scale, dtype)
     # the schedule spans all epochs, not ``max_steps``: a run stopped early and resumed sees
@@ -152,18 +180,19 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
     """
     t_start = time.perf_counter()
     run = setup(config, module, records)
-    step0 = int(run.state.step)
-    log = MetricsLog(config.out_dir, resume_step=step0, tensorboard=config.tensorboard)
-    pbar = _progress(config.progress, run.total_steps, step0)
-    t0 = time.perf_counter()  # max_seconds counts training, not reading the data
+    log = pbar = None
     try:
+        step0 = int(run.state.step)
+        log = MetricsLog(config.out_dir, resume_step=step0, tensorboard=config.tensorboard)
+        pbar = _progress(config.progress, run.total_steps, step0)
+        t0 = time.perf_counter()  # max_seconds counts training, not reading the data
         reason = _loop(run, log, pbar, on_step, t0)
     finally:
         if pbar is not None:
             pbar.close()
-        log.close()
-        if run.ckpt is not None:
-            run.ckpt.close()
+        if log is not None:
+            log.close()
+        run.close()
     state = run.state.to_host()
     # without validation data (or before the first validation) the best are the last ones
     best = state.best_params if run.data.val and int(state.evals) else _evaluated(run, state)
@@ -231,7 +260,9 @@ def _evaluate_and_decide(run: Run, state: TrainState, log: MetricsLog, t0: float
     params = state.ema if cfg.ema_decay > 0 else state.params
     val = evaluate_device(run.model, params, run.val_dev, run.has_forces)
     step = int(state.step)
-    state, reason = after_evaluation(state, val.get("mae", -float(step)), params, cfg)
+    reason = None
+    if val:  # without validation data nothing is scored: the last parameters are kept
+        state, reason = after_evaluation(state, val["mae"], params, cfg)
     s = state.sums
     w = max(float(s["weight"]), 1e-12)
     nf = max(float(s["n_f"]), 1e-12)
@@ -256,6 +287,10 @@ def _budget_reason(run: Run, step: int, t0: float) -> str | None:
         if cfg.schedule == "constant":
             return f"budget: {cfg.epochs} epochs done"
         st = run.state  # a decaying schedule ends with the learning rate at its floor
+        if not run.data.val:
+            return (f"schedule finished ({cfg.schedule} over {cfg.epochs} epochs); no "
+                    "validation data (val_fraction=0 or one training parent): the final "
+                    "parameters are kept")
         return (f"schedule finished ({cfg.schedule} over {cfg.epochs} epochs): best validation "
                 f"MAE {float(st.best_val):.4g} meV/atom, {int(st.bad_evals)} of "
                 f"{int(st.evals)} evaluations since one improved it by more than "

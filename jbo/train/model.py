@@ -131,6 +131,11 @@ def load_trained(directory: str | Path, which: str = "best", module=None) -> Tra
         raise FileNotFoundError(f"no checkpoint folder at {directory}; train with out_dir= first")
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+    if not any(d.is_dir() and d.name.isdigit() for d in directory.iterdir()):
+        # checked before Checkpoints(), which would create and tidy folders: readers write nothing
+        raise FileNotFoundError(f"{run_dir or directory} holds no checkpoint (no step folders in "
+                                f"{directory}); pass the --out folder of a `jbo train` run that "
+                                "saved at least one step, or a model file")
     state, meta, step = Checkpoints(directory).restore()
     if run_dir is not None:
         check_belongs(run_dir, meta["config"], step)

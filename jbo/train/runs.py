@@ -4,13 +4,53 @@ belongs to the run that is loading or resuming it."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from pathlib import Path
+from typing import IO
 
 from jbo.train.config import TrainConfig
 
-__all__ = ["run_meta", "check_resumable", "prepare_out_dir", "check_belongs", "config_diff"]
+__all__ = ["run_meta", "check_resumable", "prepare_out_dir", "check_belongs", "config_diff",
+           "lock_run_dir", "RunFolderBusy", "LOCK_NAME"]
+
+LOCK_NAME = ".jbo-train.lock"  # in the run folder; holds the pid of the run writing there
+
+
+class RunFolderBusy(ValueError):
+    """Another training run holds the run folder's lock."""
+
+
+def lock_run_dir(out_dir: str | Path) -> IO | None:
+    """Take ``out_dir``'s lock for this process (created if needed) and return the open lock
+    file: the lock lasts until it is closed or the process ends (also by a crash or kill).
+
+    Raises :class:`RunFolderBusy` naming the folder and the other run's pid when another
+    process holds it: two runs into one folder would interleave checkpoints and CSV rows.
+    None where ``fcntl`` does not exist (Windows: no lock).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fh = open(out / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: held by another process
+        fh.seek(0)
+        pid = fh.read().strip() or "unknown"
+        fh.close()
+        raise RunFolderBusy(f"run folder {out} is in use by another training run (pid {pid}); "
+                            "wait for it to finish or pass another --out") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
 
 # settings that may change between a run and its resumption (budgets, I/O, schedules of
 # side effects): everything else must match the checkpoint
