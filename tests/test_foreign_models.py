@@ -193,6 +193,8 @@ def test_adapter_equals_the_packages_calculator_on_every_subcluster(model):
     r3 = body_orders(pot, CLUSTER, max_order=3)  # truncated: from the cache, same numbers
     np.testing.assert_allclose(np.asarray(r3.per_order), per[:3], rtol=0, atol=1e-12)
     assert calls == [31]
+    energy_only = body_orders(load_potential(path, cache=False), CLUSTER)  # no autograd
+    np.testing.assert_allclose(np.asarray(energy_only.per_order), per, rtol=0, atol=1e-9)
 
 
 def test_connected_mode_with_the_declared_cutoff_equals_exhaustive(model):
@@ -202,12 +204,14 @@ def test_connected_mode_with_the_declared_cutoff_equals_exhaustive(model):
     pot = load_potential(path)
     assert pot.cutoff == pytest.approx(CUTOFF)  # from the model's own metadata
     assert pot.receptive_field == pytest.approx(2 * CUTOFF if kind != "soap_bpnn" else CUTOFF)
-    full = body_orders(pot, CHAIN)
+    full = body_orders(pot, CHAIN, forces=True)
     pot.clear_cache()
     before = pot.n_evaluated
-    conn = body_orders(pot, CHAIN, cutoff=pot.cutoff)
+    conn = body_orders(pot, CHAIN, cutoff=pot.cutoff, forces=True)
     assert pot.n_evaluated - before == 21  # the connected subsets of a 6-chain, not 63
     np.testing.assert_allclose(np.asarray(conn.per_order), np.asarray(full.per_order),
+                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(conn.forces), np.asarray(full.forces),
                                rtol=0, atol=1e-9)
     for s in [(0, 2), (0, 5), (0, 1, 3), (0, 1, 2, 4)]:  # disconnected at the cutoff
         assert abs(float(full.terms[bitmask(s)])) < 1e-10
@@ -309,6 +313,7 @@ test_set: 0.0
 
 def test_load_potential_recognises_files_by_content(tmp_path, mace_file, pet_file):
     torch = need("torch", "mace")
+    from jbo import models
     from jbo.adapters import load_potential
     from jbo.foreign import identify
     from jbo.train.model import Trained
@@ -319,8 +324,16 @@ def test_load_potential_recognises_files_by_content(tmp_path, mace_file, pet_fil
         renamed = tmp_path / f"{kind}.pt"
         shutil.copy(path, renamed)
         assert identify(renamed) == kind
-    assert isinstance(load_potential(tmp_path / "jbo.pt"), Trained)
+    trained = load_potential(tmp_path / "jbo.pt")
+    assert isinstance(trained, Trained)
+    h3 = Atoms("H3", positions=[[0, 0, 0], [0.9, 0, 0], [0.2, 0.8, 0]])
+    np.testing.assert_array_equal(np.asarray(body_orders(trained, h3).per_order), np.asarray(
+        body_orders(models.load(ROOT / "results/train_body_order_reg/plain.jbo"), h3).per_order))
     assert load_potential(tmp_path / "mace.pt").kind == "mace"
+    from jbo.foreign.mace import load_mace
+
+    torch.save(load_mace(mace_file), tmp_path / "legacy", _use_new_zipfile_serialization=False)
+    assert identify(tmp_path / "legacy") == "mace"  # the pre-zip torch.save format too
     assert load_potential(tmp_path / "metatomic.pt").kind == "metatomic"
     with pytest.raises(ValueError, match="options .*cutoff.* apply to metatomic and MACE"):
         load_potential(jbo_file, cutoff=3.0)

@@ -14,6 +14,7 @@ cutoff, species and dtype come from the model's own metadata.
 
 from __future__ import annotations
 
+import io
 import pickletools
 import zipfile
 from pathlib import Path
@@ -36,18 +37,25 @@ def __getattr__(name: str):
 
 
 def _pickle_globals(data: bytes) -> set[str]:
-    """``module.name`` of the classes a pickle refers to, read without unpickling it."""
-    found, strings = set(), []
-    try:
-        for op, arg, _ in pickletools.genops(data):
-            if op.name == "GLOBAL":
-                found.add(arg.replace(" ", "."))
-            elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
-                strings.append(arg)
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.add(f"{strings[-2]}.{strings[-1]}")
-    except Exception:  # noqa: BLE001 - a truncated pickle: what was read so far
-        pass
+    """``module.name`` of the classes the pickles at the start of ``data`` refer to, read
+    without unpickling (a legacy ``torch.save`` file is several pickles in a row)."""
+    found: set[str] = set()
+    stream = io.BytesIO(data)
+    for _ in range(6):
+        strings: list[str] = []
+        start = stream.tell()
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name == "GLOBAL":
+                    found.add(arg.replace(" ", "."))
+                elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                    strings.append(arg)
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.add(f"{strings[-2]}.{strings[-1]}")
+        except Exception:  # noqa: BLE001 - raw storage bytes or a truncated pickle: done
+            break
+        if stream.tell() in (start, len(data)):
+            break
     return found
 
 

@@ -18,8 +18,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from jbo.foreign.common import ForeignPotential, file_digest, require, state_digest
 
 __all__ = ["from_mace", "MaceEvaluator", "load_mace"]
