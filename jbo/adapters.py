@@ -75,7 +75,7 @@ def known_cutoff(calculator) -> float | None:
     return None
 
 
-class _StatePickler(pickle.Pickler):
+class _StatePickler(pickle._Pickler):  # the Python one: it asks reducer_override for sets too
     """Pickle bytes that depend only on an object's state: sets in sorted order (their order
     follows PYTHONHASHSEED), torch tensors as dtype, shape and raw bytes (torch's own pickle
     embeds storage addresses)."""
@@ -105,7 +105,9 @@ _VOLATILE = ("atoms", "results")
 def fingerprint(obj) -> str | None:
     """A digest of ``obj``'s state (class, attributes, weights), equal across processes for
     equal state, or None when it cannot be pickled. An ASE calculator's last ``atoms`` and
-    ``results`` are left out (they change with every call)."""
+    ``results`` are left out (they change with every call); other caches it keeps (e.g. a
+    neighbour list) count, so a calculator used before may not resume a disk cache written by
+    a fresh one: it then recomputes, never reading another model's energies."""
     import hashlib
     import io
 
