@@ -299,7 +299,8 @@ def test_fingerprint_is_the_same_in_another_process():
     before = fingerprint(calc)
     assert fingerprint(ScaledLJ(1.6)) != before
     code = ("from tests.test_outside_bugs import ScaledLJ; from jbo.adapters import fingerprint;"
-            "c = ScaledLJ(1.5); c.tags = {'alpha', 'beta', 'gamma', 'delta'}; print(fingerprint(c))")
+            "c = ScaledLJ(1.5); c.tags = {'alpha', 'beta', 'gamma', 'delta'};"
+            "print(fingerprint(c))")
     for seed in ("1", "2"):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env={**__import__("os").environ, "PYTHONHASHSEED": seed},
