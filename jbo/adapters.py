@@ -14,7 +14,9 @@ failure policy documented there), accepted by ``body_orders`` in all three modes
 from __future__ import annotations
 
 import importlib
+import inspect
 import pickle
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,9 +76,76 @@ def known_cutoff(calculator) -> float | None:
     return None
 
 
-def _tag(obj) -> str:
-    params = getattr(obj, "parameters", None) or {}
-    return f"{type(obj).__name__}{dict(sorted(dict(params).items()))}"
+class _StatePickler(pickle._Pickler):  # the Python one: it asks reducer_override for sets too
+    """Pickle bytes that depend only on an object's state: sets in sorted order (their order
+    follows PYTHONHASHSEED), torch tensors as dtype, shape and raw bytes (torch's own pickle
+    embeds storage addresses)."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, (set, frozenset)):
+            try:
+                return type(obj), (sorted(obj),)
+            except TypeError:
+                return NotImplemented
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.Tensor):
+            flat = obj.detach().cpu().reshape(-1).contiguous()
+            return _tensor_state, (str(obj.dtype), tuple(obj.shape), type(obj).__name__,
+                                   obj.requires_grad, flat.view(torch.uint8).numpy().tobytes())
+        return NotImplemented
+
+
+def _tensor_state(*state):  # only the digest uses these pickles; never unpickled
+    return state
+
+
+#: ASE calculator attributes that change on every evaluation, not part of its model
+_VOLATILE = ("atoms", "results")
+
+
+def fingerprint(obj) -> str | None:
+    """A digest of ``obj``'s state (class, attributes, weights), equal across processes for
+    equal state, or None when it cannot be pickled. An ASE calculator's last ``atoms`` and
+    ``results`` are left out (they change with every call); other caches it keeps (e.g. a
+    neighbour list) count, so a calculator used before may not resume a disk cache written by
+    a fresh one: it then recomputes, never reading another model's energies."""
+    import hashlib
+    import io
+
+    state = obj
+    if isinstance(getattr(obj, "__dict__", None), dict) and hasattr(obj, "get_potential_energy"):
+        state = (type(obj).__module__, type(obj).__qualname__,
+                 {k: v for k, v in vars(obj).items() if k not in _VOLATILE})
+    buf = io.BytesIO()
+    try:
+        _StatePickler(buf, protocol=4).dump(state)
+    except Exception:  # noqa: BLE001 - any pickling failure: the state cannot be fingerprinted
+        return None
+    return hashlib.blake2b(buf.getvalue(), digest_size=12).hexdigest()
+
+
+def cache_tag(obj, tag: str | None, cache) -> str:
+    """The cache's name for ``obj``: ``tag`` if given, else class name + :func:`fingerprint`.
+
+    An object whose state cannot be fingerprinted gets a name unique to this process, and a
+    disk cache (``cache`` a path, shared between runs) is refused for it: another model of the
+    same class would read its energies.
+    """
+    if tag is not None:
+        if not isinstance(tag, str) or not tag:
+            raise ValueError(f"tag must be a non-empty string naming the model, got {tag!r}")
+        return tag
+    name = getattr(obj, "__qualname__", type(obj).__qualname__)
+    digest = fingerprint(obj)
+    if digest is not None:
+        return f"{name}:{digest}"
+    if isinstance(cache, (str, Path)):
+        raise ValueError(
+            f"cache={str(cache)!r} is shared between runs, but the state of this {name} cannot "
+            "be fingerprinted (it does not pickle), so another model of the same class would "
+            "read its energies: pass tag='<a name unique to this model and its weights>' "
+            "(CLI: drop --cache), or cache=True (in memory, this run only)")
+    return f"{name}:object-{id(obj):x}"
 
 
 def from_ase(calculator, *, cutoff: float | None | str = "auto", workers: int = 1,
@@ -96,10 +165,11 @@ def from_ase(calculator, *, cutoff: float | None | str = "auto", workers: int = 
       on_error: ``"raise"`` names the failing subcluster; ``"nan"`` records it (``failures``).
       vacuum: give each subcluster a box with this much vacuum (Å) around it, still
         ``pbc=False`` (grid-based codes need a cell); default: no cell.
-      tag: names the calculator in the cache (default: class name and parameters; give one
-        when sharing a cache file between calculators whose parameters do not tell them apart).
+      tag: names the calculator in the cache (default: class name and a digest of its pickled
+        state, :func:`fingerprint`; required for a disk cache when the calculator does not
+        pickle). Give one that changes with the model's weights.
     """
-    if cutoff == "auto":
+    if isinstance(cutoff, str) and cutoff == "auto":
         cutoff = known_cutoff(calculator)
     if workers > 1:
         try:
@@ -108,7 +178,7 @@ def from_ase(calculator, *, cutoff: float | None | str = "auto", workers: int = 
             raise ValueError(f"workers={workers} sends the calculator to worker processes, but "
                              f"it cannot be pickled ({exc}); use workers=1") from exc
     return HostPotential(AseEvaluator(calculator, vacuum), cutoff=cutoff,
-                         tag=tag or _tag(calculator),
+                         tag=cache_tag(calculator, tag, cache),
                          cache=cache, workers=workers, batch=batch, progress=progress,
                          on_error=on_error)
 
@@ -167,21 +237,8 @@ def from_torch(model: Callable, *, cutoff: float | None = None, device: str = "c
     except ImportError as exc:
         raise ImportError(_TORCH_HINT) from exc
     return HostPotential(TorchEvaluator(model, device, dtype), cutoff=cutoff,
-                         tag=tag or _torch_tag(model), cache=cache, batch=batch,
+                         tag=cache_tag(model, tag, cache), cache=cache, batch=batch,
                          progress=progress, on_error=on_error, sort_by_size=True)
-
-
-def _torch_tag(model) -> str:
-    """Class (or function) name plus a digest of the module's parameters and buffers."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=8)
-    for name, value in getattr(model, "state_dict", dict)().items():
-        h.update(name.encode())
-        value = value.detach().cpu().contiguous()
-        h.update((value.float() if value.dtype.is_floating_point else value).numpy().tobytes())
-    name = getattr(model, "__qualname__", type(model).__qualname__)
-    return f"{getattr(model, '__module__', '')}.{name}:{h.hexdigest()}"
 
 
 # ----------------------------------------------------------------------------- structures
@@ -247,9 +304,31 @@ def calculator_from_spec(spec: str):
         raise ValueError(f"unknown calculator {spec!r}: use emt, lj or module:factory")
     try:
         factory = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load calculator factory {spec!r}: {exc}") from exc
-    return factory()
+    except Exception as exc:  # noqa: BLE001 - an import may raise anything; one line says so
+        raise ValueError(f"cannot load calculator factory {spec!r}: {_describe(exc)}") from None
+    if not callable(factory):
+        raise ValueError(f"{spec!r} is a {type(factory).__name__}, not a factory function "
+                         "returning an ASE calculator")
+    try:
+        inspect.signature(factory).bind()
+    except TypeError as exc:
+        raise ValueError(f"calculator factory {spec!r} must be callable without arguments "
+                         f"({exc}); wrap it in a function that fills them in") from None
+    except ValueError:  # no signature (a builtin): try the call
+        pass
+    try:
+        calc = factory()
+    except Exception as exc:  # noqa: BLE001 - the user's factory: report, do not trace back
+        raise ValueError(f"calculator factory {spec!r} raised {_describe(exc)}") from None
+    if not (hasattr(calc, "get_potential_energy") or hasattr(calc, "lattice_energies")):
+        raise ValueError(f"calculator factory {spec!r} returned a {type(calc).__name__}, not "
+                         "an ASE calculator (or a HostPotential of from_ase/from_torch)")
+    return calc
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def structure_input(positions, species, atom_mask):

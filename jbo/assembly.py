@@ -86,7 +86,11 @@ def assemble_lattice(energies, grads, amask, want_terms: bool = True) -> BodyOrd
     real_bits = jnp.sum(jnp.where(amask, 1 << jnp.arange(n, dtype=jnp.int64), 0), axis=-1)
     inside = (jnp.arange(size, dtype=jnp.int64)[None, :] & ~real_bits[:, None]) == 0  # [B, 2^N]
     eps = jnp.where(inside, lattice.mobius(energies, axis=1), 0.0)
-    per_order = lattice.order_sums(eps, n, axis=1)
+    # a non-finite term (a host potential's on_error="nan") spoils only the orders it is in
+    finite = jnp.isfinite(eps)
+    per_order = lattice.order_sums(jnp.where(finite, eps, 0.0), n, axis=1)
+    spoiled = lattice.order_sums((~finite).astype(eps.dtype), n, axis=1) > 0
+    per_order = jnp.where(spoiled, jnp.nan, per_order)
     force = None
     if grads is not None:
         eps_grad = jnp.where(inside[..., None, None], lattice.mobius(grads, axis=1), 0.0)
@@ -116,7 +120,9 @@ def assemble_family(energies, grads, total, plan: SubsetPlan, amask, want_terms:
     safe = jnp.maximum(idx, 0)
     weights = plan.weights(amask)  # [M, K]: E^(k) = Σ_T W[T, k] E(T) per cluster
     cluster = jnp.asarray(plan.cluster)
-    per_order = jax.ops.segment_sum(weights * energies[:, None], cluster, n_clusters)
+    # a NaN energy (a host potential's on_error="nan") spoils only the orders it enters
+    per_order = jax.ops.segment_sum(jnp.where(weights != 0, weights * energies[:, None], 0.0),
+                                    cluster, n_clusters)
     force = None
     if grads is not None:
         sub_mask = (idx >= 0) & amask.reshape(-1)[safe]

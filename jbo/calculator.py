@@ -17,7 +17,29 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from jbo.train.model import Trained, load_trained
 
-__all__ = ["JboCalculator"]
+__all__ = ["JboCalculator", "load_checkpoint", "WHICH"]
+
+#: parameter sets of a run folder: lowest validation MAE, or the last step
+WHICH = ("best", "latest")
+
+
+def _check_which(which) -> None:
+    if not isinstance(which, str) or which not in WHICH:
+        raise ValueError(f"which must be one of {list(WHICH)}, got {which!r}")
+
+
+def load_checkpoint(checkpoint: str | Path, which: str = "best", module=None) -> Trained:
+    """A run folder (or its ``checkpoints/``) or a model file as a :class:`Trained`.
+
+    ``which`` must be one of :data:`WHICH`; a model file holds one parameter set (those
+    ``jbo.models.save`` was given), so only ``"best"``, the default, is accepted for it.
+    """
+    _check_which(which)
+    if Path(checkpoint).is_file() and which != "best":
+        raise ValueError(f"which={which!r} picks a run folder's parameters, but {checkpoint} is "
+                         "a model file holding one parameter set: drop which (CLI: --which), "
+                         "or give the run folder")
+    return load_trained(checkpoint, which=which, module=module)
 
 
 class JboCalculator(Calculator):
@@ -26,7 +48,8 @@ class JboCalculator(Calculator):
     Args:
       checkpoint: run folder (``out_dir`` of training) or its ``checkpoints/`` folder, a model
         file of ``jbo.models.save``, or an already loaded :class:`jbo.train.Trained`.
-      which: ``"best"`` (lowest validation MAE) or ``"latest"`` parameters.
+      which: ``"best"`` (lowest validation MAE) or ``"latest"`` parameters of a run folder
+        (checked by :func:`load_checkpoint`; a model file has only one set).
       module: the flax module, only for models outside the ``jbo.models`` zoo.
     """
 
@@ -34,9 +57,10 @@ class JboCalculator(Calculator):
 
     def __init__(self, checkpoint: str | Path | Trained, which: str = "best", module=None,
                  **kwargs):
+        _check_which(which)
         super().__init__(**kwargs)
         self.trained = checkpoint if isinstance(checkpoint, Trained) else \
-            load_trained(checkpoint, which=which, module=module)
+            load_checkpoint(checkpoint, which=which, module=module)
         self._known = {z for z, c in enumerate(self.trained.model.baseline) if c != 0.0}
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):

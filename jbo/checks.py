@@ -10,6 +10,8 @@ its jitted work; nothing here runs inside ``jit`` or costs anything on the hot p
 * :func:`check_contract` — masked evaluation equals evaluation of the extracted subcluster on a
   few random subsets of a few atoms; :func:`contract_once` runs it once per architecture.
 * :func:`finite_result` — a NaN/inf result names the smallest subset whose term is not finite.
+* :func:`full_expansion` — with K = N, Σ_k E^(k) equals the whole-cluster energy (else, in
+  connected mode, the declared cutoff is shorter than the model's real range).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from jbo import geometry
 from jbo.potential import Potential, as_potential
 
 __all__ = ["options", "plan_matches", "check_contract", "contract_once", "finite_result",
-           "ContractError", "memory_limit"]
+           "full_expansion", "ContractError", "ExpansionError", "memory_limit"]
 
 LAYOUTS = ("compact", "masks")
 #: Masked and extracted energies must agree to this (eV, plus the same relative to |E|).
@@ -77,19 +79,18 @@ def options(energy_fn: Callable, n: int, *, max_order, cutoff, plan, chunk_size,
     as_int("chunk_size", chunk_size)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    cutoff = geometry.check_cutoff(cutoff, "cutoff")
     if plan is not None and cutoff is not None and plan.cutoff != cutoff:
         raise ValueError(f"cutoff={cutoff} contradicts the plan's cutoff={plan.cutoff}; pass "
                          "one of them (the plan already fixes the cutoff)")
     if plan is not None:
         cutoff = plan.cutoff
     if cutoff is not None:
-        _check_locality(energy_fn, float(cutoff))
+        _check_locality(energy_fn, cutoff)
     return k, cutoff
 
 
 def _check_locality(energy_fn: Callable, cutoff: float) -> None:
-    if not (np.isfinite(cutoff) and cutoff > 0):
-        raise ValueError(f"cutoff must be a positive length in Å, got {cutoff}")
     is_local = getattr(energy_fn, "is_local", None)
     if is_local is False:
         raise ValueError(
@@ -228,3 +229,53 @@ def finite_result(result, subsets_of: Callable[[int], tuple[int, ...]]) -> None:
         f"energy_fn returned a non-finite energy (NaN/inf) for {where}; check the model on that "
         "subcluster (e.g. a division by a neighbour count that is zero there)"
     )
+
+
+class ExpansionError(ArithmeticError):
+    """A full expansion's Σ_k E^(k) differs from the whole-cluster energy beyond round-off."""
+
+
+def model_eps(pot) -> float:
+    """Machine epsilon of the coarsest floating dtype a potential computes in: its floating
+    parameter leaves (a :class:`Potential`), a host evaluator's ``dtype``, else float64."""
+    if hasattr(pot, "evaluator"):  # a host potential (torch evaluators name their dtype)
+        dtypes = [jnp.dtype(str(getattr(pot.evaluator, "dtype", "float64")).split(".")[-1])]
+    else:
+        dtypes = [jnp.result_type(x) for x in jax.tree_util.tree_leaves(getattr(pot, "params",
+                                                                                None))]
+    eps = [float(jnp.finfo(d).eps) for d in dtypes if jnp.issubdtype(d, jnp.floating)]
+    return max(eps + [float(np.finfo(np.float64).eps)])
+
+
+def full_expansion(result, cutoff: float | None, eps_model: float) -> None:
+    """Σ_k E^(k) must equal the whole-cluster energy when the expansion runs to K = N.
+
+    Call on a concrete batched result whose ``max_order`` is the cluster width N. The sum and
+    the total come from separate evaluations, so they agree up to round-off: per cluster
+    ``tol = 64 · ε_model · s + 8 · ε_64 · M · s`` with ``s = |E| + Σ_k |E^(k)|`` (eV) and M
+    the number of subset terms (float64 assembly). Non-finite clusters are left to
+    :func:`finite_result`. Raises :class:`ExpansionError` naming the cluster and the likely
+    cause (in connected mode: a declared cutoff shorter than the model's interaction range).
+    """
+    per_order = np.asarray(result.per_order, np.float64)
+    per_order = per_order.reshape(-1, per_order.shape[-1])
+    total = np.asarray(result.total, np.float64).reshape(-1)
+    n_terms = np.shape(result.subsets)[0]
+    scale = np.abs(total) + np.abs(per_order).sum(-1)
+    tol = 64 * eps_model * scale + 8 * float(np.finfo(np.float64).eps) * n_terms * scale
+    diff = np.abs(per_order.sum(-1) - total)
+    bad = np.flatnonzero(np.isfinite(diff) & (diff > tol))
+    if not bad.size:
+        return
+    b = int(bad[np.argmax(diff[bad])])
+    head = (f"Σ_k E^(k) = {per_order[b].sum():.10g} eV but the whole cluster's energy is "
+            f"{total[b]:.10g} eV (cluster {b}; difference {diff[b]:.3g} eV, round-off allows "
+            f"{tol[b]:.2g} eV), although the expansion runs to K = N")
+    if result.mode == "connected":
+        raise ExpansionError(
+            f"{head}: connected mode with cutoff={cutoff} Å dropped interactions, so the model "
+            "reaches farther than its declared cutoff (is_local/cutoff): declare its real "
+            "interaction range (or pass a larger cutoff), or decompose without cutoff")
+    raise ExpansionError(
+        f"{head}: the model gave two different energies for one subcluster (nondeterministic, "
+        "or it depends on absent/padding atoms); fix the model")

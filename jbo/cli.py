@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
@@ -72,22 +71,31 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("checkpoint", nargs="?", default=None,
                    help="run folder of `jbo train` (or its checkpoints/), or a model file of "
                    "jbo.models.save; omit with --calculator")
-    d.add_argument("--db", default="data/h_clusters.npz", help="clusters to decompose")
-    d.add_argument("--split", default="heldout", help="rows with this split (full clusters)")
-    d.add_argument("--max-order", type=int, default=None, help="truncate at this order")
-    d.add_argument("--which", default="best", choices=["best", "latest"])
-    d.add_argument("--json", default=None, help="also write the results to this JSON file")
     d.add_argument("--calculator", default=None, help="emt | lj | module:factory (a function "
                    "returning an ASE calculator): decompose it instead of a checkpoint")
-    d.add_argument("--structures", default=None, help="structures for --calculator: any file "
-                   "ase.io.read takes (extxyz, xyz, traj, ase.db), all frames")
-    d.add_argument("--cutoff", type=float, default=None, help="connected mode: only subsets "
-                   "connected within this cutoff (Å) of a local calculator")
-    d.add_argument("--pbc", default="refuse", choices=["refuse", "vacuum"], help="periodic "
-                   "structures are refused unless 'vacuum' (drop the cell: isolated cluster)")
-    d.add_argument("--workers", type=int, default=1, help="processes evaluating subclusters")
-    d.add_argument("--cache", default=None, help="SQLite file caching subcluster energies "
-                   "(a killed run resumes from it)")
+    d.add_argument("--structures", default=None, help="decompose these structures (any file "
+                   "ase.io.read takes: extxyz, xyz, traj, ase.db; all frames); required with "
+                   "--calculator, instead of --db for a checkpoint")
+    d.add_argument("--db", default=None, help="checkpoint without --structures: clusters to "
+                   "decompose (default data/h_clusters.npz)")
+    d.add_argument("--split", default=None, help="with --db: rows with this split (full "
+                   "clusters; default heldout)")
+    d.add_argument("--max-order", type=int, default=None, help="truncate at this order")
+    d.add_argument("--cutoff", default=None, help="connected mode: only subsets connected "
+                   "within this cutoff (Å) of a local model or calculator")
+    d.add_argument("--which", default=None, choices=["best", "latest"], help="run folder only: its "
+                   "best (default) or latest parameters")
+    d.add_argument("--pbc", default=None, choices=["refuse", "vacuum"], help="with "
+                   "--structures: periodic structures are refused (default) unless 'vacuum' "
+                   "(drop the cell: isolated cluster)")
+    d.add_argument("--workers", type=int, default=None, help="--calculator only: processes "
+                   "evaluating subclusters (default 1)")
+    d.add_argument("--cache", default=None, help="--calculator only: SQLite file caching "
+                   "subcluster energies (a killed run resumes from it)")
+    d.add_argument("--on-error", default=None, choices=["raise", "nan"], help="--calculator "
+                   "only: a failing subcluster stops the run (raise, default) or gets NaN, and "
+                   "so does every term containing it (nan)")
+    d.add_argument("--json", default=None, help="also write the results to this JSON file")
     d.add_argument("--plot", default=None, help="spectrum plot |E^(k)|/n vs k (PNG; default: "
                    "next to --json)")
     d.set_defaults(fn=_decompose)
@@ -133,96 +141,10 @@ def _train(args) -> int:
 
 
 def _decompose(args) -> int:
-    import numpy as np
+    """``jbo decompose``: every option acts for each target it names, or is refused."""
+    from jbo import decompose_cli
 
-    if (args.checkpoint is None) == (args.calculator is None):
-        print("jbo decompose: give a checkpoint or --calculator (with --structures), not both",
-              file=sys.stderr)
-        return 2
-    if args.calculator is not None:
-        return _decompose_calculator(args)
-
-    from jbo.analysis import decompose_records
-    from jbo.data.records import read_records
-    from jbo.train.model import load_trained
-
-    trained = load_trained(args.checkpoint, which=args.which)
-    rows = [r for r in read_records(args.db, split=args.split) if r.is_full]
-    if not rows:
-        print(f"no full clusters with split={args.split!r} in {args.db}", file=sys.stderr)
-        return 2
-    res = decompose_records(trained, rows, max_order=args.max_order, chunk=8)
-    per_order = np.nan_to_num(res.orders, nan=0.0)  # E^(k > n) = 0: no subsets of that size
-    k = per_order.shape[1]
-    print("cluster".ljust(20) + " n " + "".join(f"{'E^(%d)' % (j + 1):>11}" for j in range(k))
-          + "   (meV/atom)")
-    out = []
-    for r, per, n in zip(rows, per_order, res.n):
-        print(f"{r.cluster:<20}{n:>2} " + "".join(f"{1e3 * v / n:>11.2f}" for v in per))
-        out.append({"cluster": r.cluster, "n": int(n), "energy_ev": r.energy,
-                    "per_order_ev": np.asarray(per).tolist()})
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-    return 0
-
-
-def _decompose_calculator(args) -> int:
-    """``jbo decompose --calculator ... --structures FILE``: one line per structure."""
-    from pathlib import Path
-
-    import ase.io
-    import numpy as np
-    from ase.io.formats import UnknownFileTypeError
-
-    from jbo import plots
-    from jbo.adapters import calculator_from_spec, from_ase, from_structures, known_cutoff
-    from jbo.decompose import body_orders
-    from jbo.host import HostPotential, SubclusterError
-
-    if args.structures is None:
-        print("jbo decompose: --calculator needs --structures FILE", file=sys.stderr)
-        return 2
-    pot = None
-    try:
-        frames = ase.io.read(args.structures, index=":")
-        calc = calculator_from_spec(args.calculator)
-        if isinstance(calc, HostPotential):
-            pot = calc
-        else:  # a known calculator's own cutoff; otherwise the user's --cutoff vouches for it
-            known = known_cutoff(calc)
-            pot = from_ase(calc, cutoff=args.cutoff if known is None else known,
-                           workers=args.workers, cache=args.cache or True)
-        results = []
-        for atoms in frames:
-            pos, numbers, mask = from_structures(atoms, pbc=args.pbc)
-            results.append(body_orders(pot, pos, numbers, atom_mask=mask,
-                                       max_order=args.max_order, cutoff=args.cutoff))
-    except (OSError, ValueError, MemoryError, SubclusterError, UnknownFileTypeError) as exc:
-        print(f"jbo decompose: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if pot is not None:
-            pot.close()
-    k = max(len(r.per_order) for r in results)
-    print("structure".ljust(22) + " n " + "".join(f"{'E^(%d)' % (j + 1):>11}" for j in range(k))
-          + "   (meV/atom)")
-    out, series = [], {}
-    for i, (a, r) in enumerate(zip(frames, results)):
-        n, per = len(a), np.asarray(r.per_order)
-        name = f"{i}:{a.get_chemical_formula()}"
-        print(f"{name:<22}{n:>2} " + "".join(f"{1e3 * v / n:>11.2f}" for v in per))
-        out.append({"structure": i, "formula": a.get_chemical_formula(), "n": n,
-                    "energy_ev": float(r.total), "per_order_ev": per.tolist(), "mode": r.mode})
-        series[name] = (np.arange(1, len(per) + 1), 1e3 * np.abs(per) / n)
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
-    if plot:
-        plots.curves(dict(list(series.items())[:12]), plot, "body order k",
-                     "|E^(k)| / n (meV/atom)", title=f"{args.calculator}: body-order spectrum",
-                     logy=True)
-    return 0
+    return decompose_cli.run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -157,8 +157,11 @@ def body_orders(
     result = run(pot, pos, spec, amask) if mesh is None else \
         _sharded(mesh, run, pot, pos, spec, amask)
     nan_allowed = host_pot and energy_fn.on_error == "nan"
-    if concrete and not nan_allowed and not isinstance(result.per_order, jax.core.Tracer):
-        checks.finite_result(result, result.atoms)  # (on_error="nan" asked for NaN terms)
+    if concrete and not isinstance(result.per_order, jax.core.Tracer):
+        if not nan_allowed:  # (on_error="nan" asked for NaN terms)
+            checks.finite_result(result, result.atoms)
+        if k == n:  # the whole expansion: Σ_k E^(k) must give the total
+            checks.full_expansion(result, cutoff, checks.model_eps(pot))
     if not batched:
         result = _unbatch(result)
     return result

@@ -18,6 +18,29 @@ MIN_DISTANCE = 1e-3
 MAX_Z = 118
 
 
+def check_cutoff(cutoff, name: str = "cutoff", *, optional: bool = True) -> float | None:
+    """The one check of every cutoff (Å) the engine takes: a finite length > 0 as a float.
+
+    ``None`` passes when ``optional`` (no cutoff: a non-local model, or no connected mode).
+    Strings, bools, NaN, inf, zero and negative values are refused with one line naming
+    ``name`` (the option it came in by, e.g. ``"--cutoff"``).
+    """
+    if cutoff is None and optional:
+        return None
+    if isinstance(cutoff, (bool, np.bool_, str, bytes)) or not np.isscalar(cutoff) \
+            and np.ndim(cutoff) != 0:
+        raise TypeError(f"{name} must be a length in Å (a positive number), got {cutoff!r}")
+    try:
+        value = float(cutoff)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a length in Å (a positive number), got {cutoff!r}"
+                        ) from None
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite length > 0 Å, got {cutoff!r}"
+                         + (" (or None for no cutoff)" if optional else ""))
+    return value
+
+
 def is_concrete(*arrays) -> bool:
     """True when none of the arrays is a JAX tracer (their values can be inspected)."""
     return not any(isinstance(a, jax.core.Tracer) for a in arrays)

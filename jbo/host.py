@@ -78,12 +78,19 @@ class _DiskCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS results (key BLOB PRIMARY KEY, energy REAL, grad BLOB)"
-        )
+        if self.path.is_dir():
+            raise ValueError(f"cache={str(path)!r} is a directory; give a file path for the "
+                             f"SQLite cache, e.g. {path}/subclusters.sqlite")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=60)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS results (key BLOB PRIMARY KEY, energy REAL, grad BLOB)"
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise ValueError(f"cannot use {str(path)!r} as the subcluster cache ({exc}): give a "
+                             "writable SQLite file path") from None
 
     def get(self, keys: list[bytes]) -> dict[bytes, tuple[float, np.ndarray | None]]:
         found = {}
@@ -133,7 +140,7 @@ class HostPotential:
             raise ValueError(f"workers and batch must be >= 1, got {workers} and {batch}")
         self.evaluator = evaluator
         # the metadata of a jbo.potential.Potential (a host potential is not traceable)
-        self.cutoff = None if cutoff is None else float(cutoff)
+        self.cutoff = geometry.check_cutoff(cutoff, "cutoff")
         self.is_local = cutoff is not None
         self.receptive_field = self.cutoff
         self.species: tuple[int, ...] | None = None  # any element the model accepts
@@ -306,8 +313,9 @@ class HostPotential:
                  f"cluster {int(cluster)}")
         if self.on_error == "raise":
             raise SubclusterError(
-                f"{self.tag} failed on {where}: {err}; fix the model or pass on_error='nan' to "
-                "record NaN for failing subclusters (every term containing them is then NaN)"
+                f"{self.tag} failed on {where}: {err}; fix the model or pass on_error='nan' "
+                "(CLI: --on-error nan) to record NaN for failing subclusters (every term "
+                "containing them is then NaN)"
             )
         self.failures.append({"cluster": int(cluster), "bitmask": mask,
                               "atoms": tuple(int(i) for i in atoms), "error": err})

@@ -156,8 +156,7 @@ def connected_plan(
         raise TypeError(f"max_order must be an int, got {max_order!r}")
     if not 1 <= max_order <= n:
         raise ValueError(f"max_order={max_order} must lie in 1..N={n}")
-    if not (np.isfinite(cutoff) and cutoff > 0):
-        raise ValueError(f"cutoff must be a positive length in Å, got {cutoff}")
+    cutoff = geometry.check_cutoff(cutoff, "cutoff", optional=False)
     adjacency = geometry.cutoff_graph(pos, cutoff, mask)
     budget = None if memory_bytes is None else memory_bytes // plan_bytes(1, max_order, True, True)
     parts, total = [], 0

@@ -76,6 +76,11 @@ class Potential:
     species: tuple[int, ...] | None = None
     receptive_field: float | None = None
 
+    def __post_init__(self):  # metadata only (static): free on the hot path
+        object.__setattr__(self, "cutoff", geometry.check_cutoff(self.cutoff, "cutoff"))
+        object.__setattr__(self, "receptive_field",
+                           geometry.check_cutoff(self.receptive_field, "receptive_field"))
+
     def energy(self, positions, species, mask) -> Array:
         """The energy (eV), traceable: no host checks. ``mask[N]`` bool is required."""
         return self.apply(self.params, positions, species, mask)
@@ -162,14 +167,14 @@ def as_potential(fn, cutoff: float | None = None, is_local: bool | None = None) 
             raise TypeError(f"{fn} evaluates on the host; pass it to body_orders directly")
         rc = getattr(fn, "cutoff", None) if cutoff is None else cutoff
         local = getattr(fn, "is_local", False) if is_local is None else is_local
-        return Potential(_Plain(fn), None, cutoff=None if rc is None else float(rc),
+        return Potential(_Plain(fn), None, cutoff=rc,
                          is_local=bool(local))
     else:
         raise TypeError(f"expected an energy function (positions, species, mask) -> eV, got "
                         f"{type(fn).__name__}")
     if cutoff is None and is_local is None:
         return pot
-    return dataclasses.replace(pot, cutoff=pot.cutoff if cutoff is None else float(cutoff),
+    return dataclasses.replace(pot, cutoff=pot.cutoff if cutoff is None else cutoff,
                                is_local=pot.is_local if is_local is None else bool(is_local))
 
 
@@ -200,10 +205,10 @@ def from_module(module, params, dtype: str | None = None) -> Potential:
     return Potential(
         Bound.of(_module_energy, module=module, dtype=None if dtype is None else
                  jnp.dtype(dtype).name), params,
-        cutoff=None if cutoff is None else float(cutoff),
+        cutoff=cutoff,
         is_local=bool(getattr(module, "is_local", False)),
         species=None if species is None else tuple(int(z) for z in species),
-        receptive_field=None if field is None else float(field))
+        receptive_field=field)
 
 
 # ------------------------------------------------------------------ wrappers

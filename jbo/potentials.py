@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jbo import geometry
 from jbo.adapters import from_ase, from_torch  # noqa: F401  (host-evaluated potentials)
 from jbo.potential import Bound, Potential, combine
 
@@ -25,7 +26,7 @@ Array = jnp.ndarray
 
 def _analytic(fn, cutoff: float | None, **params) -> Potential:
     """``fn(params, positions, species, mask, cutoff=)``: constants as leaves, cutoff static."""
-    cutoff = None if cutoff is None else float(cutoff)
+    cutoff = geometry.check_cutoff(cutoff, "cutoff")
     return Potential(Bound.of(fn, cutoff=cutoff), params,
                      cutoff=cutoff, is_local=cutoff is not None, receptive_field=cutoff)
 

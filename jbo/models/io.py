@@ -106,6 +106,25 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
+def _check_finite(path: Path, params, baseline, scale) -> None:
+    """Refuse a file whose scale, baseline or a parameter holds NaN/inf, naming which."""
+    if not np.isfinite(np.asarray(scale, np.float64)).all():
+        raise ValueError(f"{path}: the energy scale s is {scale} (not finite); the file is "
+                         "damaged or was saved from a diverged run: save the model again")
+    base = np.asarray(baseline, np.float64)
+    if not np.isfinite(base).all():
+        z = int(np.flatnonzero(~np.isfinite(base))[0])
+        raise ValueError(f"{path}: the baseline energy of atomic number {z} is {base[z]} (not "
+                         "finite); the file is damaged: save the model again")
+    for keys, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+            name = "/".join(str(getattr(k, "key", k)) for k in keys)
+            raise ValueError(f"{path}: parameter {name} holds {int((~np.isfinite(arr)).sum())} "
+                             f"non-finite value(s) of {arr.size} (NaN/inf): the model diverged "
+                             "or the file is damaged; save a finite model")
+
+
 def load(path: str | Path, model: str | None = None):
     """Load a file written by :func:`save` as a :class:`jbo.train.Trained`: its ``potential``
     is the :class:`jbo.potential.Potential` (Σ_i c_Z + s · module, float64, species checked),
@@ -114,7 +133,8 @@ def load(path: str | Path, model: str | None = None):
 
     model: the registry name the file must hold (e.g. ``"soap_bpnn"``), or None for any.
     Raises ValueError for a foreign, truncated or newer-format file, a different model than
-    ``model``, or parameters that do not fit the stored architecture.
+    ``model``, parameters that do not fit the stored architecture, or a NaN/inf scale,
+    baseline or parameter (named).
     """
     from jbo import models
     from jbo.train.model import Trained, energy_model
@@ -141,6 +161,7 @@ def load(path: str | Path, model: str | None = None):
                          "hyperparameters (another model class or edited hypers?)")
     params = jax.tree_util.tree_map(
         lambda a, t: np.asarray(a, t.dtype), data["params"], template)
+    _check_finite(path, params, data["baseline"], data["scale"])
     base = {z: float(c) for z, c in enumerate(np.asarray(data["baseline"])) if c != 0.0}
     em = energy_model(module, params, base, float(data["scale"]), module.dtype)
     meta = {k: data[k] for k in ("format_version", "jbo_version", "model", "scale")}
