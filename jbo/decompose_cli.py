@@ -57,6 +57,10 @@ def _check_options(args: argparse.Namespace) -> str:
             raise _Refused("--calculator needs --structures FILE (the structures to decompose)")
     else:
         target = "file" if Path(args.checkpoint).is_file() else "run"
+        if target == "file":  # a metatomic export or a MACE model, recognised by content
+            from jbo.foreign import identify
+
+            target = "file" if identify(args.checkpoint) == "jbo" else "foreign"
     given = {k for k in _DEFAULTS if getattr(args, k) is not None} | \
         {k for k in ("cache",) if args.cache is not None}
     rules = [
@@ -66,9 +70,11 @@ def _check_options(args: argparse.Namespace) -> str:
          + ("a model file holds one parameter set" if target == "file" else
             "--calculator has none")),
         ({"pbc"}, args.structures is not None, "applies to --structures"),
-        ({"workers", "cache", "on_error"}, target == "calculator",
-         "applies to --calculator (subclusters evaluated on the host); a jbo model is "
-         "evaluated in JAX"),
+        ({"workers"}, target == "calculator",
+         "applies to --calculator (ASE calculators in worker processes)"),
+        ({"cache", "on_error"}, target in ("calculator", "foreign"),
+         "applies to --calculator and metatomic/MACE model files (subclusters evaluated on "
+         "the host); a jbo model is evaluated in JAX"),
     ]
     for names, ok, why in rules:
         bad = sorted(given & names)
@@ -77,6 +83,7 @@ def _check_options(args: argparse.Namespace) -> str:
     for k, v in _DEFAULTS.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    args.target = target
     return target
 
 
@@ -103,10 +110,13 @@ def run(args: argparse.Namespace) -> int:
         args.cutoff = _cutoff(args.cutoff)
         if target == "calculator":
             rows = _calculator(args)
-        elif args.structures is not None:
-            rows = _frames(_model(args), _read(args.structures), args)
         else:
-            rows = _database(_model(args), args)
+            model = _model(args)
+            try:
+                rows = (_frames(model, _read(args.structures), args)
+                        if args.structures is not None else _database(model, args))
+            finally:
+                getattr(model, "close", lambda: None)()
     except ArithmeticError as exc:  # a result check failed (non-finite, Σ E^(k) ≠ E)
         print(f"jbo decompose: {exc}", file=sys.stderr)
         return 1
@@ -126,6 +136,11 @@ def _model(args):
     from jbo.calculator import load_checkpoint
     from jbo.train.checkpoints import CheckpointError
 
+    if args.target == "foreign":
+        from jbo.foreign import load_potential
+
+        return load_potential(args.checkpoint, cache=args.cache or True,
+                              on_error=args.on_error)
     try:
         return load_checkpoint(args.checkpoint, which=args.which)
     except CheckpointError as exc:
@@ -189,12 +204,12 @@ def _database(trained, args) -> list[dict]:
     records = [r for r in read_records(args.db, split=args.split) if r.is_full]
     if not records:
         raise ValueError(f"no full clusters with split={args.split!r} in {args.db}")
-    if args.cutoff is None:
+    if args.cutoff is None and args.target != "foreign":
         from jbo.analysis import decompose_records
 
         res = decompose_records(trained, records, max_order=args.max_order, chunk=8)
         per_order = [np.asarray(p, float) for p in res.orders]
-    else:  # connected mode: one plan per cluster's geometry
+    else:  # connected mode (one plan per cluster's geometry), or a host-evaluated model
         from jbo.decompose import body_orders
 
         per_order = [np.asarray(body_orders(trained, r.positions, r.species,

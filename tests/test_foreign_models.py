@@ -197,6 +197,30 @@ def test_adapter_equals_the_packages_calculator_on_every_subcluster(model):
     np.testing.assert_allclose(np.asarray(energy_only.per_order), per, rtol=0, atol=1e-9)
 
 
+def test_cli_decomposes_a_foreign_model_file_recognised_by_content(model, tmp_path, capsys):
+    """`jbo decompose FILE --structures F --json OUT` on a metatomic/MACE file (renamed: no
+    extension to go by) writes the --calculator layout with the package calculator's orders."""
+    import json
+
+    import ase.io
+
+    from jbo.cli import main
+
+    kind, path = model
+    renamed = tmp_path / "model.bin"
+    shutil.copy(path, renamed)
+    ase.io.write(tmp_path / "c.extxyz", CLUSTER)
+    out = tmp_path / "o.json"
+    assert main(["decompose", str(renamed), "--structures", str(tmp_path / "c.extxyz"),
+                 "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    truth, _, _ = truth_of(CLUSTER, kind, path)
+    np.testing.assert_allclose(rows[0]["per_order_ev"], truth, rtol=0, atol=TOL)
+    assert main(["decompose", str(renamed), "--structures", str(tmp_path / "c.extxyz"),
+                 "--workers", "2"]) == 2  # refused in one line: workers are for --calculator
+    assert "--workers" in capsys.readouterr().err
+
+
 def test_connected_mode_with_the_declared_cutoff_equals_exhaustive(model):
     from jbo.adapters import load_potential
 
