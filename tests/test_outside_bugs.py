@@ -118,7 +118,7 @@ def test_model_file_takes_cutoff_and_plot(model_file, frames_file, tmp_path, cap
     ("file+frames", ["--split", "train"], "--split"),
     ("calculator", ["--db", "x.npz"], "--db"),
     ("calculator", ["--which", "best"], "--which"),
-    ("empty_run", [], "no readable checkpoint"),
+    ("empty_run", [], "holds no"),
 ])
 def test_options_that_do_not_apply_are_refused_in_one_line(target, extra, phrase, model_file,
                                                            frames_file, tmp_path, capsys):
