@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
+from jbo import compilation_cache
 from jbo.train.model import Trained, load_trained
 
 __all__ = ["JboCalculator"]
@@ -35,6 +36,7 @@ class JboCalculator(Calculator):
     def __init__(self, checkpoint: str | Path | Trained, which: str = "best", module=None,
                  **kwargs):
         super().__init__(**kwargs)
+        compilation_cache.enable()  # a second process loads its compiled programs from disk
         self.trained = checkpoint if isinstance(checkpoint, Trained) else \
             load_trained(checkpoint, which=which, module=module)
         self._known = {z for z, c in enumerate(self.trained.model.baseline) if c != 0.0}
