@@ -107,4 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    from jbo import compilation_cache
+
+    compilation_cache.enable()  # a second run loads its programs from disk
     main()

@@ -369,4 +369,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from jbo import compilation_cache
+
+    compilation_cache.enable()  # a second run loads its programs from disk
     sys.exit(main())

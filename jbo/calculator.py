@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
+from jbo import compilation_cache
 from jbo.train.model import Trained, load_trained
 
 __all__ = ["JboCalculator", "load_checkpoint", "WHICH"]
@@ -59,6 +60,7 @@ class JboCalculator(Calculator):
                  **kwargs):
         _check_which(which)
         super().__init__(**kwargs)
+        compilation_cache.enable()  # a second process loads its compiled programs from disk
         self.trained = checkpoint if isinstance(checkpoint, Trained) else \
             load_checkpoint(checkpoint, which=which, module=module)
         self._known = {z for z, c in enumerate(self.trained.model.baseline) if c != 0.0}

@@ -6,6 +6,8 @@ its jitted work; nothing here runs inside ``jit`` or costs anything on the hot p
 * :func:`options` — ``max_order`` a real int, ``chunk_size`` positive, ``layout`` known,
   ``plan=`` and ``cutoff=`` consistent, connected mode only for a function that *declares* itself
   local with a cutoff (``energy_fn.is_local = True``, ``energy_fn.cutoff`` in Å).
+* :func:`concrete_input` — the one step every decomposition path runs on concrete input:
+  the potential's validate, the contract once, the plan's geometry.
 * :func:`plan_matches` — a connected plan's cutoff graph is the one of the positions given.
 * :func:`check_contract` — masked evaluation equals evaluation of the extracted subcluster on a
   few random subsets of a few atoms; :func:`contract_once` runs it once per architecture.
@@ -29,10 +31,10 @@ import numpy as np
 from jbo import geometry
 from jbo.potential import Potential, as_potential
 
-__all__ = ["options", "plan_matches", "check_contract", "contract_once", "finite_result",
-           "full_expansion", "ContractError", "ExpansionError", "memory_limit"]
+__all__ = ["options", "concrete_input", "plan_matches", "check_contract", "contract_once",
+           "finite_result", "full_expansion", "ContractError", "ExpansionError", "memory_limit"]
 
-LAYOUTS = ("compact", "masks")
+LAYOUTS = ("auto", "compact", "masks")
 #: Masked and extracted energies must agree to this (eV, plus the same relative to |E|).
 CONTRACT_TOL = 1e-6
 
@@ -191,6 +193,25 @@ def check_contract(energy_fn: Callable, positions, species=None, atom_mask=None,
 def _masked_and_alone(pot: Potential, p, z, m, p_s, z_s):
     return (jax.vmap(pot.energy, (None, None, 0))(p, z, m),
             jax.vmap(pot.energy, (0, 0, None))(p_s, z_s, jnp.ones(p_s.shape[1], bool)))
+
+
+def concrete_input(pot: Potential, pos, spec, amask, *, plan=None, contract: bool = True
+                   ) -> None:
+    """The engine's one host-side step on concrete input, before anything is compiled.
+
+    Every path that decomposes a potential (``body_orders``, ``decompose_records``, the CLI
+    and the study) passes through here: the potential's own ``validate`` (e.g. known species),
+    the masking contract once per architecture (:func:`contract_once`; skipped for host
+    potentials, which evaluate real subclusters, or with ``contract=False``) and a connected
+    plan's geometry (:func:`plan_matches`). Positions, species and mask are ``[B, N, ...]``
+    already checked by :func:`jbo.geometry.validate` (shapes, finite positions, distances).
+    """
+    pot.validate(pos, spec, amask)
+    host = np.asarray(pos), np.asarray(spec), np.asarray(amask)  # no staged jnp ops
+    if contract:
+        contract_once(pot, *host)
+    if plan is not None:
+        plan_matches(plan, host[0], host[2])
 
 
 _checked: set = set()  # static parts (Potential.static) of the potentials already checked

@@ -16,6 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from jbo import compilation_cache
 from jbo.configargs import add_config_args, config_from_args
 from jbo.data import cli as data_cli
 
@@ -153,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    compilation_cache.enable()  # a second process loads its compiled programs from disk
     if args.command is None:
         parser.print_help()
         return 1

@@ -19,6 +19,7 @@ on the host instead; :mod:`jbo.assembly` turns either path's subset energies int
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Callable
 
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo import adapters, checks, geometry, lattice
+from jbo import adapters, checks, geometry, lattice, tiers
 from jbo.assembly import BodyOrders, assemble_family, assemble_lattice
 from jbo.assembly import assemble_family_jit as _assemble_family_jit
 from jbo.assembly import assemble_lattice_jit as _assemble_lattice_jit
@@ -61,7 +62,7 @@ def body_orders(
     chunk_size: int = DEFAULT_CHUNK,
     min_distance: float = geometry.MIN_DISTANCE,
     mesh: jax.sharding.Mesh | None = None,
-    layout: str = "compact",
+    layout: str = "auto",
     check_contract: bool = True,
 ) -> BodyOrders:
     """Decompose the energy of one cluster or a padded batch into body orders.
@@ -87,9 +88,11 @@ def body_orders(
       min_distance: atoms closer than this (Å) are rejected as duplicates.
       mesh: split a batch of clusters over the first axis of this device mesh (data parallel;
         exhaustive and truncated modes). The batch is padded to a multiple of the axis size.
-      layout: exhaustive mode only. ``"compact"`` evaluates each subset size k on ``[C(N,k), k]``
-        gathers (least work per call, N programs to compile); ``"masks"`` runs one program over
-        N-wide subset masks (N-wide work per subset, ~10x faster to compile: short runs, N <= 8).
+      layout: exhaustive mode only. ``"masks"`` evaluates every subset on N-wide masks (one
+        model instance to compile: the fastest first call); ``"compact"`` on compact gathers in
+        a few size buckets (~2-3x less work per call, ~3x the compile); ``"auto"`` (default)
+        starts on ``"masks"`` and moves to ``"compact"`` once running has cost more than that
+        compile would (:mod:`jbo.tiers`); under jit/grad it is ``"compact"``.
       check_contract: on concrete input, the first time an energy function is seen, check that
         it treats masked atoms as absent (:func:`jbo.checks.check_contract`); False skips it.
 
@@ -107,15 +110,22 @@ def body_orders(
     host_pot = isinstance(energy_fn, HostPotential)
     pot = energy_fn if host_pot else as_potential(energy_fn)
     if concrete:
-        pot.validate(pos, spec, amask)  # e.g. a model's known species
-        host = np.asarray(pos), np.asarray(spec), np.asarray(amask)  # no staged jnp ops
-        if check_contract and not host_pot:  # a host potential evaluates real subclusters
-            checks.contract_once(pot, *host)
-        if plan is not None:
-            checks.plan_matches(plan, host[0], host[2])
+        checks.concrete_input(pot, pos, spec, amask, plan=plan,
+                              contract=check_contract and not host_pot)
 
+    tier = None  # (key, layout) of a timed "auto" call (jbo.tiers)
     if plan is None and cutoff is None and max_order is None:
-        _check_exhaustive_fits(n_clusters, n, forces)
+        if layout == "auto":
+            layout = "compact"
+            if concrete and mesh is None and not host_pot:
+                key = (pot.static, pos.shape, spec.dtype, forces, terms, chunk_size)
+                layout = tiers.choose(key)
+                if layout == "compact" and _exhaustive_bytes(
+                        n_clusters, n, forces, terms, layout) > memory_limit():
+                    layout = "masks"  # what fits beats what is fast
+                tier = key, layout
+        _check_exhaustive_fits(n_clusters, n, forces, terms, layout)
+        start = time.perf_counter()
 
         def run(pot, p, s, a):
             if host_pot:
@@ -156,6 +166,9 @@ def body_orders(
 
     result = run(pot, pos, spec, amask) if mesh is None else \
         _sharded(mesh, run, pot, pos, spec, amask)
+    if tier is not None:
+        jax.block_until_ready(result.per_order)
+        tiers.record(*tier, time.perf_counter() - start)
     nan_allowed = host_pot and energy_fn.on_error == "nan"
     if concrete and not isinstance(result.per_order, jax.core.Tracer):
         if not nan_allowed:  # (on_error="nan" asked for NaN terms)
@@ -191,8 +204,26 @@ def _run_family(pot, pos, spec, amask, plan, forces, want_terms, chunk) -> BodyO
                                 want_terms)
 
 
-def _exhaustive_bytes(n_clusters: int, n: int, forces: bool) -> int:
-    return 4 * 8 * n_clusters * (1 << n) * (1 + (3 * n if forces else 0))
+def _exhaustive_bytes(n_clusters: int, n: int, forces: bool, terms: bool = True,
+                      layout: str = "compact") -> int:
+    """Upper bound of the bytes an exhaustive call holds at once, host and device.
+
+    Per cluster and subset: the lattice energies as evaluated, scattered, Möbius-transformed
+    (the butterfly holds ~3 copies), masked and returned (8 float64 copies), gradients (4
+    copies of 3N float64), the int64 evaluation indices, bitmask range and ``inside`` mask;
+    on the host the int64 subsets, bitmasks and order table and the finiteness check's copy of
+    the terms; the compact layout adds its ``[2^N, N]`` int32 index table with its per-bucket
+    copies and program constants. Plus 16 MiB for tracing and the program. Checked against
+    XLA's memory analysis and tracemalloc by tests/test_first_call.py.
+    """
+    size = 1 << n
+    per_subset = 8 * 8 + (4 * 8 * 3 * n if forces else 0) + 8 * 3  # device, per cluster
+    device = n_clusters * size * per_subset
+    host = 8 * size * 4 + (8 * n_clusters * size if terms else 0)
+    if layout == "compact":
+        host += 3 * 4 * n * size + 8 * size * 2  # index table, bucket copies, bitmasks, sizes
+        device += 4 * n * size  # the bucket index tables as program constants
+    return device + host + 16 * 2**20
 
 
 def _too_big(n_clusters: int, n: int, k: int | None, need: int, forces: bool) -> str:
@@ -208,8 +239,9 @@ def _too_big(n_clusters: int, n: int, k: int | None, need: int, forces: bool) ->
     )
 
 
-def _check_exhaustive_fits(n_clusters: int, n: int, forces: bool) -> None:
-    need = _exhaustive_bytes(n_clusters, n, forces)
+def _check_exhaustive_fits(n_clusters: int, n: int, forces: bool, terms: bool = True,
+                           layout: str = "compact") -> None:
+    need = _exhaustive_bytes(n_clusters, n, forces, terms, layout)
     if n > 40 or need > memory_limit():
         raise MemoryError(_too_big(n_clusters, n, None, need, forces))
 
@@ -230,34 +262,54 @@ def _energy(pot: Potential, grads: bool):
 
 
 def _lattice_compact(f, pos, spec, amask, forces: bool, chunk: int):
-    """E(S) ``[B, 2^N]`` (and ∂E/∂x ``[B, 2^N, N, 3]``), one compact gather per size k."""
+    """E(S) ``[B, 2^N]`` (and ∂E/∂x ``[B, 2^N, N, 3]``) from compact gathers of the subsets.
+
+    Subset sizes are grouped into a few buckets (:func:`jbo.lattice.size_buckets`); a bucket of
+    width W evaluates its subsets on ``[chunk, W]`` gathers, the slots beyond a subset's own
+    members masked and parked far away. One model instance per bucket (the row count is padded
+    to a multiple of ``chunk``): a few programs to compile instead of one (or two) per size.
+    """
     n_clusters, n = amask.shape
     size = 1 << n
     rows = lattice.combinations_up_to(n, n)
     sizes = lattice.subset_sizes(rows)
     energies = jnp.zeros((n_clusters, size))
     grads = jnp.zeros((n_clusters, size, n, 3)) if forces else None
-    for k in range(1, n + 1):
-        idx = rows[sizes == k, :k]  # [C, k] static
-        bits = (1 << idx.astype(np.int64)).sum(1)
+    lo = 1
+    for width in lattice.size_buckets(n):
+        idx = rows[(sizes >= lo) & (sizes <= width), :width]  # [C, W] static, −1 padded
+        lo = width + 1
+        bits = (np.where(idx >= 0, 1, 0) << np.maximum(idx, 0).astype(np.int64)).sum(1)
         count = len(idx)
+        total = n_clusters * count
+        batch = min(chunk, total)
+        steps = -(-total // batch)
         members = jnp.asarray(idx)
+        park = 1e3 * jnp.arange(1, width + 1, dtype=pos.dtype)[:, None] * jnp.eye(3)[0]
 
-        def one(i, members=members, count=count):
+        def one(i, members=members, count=count, park=park):
             b, c = i // count, i % count
             at = members[c]
-            return f(pos[b][at], spec[b][at], amask[b][at])
+            safe = jnp.maximum(at, 0)
+            m = (at >= 0) & amask[b][safe]
+            # absent slots far apart from everything: no model ever sees r = 0 or a neighbour
+            p = jnp.where((at >= 0)[:, None], pos[b][safe], pos[b][safe[0]] + park)
+            return f(p, spec[b][safe], m)
 
-        total = n_clusters * count
-        out = jax.lax.map(one, jnp.arange(total), batch_size=min(chunk, total))
-        energies = energies.at[:, bits].set((out[0] if forces else out).reshape(n_clusters, count))
+        # padded to whole chunks (the extra rows repeat row 0 and are dropped): one instance
+        i = jnp.arange(steps * batch) % total
+        out = jax.lax.map(one, i, batch_size=batch)
+        e = (out[0] if forces else out)[:total].reshape(n_clusters, count)
+        energies = energies.at[:, bits].set(e)
         if forces:
-            grads = grads.at[:, bits[:, None], idx].set(out[1].reshape(n_clusters, count, k, 3))
+            g = out[1][:total].reshape(n_clusters, count, width, 3)
+            slot = np.where(idx >= 0, idx, n)  # padding slots fall off the end (dropped)
+            grads = grads.at[:, bits[:, None], slot].set(g, mode="drop")
     return energies, grads
 
 
 def _lattice_masks(f, pos, spec, amask, forces: bool, chunk: int):
-    """Same as :func:`_lattice_compact` with one program over N-wide subset masks."""
+    """Same as :func:`_lattice_compact` with one model instance over N-wide subset masks."""
     n_clusters, n = amask.shape
     size = 1 << n
     bits = jnp.arange(n)
@@ -267,10 +319,12 @@ def _lattice_masks(f, pos, spec, amask, forces: bool, chunk: int):
         return f(pos[b], spec[b], ((s >> bits) & 1).astype(bool) & amask[b])
 
     total = n_clusters * size
-    out = jax.lax.map(one, jnp.arange(total), batch_size=min(chunk, total))
+    batch = min(chunk, total)
+    i = jnp.arange(-(-total // batch) * batch) % total  # whole chunks: one model instance
+    out = jax.lax.map(one, i, batch_size=batch)
     if not forces:
-        return out.reshape(n_clusters, size), None
-    return out[0].reshape(n_clusters, size), out[1].reshape(n_clusters, size, n, 3)
+        return out[:total].reshape(n_clusters, size), None
+    return out[0][:total].reshape(n_clusters, size), out[1][:total].reshape(n_clusters, size, n, 3)
 
 
 LAYOUTS = {"compact": _lattice_compact, "masks": _lattice_masks}

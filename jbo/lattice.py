@@ -15,8 +15,10 @@ Interaction terms are ε(S) = Σ_{T⊆S} (−1)^{|S|−|T|} E(T) (``mobius``) an
 
 from __future__ import annotations
 
+import functools
 from math import comb
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -89,9 +91,14 @@ def order_sums(terms: Array, n: int | None = None, axis: int = 0) -> Array:
     n_found = _n_from_length(terms.shape[0])
     if n is not None and n != n_found:
         raise ValueError(f"terms hold the lattice of {n_found} atoms, not {n}")
-    onehot = np.eye(n_found + 1)[popcount(np.arange(1 << n_found))][:, 1:]  # [2^n, n]
-    sums = jnp.tensordot(jnp.asarray(onehot, terms.dtype), terms, axes=(0, 0))
+    # |S| of every bitmask, computed on device: no [2^n, n] one-hot table on host or device
+    order = jax.lax.population_count(jnp.arange(1 << n_found, dtype=_index_dtype(n_found)))
+    sums = jax.ops.segment_sum(terms, order, n_found + 1, indices_are_sorted=False)[1:]
     return jnp.moveaxis(sums, 0, axis)
+
+
+def _index_dtype(n: int):
+    return jnp.int32 if n < 31 else jnp.int64
 
 
 # ----------------------------------------------------------------------------- index rows
@@ -125,6 +132,35 @@ def combinations_up_to(n: int, k: int) -> np.ndarray:
         out[at : at + len(r), : r.shape[1]] = r
         at += len(r)
     return out
+
+
+#: Buckets of subset sizes in the exhaustive compact layout (each bucket: one compiled instance).
+N_BUCKETS = 3
+
+
+@functools.lru_cache(maxsize=None)
+def size_buckets(n: int, n_buckets: int = N_BUCKETS) -> tuple[int, ...]:
+    """Widths W_1 < ... < W_b = n grouping subset sizes 1..n into ``n_buckets`` contiguous
+    buckets (sizes W_{j-1}+1..W_j evaluated at width W_j) that minimise the padded work
+    Σ_k C(n, k) W(k)² of an O(W²) model (dynamic programme over the boundaries)."""
+    sizes = range(1, n + 1)
+    best: dict[tuple[int, int], tuple[float, tuple[int, ...]]] = {}
+
+    def cover(lo: int, b: int) -> tuple[float, tuple[int, ...]]:
+        if lo > n:
+            return 0.0, ()
+        if b == 0:
+            return float("inf"), ()
+        if (lo, b) not in best:
+            options = []
+            for hi in range(lo, n + 1):
+                rest = cover(hi + 1, b - 1)
+                work = sum(comb(n, k) for k in sizes[lo - 1:hi]) * hi**2
+                options.append((work + rest[0], (hi,) + rest[1]))
+            best[lo, b] = min(options)
+        return best[lo, b]
+
+    return cover(1, max(1, min(n_buckets, n)))[1]
 
 
 def subset_sizes(idx: np.ndarray) -> np.ndarray:

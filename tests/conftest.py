@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+# entry points (CLI, calculator) turn on the persistent compilation cache: not in tests, unless
+# a test asks for it (tests/test_first_call.py points it at a temporary directory)
+os.environ.setdefault("JBO_CACHE_DIR", "off")
+
 from jbo.models import OPTIONAL as OPTIONAL_MODELS  # model -> optional package
 from tests.toy import toy_config, write_toy_db
 

@@ -232,7 +232,7 @@ def test_a_trained_model_runs_as_one_program_for_every_parameter_set():
     import jax
 
     from jbo import models
-    from jbo.analysis.sources import _traced
+    from jbo.decompose import _exhaustive
     from jbo.train import Trained
     from jbo.train.model import energy_model
 
@@ -243,9 +243,9 @@ def test_a_trained_model_runs_as_one_program_for_every_parameter_set():
     p2 = jax.tree.map(lambda a: 1.5 * a, p1)  # another parameter set, same structure
     model = energy_model(module, p1, {1: -13.6}, 0.5, "float64")
     first = analysis.decompose_records(Trained(module, p1, model, {}, -1), recs, layout="masks")
-    size = _traced._cache_size()
+    size = _exhaustive._cache_size()
     second = analysis.decompose_records(Trained(module, p2, model, {}, -1), recs, layout="masks")
-    assert _traced._cache_size() == size  # no new compilation for new parameters
+    assert _exhaustive._cache_size() == size  # no new compilation for new parameters
     assert np.nanmax(np.abs(first.orders - second.orders)) > 1e-6
     pot = Trained(module, p2, model, {}, -1).potential  # the engine's own jit, eagerly
     eager = analysis.decompose_records(lambda *a: pot.energy(*a), recs, layout="masks")

@@ -147,9 +147,10 @@ def test_contract_check_catches_a_function_that_ignores_the_mask():  # item 12
         body_orders(leaky, POS)
     with pytest.raises(checks.ContractError):
         check_contract(leaky, POS)
-    # switched off, the engine does what it is told: every subset "weighs" the full 4 atoms
-    r = body_orders(leaky, POS, layout="compact", check_contract=False)
-    np.testing.assert_allclose(r.per_order, [-54.4, 0, 0, 0], atol=1e-9)
+    # switched off, the engine does what it is told: on N-wide masks every subset "weighs"
+    # the full 4 atoms, E(S) = -54.4 eV, so ε(S) = (-1)^(|S|+1) (-54.4) and E^(k) = C(4,k) ε
+    r = body_orders(leaky, POS, layout="masks", check_contract=False)
+    np.testing.assert_allclose(r.per_order, [-217.6, 326.4, -217.6, 54.4], atol=1e-9)
 
 
 def test_contract_check_runs_once_per_architecture_and_passes_honest_ones(monkeypatch):  # 12

@@ -1,7 +1,7 @@
 """Where spectra come from: a model decomposed by the engine, or the reference's stored energies.
 
 * :func:`decompose_records`: E^(k) of a potential on labelled structures, by
-  :func:`jbo.decompose.body_orders` (one compiled program per padded shape).
+  :func:`jbo.decompose.body_orders` (its checks included; its programs per padded shape).
 * :func:`reference_spectra`: the reference MBE of every parent whose subsets are all labelled,
   from one adapter (:func:`subset_energies`: parents or records -> energies by bitmask) and the
   engine's assembler (:func:`jbo.assembly.assemble_lattice`), as :func:`lattice_spectra`.
@@ -16,10 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo import lattice
+from jbo import checks, geometry, lattice
 from jbo.analysis.spectra import Spectra
 from jbo.assembly import assemble_lattice_jit
 from jbo.decompose import body_orders
+from jbo.potential import Potential, as_potential
 
 __all__ = ["decompose_records", "reference_spectra", "lattice_spectra", "subset_energies"]
 
@@ -30,46 +31,49 @@ def _eps_sq(terms, n: int):
     return lattice.order_sums(terms**2, n, axis=1)
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5, 6))
-def _traced(pot, positions, species, mask, max_order, layout, orders):
-    """A :class:`~jbo.potential.Potential`'s spectra with its parameters traced: one program
-    serves every parameter set of an architecture for a given padded shape."""
-    if not orders:
-        return None, jax.vmap(pot.energy)(positions, species, mask), None
-    res = body_orders(pot, positions, species, max_order=max_order, atom_mask=mask,
-                      terms=max_order is None, layout=layout)
-    sq = None if max_order is not None else _eps_sq(res.terms, positions.shape[-2])
-    return res.per_order, res.total, sq
+@functools.partial(jax.jit, static_argnums=1)
+def _eps_sq_jit(terms, n: int):
+    return _eps_sq(terms, n)
 
 
-def _any(fn, positions, species, mask, max_order, layout, orders, mesh):
-    """Any potential the engine takes (energy function, host potential), called eagerly."""
+@jax.jit
+def _batched_energy(pot: Potential, positions, species, mask):
+    return jax.vmap(pot.energy)(positions, species, mask)
+
+
+def _spectra(fn, positions, species, mask, max_order, layout, orders, mesh):
+    """One padded batch through the engine's checked entry points (no jit around them: the
+    host-side checks of :func:`jbo.checks.concrete_input` see concrete input, and the
+    engine's own programs take the potential as a traced argument, so a new parameter set of
+    the same architecture reuses them)."""
     if not orders:
-        return None, jax.jit(jax.vmap(fn))(positions, species, mask), None
+        pos, spec, amask, _ = geometry.validate(positions, species, mask)
+        pot = as_potential(fn)
+        checks.concrete_input(pot, pos, spec, amask)
+        return None, _batched_energy(pot, pos, spec, amask), None
     res = body_orders(fn, positions, species, max_order=max_order, atom_mask=mask,
                       terms=max_order is None, layout=layout, mesh=mesh)
-    sq = None if max_order is not None else _eps_sq(res.terms, positions.shape[-2])
+    sq = None if max_order is not None else _eps_sq_jit(res.terms, positions.shape[-2])
     return res.per_order, res.total, sq
 
 
 def decompose_records(potential, records: Sequence, *, max_order: int | None = None,
                       mesh: jax.sharding.Mesh | None = None, chunk: int | None = None,
-                      layout: str = "compact", orders: bool = True) -> Spectra:
+                      layout: str = "auto", orders: bool = True) -> Spectra:
     """The spectra of ``potential`` on ``records`` (each a whole cluster), eV.
 
     Args:
-      potential: a :class:`~jbo.potential.Potential` or a trained model (decomposed by one
-        compiled program per padded shape with the parameters traced, so another parameter
-        set of the same architecture reuses it), or anything :func:`jbo.decompose.body_orders`
-        takes (called eagerly).
+      potential: a :class:`~jbo.potential.Potential`, a trained model, or anything
+        :func:`jbo.decompose.body_orders` takes; decomposed by ``body_orders`` itself (same
+        checks: the masking contract, finite positions; the parameters are traced, so another
+        parameter set of the same architecture reuses the compiled programs).
       records: :class:`jbo.data.records.Record` s (positions, species, cluster, regime).
       max_order: truncate at K (default: exhaustive, with ``eps_sq``).
       mesh: split each batch over this device mesh (:func:`body_orders`'s ``mesh``).
       chunk: clusters per engine call, all padded to the largest cluster (default: one call).
-      layout: the engine's exhaustive layout (``"masks"`` compiles ~10x faster, N <= 8).
+      layout: the engine's exhaustive layout (:func:`jbo.decompose.body_orders`).
       orders: False gives totals only (one batched evaluation, no decomposition).
     """
-    from jbo.potential import Potential
     from jbo.train.dataset import pad_records  # the train package imports analysis: lazily
     from jbo.train.model import Trained
 
@@ -82,16 +86,12 @@ def decompose_records(potential, records: Sequence, *, max_order: int | None = N
     size = chunk or len(records)
     if isinstance(potential, Trained):
         potential = potential.potential
-    traced = isinstance(potential, Potential) and mesh is None  # else the engine's own jit
     per, tot, sq = [], [], []
     for i in range(0, len(records), size):
         part = records[i:i + size]
         b = pad_records(part, n_max=n_max, size=size)
         args = jnp.asarray(b.positions), jnp.asarray(b.species), jnp.asarray(b.mask)
-        if traced:
-            out = _traced(potential, *args, max_order, layout, orders)
-        else:
-            out = _any(potential, *args, max_order, layout, orders, mesh)
+        out = _spectra(potential, *args, max_order, layout, orders, mesh)
         for acc, v in zip((per, tot, sq), out):
             if v is not None:
                 acc.append(np.asarray(v)[:len(part)])

@@ -37,10 +37,14 @@ import numpy as np
 from jbo.models import layers
 from jbo.models.base import ZooModel
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from jax_md._nn.nequip import NequIPEnergyModel
 
+def _energy_model_class():
+    """jax-md's NequIP, imported on first use: importing jax_md costs seconds (its rigid-body
+    module runs JAX ops at import), which every process of another model would pay."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from jax_md._nn.nequip import NequIPEnergyModel
+    return NequIPEnergyModel
 
 
 def _dense_edges(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +82,7 @@ class NequIP(ZooModel):
         return self.num_layers
 
     def setup(self):
-        self.net = NequIPEnergyModel(
+        self.net = _energy_model_class()(
             graph_net_steps=self.num_layers,
             use_sc=True,
             nonlinearities={"e": "raw_swish", "o": "tanh"},
