@@ -24,8 +24,7 @@ import numpy as np
 
 from jbo.host import HostPotential
 
-__all__ = ["from_ase", "from_torch", "from_structures", "calculator_from_spec", "known_cutoff",
-           "from_metatomic", "from_mace", "load_potential"]
+__all__ = ["from_ase", "from_torch", "from_structures", "calculator_from_spec", "known_cutoff"]
 
 _TORCH_HINT = "PyTorch is not installed: pip install 'jbo[torch]' (or pip install torch)"
 
@@ -340,30 +339,3 @@ def structure_input(positions, species, atom_mask):
         raise ValueError("pass ase.Atoms alone (species and padding come from them) or "
                          "positions/species/atom_mask arrays, not both")
     return from_structures(positions)
-
-
-# ----------------------------------------------------------------------------- other ecosystems
-
-
-def from_metatomic(model, **options) -> HostPotential:
-    """A metatomic model (``mtt export``-ed PET, SOAP-BPNN, ...): see
-    :func:`jbo.foreign.metatomic.from_metatomic` (needs ``pip install 'jbo[metatrain]'``)."""
-    from jbo.foreign.metatomic import from_metatomic as load
-
-    return load(model, **options)
-
-
-def from_mace(model, **options) -> HostPotential:
-    """A mace-torch model (``*.model`` file or module): see :func:`jbo.foreign.mace.from_mace`
-    (needs ``pip install 'jbo[mace]'``)."""
-    from jbo.foreign.mace import from_mace as load
-
-    return load(model, **options)
-
-
-def load_potential(path: str | Path, **options):
-    """A ``.jbo`` model, a metatomic export or a MACE model file, recognised by content:
-    see :func:`jbo.foreign.load_potential`."""
-    from jbo.foreign import load_potential as load
-
-    return load(path, **options)

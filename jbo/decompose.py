@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo import adapters, checks, geometry, lattice, tiers
+from jbo import adapters, checks, geometry, lattice, memory, tiers
 from jbo.assembly import BodyOrders, assemble_family, assemble_lattice
 from jbo.assembly import assemble_family_jit as _assemble_family_jit
 from jbo.assembly import assemble_lattice_jit as _assemble_lattice_jit
@@ -120,11 +120,11 @@ def body_orders(
             if concrete and mesh is None and not host_pot:
                 key = (pot.static, pos.shape, spec.dtype, forces, terms, chunk_size)
                 layout = tiers.choose(key)
-                if layout == "compact" and _exhaustive_bytes(
+                if layout == "compact" and memory.exhaustive_bytes(
                         n_clusters, n, forces, terms, layout) > memory_limit():
                     layout = "masks"  # what fits beats what is fast
                 tier = key, layout
-        _check_exhaustive_fits(n_clusters, n, forces, terms, layout)
+        memory.check_exhaustive_fits(n_clusters, n, forces, terms, layout)
         start = time.perf_counter()
 
         def run(pot, p, s, a):
@@ -136,7 +136,7 @@ def body_orders(
     elif plan is None and cutoff is None:
         need = plan_bytes(n_clusters * lattice.n_subsets_up_to(n, k), k, terms, forces)
         if need > memory_limit():
-            raise MemoryError(_too_big(n_clusters, n, k, need, forces))
+            raise MemoryError(memory.too_big(n_clusters, n, k, need, forces))
 
         def run(pot, p, s, a):
             local = truncated_plan(p.shape[0], n, k)
@@ -202,48 +202,6 @@ def _run_family(pot, pos, spec, amask, plan, forces, want_terms, chunk) -> BodyO
     e, g, total = pot.family_energies(pos, spec, amask, plan, forces)
     return _assemble_family_jit(jnp.asarray(e), _maybe(g), jnp.asarray(total), plan, amask,
                                 want_terms)
-
-
-def _exhaustive_bytes(n_clusters: int, n: int, forces: bool, terms: bool = True,
-                      layout: str = "compact") -> int:
-    """Upper bound of the bytes an exhaustive call holds at once, host and device.
-
-    Per cluster and subset: the lattice energies as evaluated, scattered, Möbius-transformed
-    (the butterfly holds ~3 copies), masked and returned (8 float64 copies), gradients (4
-    copies of 3N float64), the int64 evaluation indices, bitmask range and ``inside`` mask;
-    on the host the int64 subsets, bitmasks and order table and the finiteness check's copy of
-    the terms; the compact layout adds its ``[2^N, N]`` int32 index table with its per-bucket
-    copies and program constants. Plus 16 MiB for tracing and the program. Checked against
-    XLA's memory analysis and tracemalloc by tests/test_first_call.py.
-    """
-    size = 1 << n
-    per_subset = 8 * 8 + (4 * 8 * 3 * n if forces else 0) + 8 * 3  # device, per cluster
-    device = n_clusters * size * per_subset
-    host = 8 * size * 4 + (8 * n_clusters * size if terms else 0)
-    if layout == "compact":
-        host += 3 * 4 * n * size + 8 * size * 2  # index table, bucket copies, bitmasks, sizes
-        device += 4 * n * size  # the bucket index tables as program constants
-    return device + host + 16 * 2**20
-
-
-def _too_big(n_clusters: int, n: int, k: int | None, need: int, forces: bool) -> str:
-    limit = memory_limit()
-    fit = [kk for kk in range(1, n) if plan_bytes(
-        n_clusters * lattice.n_subsets_up_to(n, kk), kk, True, forces) <= limit]
-    what = "all 2^N" if k is None else f"all subsets up to size {k} of"
-    hint = f"max_order={fit[-1]} fits" if fit else "no max_order fits"
-    return (
-        f"decomposing {what} N={n} atoms ({n_clusters} cluster(s)) needs ~{need / 2**30:.1f} GiB, "
-        f"over the {limit / 2**30:.1f} GiB limit (JBO_MEMORY_LIMIT): {hint}; "
-        "or pass cutoff=... for the connected mode of a local model"
-    )
-
-
-def _check_exhaustive_fits(n_clusters: int, n: int, forces: bool, terms: bool = True,
-                           layout: str = "compact") -> None:
-    need = _exhaustive_bytes(n_clusters, n, forces, terms, layout)
-    if n > 40 or need > memory_limit():
-        raise MemoryError(_too_big(n_clusters, n, None, need, forces))
 
 
 def _energy(pot: Potential, grads: bool):

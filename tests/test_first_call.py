@@ -18,7 +18,8 @@ import pytest
 
 from jbo import analysis, checks, lattice, potentials, tiers
 from jbo.data.records import Record
-from jbo.decompose import _exhaustive, _exhaustive_bytes, body_orders
+from jbo.decompose import _exhaustive, body_orders
+from jbo.memory import exhaustive_bytes
 from jbo.potential import Potential
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,9 +159,9 @@ def test_exhaustive_estimate_bounds_the_measured_peak(layout, forces):
                                  True, 256, layout).compile()
     mem = compiled.memory_analysis()
     device = mem.temp_size_in_bytes + mem.output_size_in_bytes + mem.argument_size_in_bytes
-    assert host + device <= _exhaustive_bytes(b, n, forces, True, layout)
+    assert host + device <= exhaustive_bytes(b, n, forces, True, layout)
     if forces:  # and the bound is not vacuous: the arrays it counts are most of it
-        assert device > 0.15 * _exhaustive_bytes(b, n, forces, True, layout)
+        assert device > 0.15 * exhaustive_bytes(b, n, forces, True, layout)
 
 
 # ------------------------------------------------------------------ the persistent cache

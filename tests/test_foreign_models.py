@@ -171,7 +171,7 @@ def model(request) -> tuple[str, Path]:
 
 
 def test_adapter_equals_the_packages_calculator_on_every_subcluster(model):
-    from jbo.adapters import load_potential
+    from jbo.foreign import load_potential
 
     kind, path = model
     pot = load_potential(path)
@@ -222,7 +222,7 @@ def test_cli_decomposes_a_foreign_model_file_recognised_by_content(model, tmp_pa
 
 
 def test_connected_mode_with_the_declared_cutoff_equals_exhaustive(model):
-    from jbo.adapters import load_potential
+    from jbo.foreign import load_potential
 
     kind, path = model
     pot = load_potential(path)
@@ -245,7 +245,7 @@ def test_connected_mode_with_the_declared_cutoff_equals_exhaustive(model):
 
 
 def test_elements_the_model_does_not_know_are_refused(model):
-    from jbo.adapters import load_potential
+    from jbo.foreign import load_potential
 
     kind, path = model
     pot = load_potential(path)
@@ -294,7 +294,7 @@ def test_mtt_trained_and_exported_pet_loads_and_decomposes(tmp_path):
     need("metatrain", "metatrain")
     from metatomic_ase import MetatomicCalculator
 
-    from jbo.adapters import load_potential
+    from jbo.foreign import load_potential
     from jbo.data.records import export, read_parents
     from jbo.foreign import identify
 
@@ -338,7 +338,7 @@ test_set: 0.0
 def test_load_potential_recognises_files_by_content(tmp_path, mace_file, pet_file):
     torch = need("torch", "mace")
     from jbo import models
-    from jbo.adapters import load_potential
+    from jbo.foreign import load_potential
     from jbo.foreign import identify
     from jbo.train.model import Trained
 
@@ -377,8 +377,8 @@ def test_load_potential_recognises_files_by_content(tmp_path, mace_file, pet_fil
 @pytest.mark.parametrize("module,extra,call", [
     ("mace", "mace", "from_mace"), ("metatomic.torch", "metatrain", "from_metatomic")])
 def test_missing_extra_names_the_pip_install(monkeypatch, tmp_path, module, extra, call):
-    import jbo.adapters
+    import jbo.foreign
 
     monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(ImportError, match=rf"pip install 'jbo\[{extra}\]'"):
-        getattr(jbo.adapters, call)(tmp_path / "model")
+        getattr(jbo.foreign, call)(tmp_path / "model")

@@ -21,6 +21,27 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _is_type_checking(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``): never executed, so no import edge."""
+    t = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING")
+        or (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"))
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` that can run: ``ast.walk`` minus the bodies of TYPE_CHECKING
+    blocks (their ``else`` still counts)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if _is_type_checking(node):
+            stack.extend(node.orelse)
+        else:
+            stack.extend(ast.iter_child_nodes(node))
+
+
 def _import_time_edges(path: Path, modules: dict[str, Path]) -> set[str]:
     """jbo modules that ``path`` imports when it is imported: statements at module level,
     including inside top-level ``if``/``try`` blocks, not inside functions or classes."""
@@ -34,6 +55,8 @@ def _import_time_edges(path: Path, modules: dict[str, Path]) -> set[str]:
             for a in node.names:  # `from jbo import lattice` imports the module jbo.lattice
                 sub = f"{node.module}.{a.name}"
                 out.add(sub if sub in modules else node.module)
+        elif _is_type_checking(node):
+            stack.extend(node.orelse)
         elif isinstance(node, (ast.If, ast.Try)):
             stack.extend(ast.iter_child_nodes(node))
         elif isinstance(node, ast.ExceptHandler):
@@ -70,7 +93,7 @@ def _all_edges(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
     pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
     own = _ancestors(name)
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
@@ -151,6 +174,16 @@ KNOWN_MODULE_CYCLES = [["jbo.models", "jbo.models.io", "jbo.train", "jbo.train.c
 KNOWN_PACKAGE_CYCLES = [["jbo.analysis", "jbo.data", "jbo.models", "jbo.train"]]
 _CYCLES_TODAY = (f"import cycles counting every import (in functions too): modules "
                  f"{KNOWN_MODULE_CYCLES}, packages {KNOWN_PACKAGE_CYCLES}")
+
+
+def test_type_checking_imports_are_not_edges(tmp_path):
+    src = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from jbo.b import X\n"
+           "else:\n    from jbo import c\n")
+    path = tmp_path / "a.py"
+    path.write_text(src)
+    mods = {"jbo.a": path, "jbo.b": path, "jbo.c": path, "jbo": path}
+    assert _all_edges(path, "jbo.a", mods) == {"jbo.c"}
+    assert _import_time_edges(path, mods) == {"jbo.c"}
 
 
 def test_every_import_parser_sees_function_level_and_relative_imports(tmp_path):

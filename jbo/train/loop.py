@@ -32,6 +32,7 @@ from jbo.train.constants import resolve_hypers
 from jbo.train.convergence import after_evaluation
 from jbo.train.losses import EnergyModel
 from jbo.train.metrics import MetricsLog
+from jbo.train.planner import Planner
 from jbo.train.model import Trained, create_module, energy_model, init_params
 from jbo.train.runs import check_resumable, lock_run_dir, prepare_out_dir, run_meta
 from jbo.train.state import SUM_KEYS, TrainState
@@ -209,7 +210,7 @@ def _loop(run: Run, log: MetricsLog, pbar, on_step, t0: float) -> str:
     reason = _budget_reason(run, step, t0)
     if reason is None and cfg.patience is not None and int(state.bad_evals) >= cfg.patience:
         reason = "converged before the resumed step"
-    plans = _Planner(run)
+    plans = Planner(run)
     while reason is None:
         n = min(cfg.log_every, run.total_steps - step, eval_every - step % eval_every)
         if cfg.checkpoint_every:
@@ -313,44 +314,9 @@ def _accumulate(sums: dict, bufs: dict, done: int) -> dict:
     return {k: np.float64(v) for k, v in s.items()}
 
 
-class _Planner:
-    """Host-side index arrays for a chunk of steps (data order is a function of seed/step)."""
-
-    def __init__(self, run: Run):
-        self.run, self._epoch, self._batches = run, None, None
-
-    def plan(self, step: int, n: int) -> dict[str, np.ndarray]:
-        r, k = self.run, self.run.config.log_every
-        idx = np.zeros((k, r.batch_dev), np.int32)
-        wgt = np.zeros((k, r.batch_dev))
-        reg = np.zeros((k, sharding.round_up(r.reg_size, r.mesh)), np.int32)
-        reg_w = np.zeros(reg.shape)
-        for j in range(n):
-            i = self.indices(step + j)
-            idx[j, :len(i)], idx[j, len(i):], wgt[j, :len(i)] = i, i[0], 1.0
-            if r.reg_dev:
-                ri = _reg_indices(len(r.data.reg), r.reg_size, r.config.seed, step + j)
-                reg[j, :len(ri)], reg[j, len(ri):], reg_w[j, :len(ri)] = ri, ri[0], 1.0
-        return {"idx": idx, "weight": wgt, "reg_idx": reg, "reg_weight": reg_w,
-                "step": np.arange(step, step + k, dtype=np.int32)}
-
-    def indices(self, step: int) -> np.ndarray:
-        epoch, pos = divmod(step, self.run.n_batches)
-        if epoch != self._epoch:
-            self._epoch = epoch
-            self._batches = ds.batch_indices(len(self.run.data.train), self.run.batch,
-                                          self.run.config.seed, epoch)
-        return self._batches[pos]
-
-
-def _reg_indices(n: int, size: int, seed: int, step: int) -> np.ndarray:
-    """Which training full clusters the regularizer sees at ``step`` (a function of both)."""
-    return np.random.default_rng([seed, 1, step]).choice(n, size=min(size, n), replace=False)
-
-
 def _diverged(run: Run, step: int, loss: float) -> TrainingDiverged:
     epoch, pos = divmod(step, run.n_batches)
-    idx = _Planner(run).indices(step)
+    idx = Planner(run).indices(step)
     names = ", ".join(f"{run.data.train[i].cluster}[subset={run.data.train[i].subset}]"
                       for i in idx)
     return TrainingDiverged(
