@@ -155,6 +155,7 @@ def relabel(parents: Sequence[Parent], sample: int | None = None, seed: int = 0,
     thread each). ``journal``: a JSON-lines file that every result is appended to as it lands;
     a rerun with the same journal skips what it holds, so a killed run resumes.
     """
+    import contextlib
     import json
     import os
 
@@ -172,37 +173,26 @@ def relabel(parents: Sequence[Parent], sample: int | None = None, seed: int = 0,
 
         bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="relabel",
                    unit="label", smoothing=0.05)
-    fh = open(journal, "a") if journal is not None else None
-    try:
+    with contextlib.ExitStack() as stack:
+        fh = stack.enter_context(open(journal, "a")) if journal is not None else None
+        if bar is not None:
+            stack.callback(bar.close)
+        results = map(_label_task, todo)
         if workers > 1 and len(todo) > 1:
             import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
 
             for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ.setdefault(var, "1")
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-                results = ex.map(_label_task, todo, chunksize=8)
-                for res in results:
-                    done[res[0]] = res[1:]
-                    if fh is not None:
-                        fh.write(json.dumps(list(res)) + "\n")
-                        fh.flush()
-                    if bar is not None:
-                        bar.update()
-        else:
-            for task in todo:
-                res = _label_task(task)
-                done[res[0]] = res[1:]
-                if fh is not None:
-                    fh.write(json.dumps(list(res)) + "\n")
-                    fh.flush()
-                if bar is not None:
-                    bar.update()
-    finally:
-        if fh is not None:
-            fh.close()
-        if bar is not None:
-            bar.close()
+            pool = stack.enter_context(mp.get_context("spawn").Pool(workers))
+            # as they land, not in order: a slow label does not hold back the journal
+            results = pool.imap_unordered(_label_task, todo, chunksize=4)
+        for res in results:
+            done[res[0]] = res[1:]
+            if fh is not None:
+                fh.write(json.dumps(list(res)) + "\n")
+                fh.flush()
+            if bar is not None:
+                bar.update()
     return [(p, m, tuple(done[k])) for k, (p, m) in zip(keys, tasks)]
 
 
