@@ -12,7 +12,9 @@ cluster), each in its own fresh Python process:
   runs move to, best of 3 after its own compile);
 * ``cached_first``: the first call of a second process on that cache;
 * ``competent_first`` / ``competent_warm``: the 20-line JAX way, ``jit(vmap(model over all
-  2^N - 1 masks))`` and a jitted fast Möbius transform (:func:`competent`), no cache.
+  2^N - 1 masks))`` and a jitted fast Möbius transform (:func:`competent`), no cache;
+* ``cli``: ``jbo decompose MODEL.jbo --structures one_H8.extxyz --json out.json`` end to end
+  (process start included), empty cache and cached (:func:`cli_end_to_end`).
 
 The three kinds of process are interleaved, ``--repeat`` times; medians are reported with the
 ratios of the same run. Timings are wall seconds on whatever CPU runs it (see ``machine``),
@@ -167,6 +169,36 @@ def measure(model: str, n: int, repeat: int) -> dict:
     return row
 
 
+def cli_end_to_end(repeat: int, model: str = "results/train_body_order_reg/plain.jbo") -> dict:
+    """``jbo decompose MODEL --structures one_H8.extxyz --json out.json`` as a user runs it: wall
+    seconds of the whole process (interpreter start, imports, model load, compile), with an
+    empty persistent cache and then on that cache. The H_8 is the first 8-atom cluster of the
+    shipped data."""
+    import ase
+    import ase.io
+
+    from jbo.data.records import read_records
+
+    rec = next(r for r in read_records(str(ROOT / "data/h_clusters.npz"))
+               if r.n_atoms == 8 and r.is_full)
+    fresh, cached = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        xyz = Path(tmp, "one_H8.extxyz")
+        ase.io.write(xyz, ase.Atoms(numbers=rec.species, positions=rec.positions))
+        for i in range(repeat):
+            cache = Path(tmp, f"cache{i}")
+            for into in (fresh, cached):
+                env = {**os.environ, "JBO_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
+                t = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "jbo.cli", "decompose", str(ROOT / model),
+                                "--structures", str(xyz), "--json", str(Path(tmp, "out.json"))],
+                               env=env, cwd=tmp, check=True, capture_output=True)
+                into.append(time.perf_counter() - t)
+    return {"command": f"jbo decompose {model} --structures one_H8.extxyz --json out.json",
+            "cluster": rec.cluster, "first_process_s": statistics.median(fresh),
+            "cached_process_s": statistics.median(cached), "repeat": repeat}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", nargs=3, metavar=("KIND", "MODEL", "N"), help=argparse.SUPPRESS)
@@ -188,9 +220,11 @@ def main(argv=None) -> int:
             rows.append(measure(model, n, args.repeat))
             print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
                               for k, v in rows[-1].items()}), flush=True)
+    cli = cli_end_to_end(args.repeat)
+    print(json.dumps(cli), flush=True)
     out = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                        "load_avg_1min_at_end": os.getloadavg()[0]},
-           "rows": rows}
+           "rows": rows, "cli": cli}
     if not args.quick:
         from benchmarks.common import write_json
 

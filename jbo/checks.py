@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbo import geometry
-from jbo.potential import Potential, as_potential
+from jbo.potential import Potential, as_potential, is_contract_tested
 
 __all__ = ["options", "concrete_input", "plan_matches", "check_contract", "contract_once",
            "finite_result", "full_expansion", "ContractError", "ExpansionError", "memory_limit"]
@@ -220,9 +220,12 @@ _checked: set = set()  # static parts (Potential.static) of the potentials alrea
 def contract_once(pot: Potential, pos, spec, amask) -> None:
     """:func:`check_contract` the first time a potential's static part (its architecture: the
     apply function and metadata, not the parameters) is seen with concrete output; later calls,
-    new parameters included, cost one set lookup."""
+    new parameters included, cost one set lookup. Skipped for architectures built only of
+    parts the test suite proves (:func:`jbo.potential.is_contract_tested`: the zoo, the
+    analytic potentials and their baselines, scalings and sums): its compile would otherwise
+    be a third of a first call."""
     key = pot.static
-    if key in _checked:
+    if key in _checked or is_contract_tested(pot.apply):  # jbo's own parts: proven by tests
         return
     if check_contract(pot, pos, spec, amask):
         _checked.add(key)

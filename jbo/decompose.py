@@ -267,22 +267,31 @@ def _lattice_compact(f, pos, spec, amask, forces: bool, chunk: int):
 
 
 def _lattice_masks(f, pos, spec, amask, forces: bool, chunk: int):
-    """Same as :func:`_lattice_compact` with one model instance over N-wide subset masks."""
+    """Same as :func:`_lattice_compact` with one model instance over N-wide subset masks.
+
+    Each cluster's ``2^N`` masks are evaluated in vmapped chunks inside which its positions
+    are shared, not batched, so whatever the model computes from the geometry alone (pair
+    vectors, spherical harmonics, radial bases) is traced, compiled and run once per chunk
+    rather than once per subset. Clusters run one after another (``lax.map``), ``chunk // 2^N``
+    at a time when their lattices are smaller than a chunk (padded with copies of cluster 0).
+    """
     n_clusters, n = amask.shape
     size = 1 << n
     bits = jnp.arange(n)
+    batch = min(chunk, size)
+    s = jnp.arange(-(-size // batch) * batch) % size  # whole chunks: one model instance
+    group = min(max(1, chunk // size), n_clusters)
+    take = jnp.arange(-(-n_clusters // group) * group) % n_clusters
 
-    def one(i):
-        b, s = i // size, i % size
-        return f(pos[b], spec[b], ((s >> bits) & 1).astype(bool) & amask[b])
+    def cluster(x):
+        p, z, a = x
+        return jax.lax.map(lambda i: f(p, z, ((i >> bits) & 1).astype(bool) & a), s,
+                           batch_size=batch)
 
-    total = n_clusters * size
-    batch = min(chunk, total)
-    i = jnp.arange(-(-total // batch) * batch) % total  # whole chunks: one model instance
-    out = jax.lax.map(one, i, batch_size=batch)
+    out = jax.lax.map(cluster, (pos[take], spec[take], amask[take]), batch_size=group)
     if not forces:
-        return out[:total].reshape(n_clusters, size), None
-    return out[0][:total].reshape(n_clusters, size), out[1][:total].reshape(n_clusters, size, n, 3)
+        return out[:n_clusters, :size], None
+    return out[0][:n_clusters, :size], out[1][:n_clusters, :size]
 
 
 LAYOUTS = {"compact": _lattice_compact, "masks": _lattice_masks}

@@ -57,7 +57,9 @@ def as_batch(positions, species=None, atom_mask=None):
     """
     import jax.numpy as jnp
 
-    pos = jnp.asarray(positions)
+    # concrete input is staged with numpy: jnp ops on it would each compile a small program
+    xp = np if is_concrete(positions, species, atom_mask) else jnp
+    pos = xp.asarray(positions)
     if pos.ndim not in (2, 3) or pos.shape[-1] != 3:
         raise ValueError(
             f"positions must have shape [N, 3] or [B, N, 3] (Å), got {tuple(pos.shape)}"
@@ -68,7 +70,7 @@ def as_batch(positions, species=None, atom_mask=None):
     shape = pos.shape[:-1]
     if shape[-1] == 0:
         raise ValueError("the cluster is empty (N = 0 atoms): pass at least one atom")
-    spec = jnp.ones(shape, jnp.int32) if species is None else jnp.asarray(species)
+    spec = xp.ones(shape, np.int32) if species is None else xp.asarray(species)
     if tuple(spec.shape) != tuple(shape):
         raise ValueError(
             f"species must have shape {tuple(shape)} to match positions {tuple(pos.shape)}, "
@@ -76,7 +78,7 @@ def as_batch(positions, species=None, atom_mask=None):
         )
     if not jnp.issubdtype(spec.dtype, jnp.integer):
         raise TypeError(f"species must be integer atomic numbers, got dtype {spec.dtype}")
-    mask = jnp.ones(shape, bool) if atom_mask is None else jnp.asarray(atom_mask)
+    mask = xp.ones(shape, bool) if atom_mask is None else xp.asarray(atom_mask)
     if tuple(mask.shape) != tuple(shape) or mask.dtype != bool:
         raise ValueError(
             f"atom_mask must be a bool array of shape {tuple(shape)}, "
@@ -93,7 +95,7 @@ def as_batch(positions, species=None, atom_mask=None):
             )
     if not batched:
         pos, spec, mask = pos[None], spec[None], mask[None]
-    return pos, spec.astype(jnp.int32), mask, batched
+    return pos, spec.astype(np.int32), mask, batched
 
 
 def validate(positions, species=None, atom_mask=None, *, min_distance: float = MIN_DISTANCE,

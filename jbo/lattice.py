@@ -51,17 +51,22 @@ def _n_from_length(length: int) -> int:
 
 
 def _butterfly(values: Array, axis: int, sign: float) -> Array:
-    """Apply x[S ∪ {i}] += sign * x[S] for every bit i: the zeta (+1) or Möbius (−1) transform."""
+    """Apply x[S ∪ {i}] += sign * x[S] for every bit i: the zeta (+1) or Möbius (−1) transform.
+
+    One loop step per bit, highest first, on the flat lattice axis (``x[S] + sign * x[S − 2^i]``
+    where bit i of S is set): a single small loop body to compile whatever ``n`` and the
+    trailing axes (a per-bit unrolled reshape costs ~10x more compile, forces ~20x).
+    """
     values = jnp.moveaxis(jnp.asarray(values), axis, 0)
     n = _n_from_length(values.shape[0])
-    rest = values.shape[1:]
-    x = values.reshape((2,) * n + rest)
-    # C-order reshape: axis 0 is the highest bit (n-1), axis n-1 is bit 0.
-    for a in range(n):
-        lo = jnp.take(x, 0, axis=a)
-        hi = jnp.take(x, 1, axis=a) + sign * lo
-        x = jnp.stack([lo, hi], axis=a)
-    return jnp.moveaxis(x.reshape(values.shape), 0, axis)
+    index = jnp.arange(values.shape[0], dtype=_index_dtype(n))
+
+    def step(k, x):
+        bit = n - 1 - k
+        has = ((index >> bit) & 1).astype(bool).reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.where(has, x + sign * jnp.roll(x, jnp.left_shift(1, bit), axis=0), x)
+
+    return jnp.moveaxis(jax.lax.fori_loop(0, n, step, values), 0, axis)
 
 
 def mobius(values: Array, axis: int = 0) -> Array:

@@ -30,11 +30,54 @@ import numpy as np
 from jbo import geometry
 
 __all__ = ["Potential", "Bound", "as_potential", "from_module", "with_baseline", "scaled",
-           "combine", "cast_tree", "atom_energy_table"]
+           "combine", "cast_tree", "atom_energy_table", "contract_tested", "is_contract_tested"]
 
 Array = jax.Array
 Params = Any
 N_ELEMENTS = 119  # atomic numbers 0..118 index the baseline table
+
+
+#: ``apply`` functions and zoo module classes whose masking contract the test suite establishes
+#: exactly (tests/test_contract_tested.py covers each one; :func:`contract_tested`).
+_CONTRACT_TESTED: set = set()
+
+
+def contract_tested(obj):
+    """Decorator: the masking contract of this ``apply`` function (or flax module class, exact
+    class only, not its subclasses) is proven by jbo's tests, so the engine's run-time check
+    (:func:`jbo.checks.contract_once`), whose compile is a large part of a first call, skips
+    potentials built only of such parts. Mark nothing that tests/test_contract_tested.py does
+    not cover: that test fails on an uncovered mark."""
+    _CONTRACT_TESTED.add(obj)
+    return obj
+
+
+def is_contract_tested(apply: Callable) -> bool:
+    """True when ``apply`` is built only of :func:`contract_tested` parts: a marked function, or
+    a :class:`Bound` of one whose static callables (``inner``, ``parts``, ``module``: its exact
+    class) are marked too. Anything else (a user's function) is checked at run time."""
+    if not isinstance(apply, Bound):
+        return _hashable(apply) and apply in _CONTRACT_TESTED
+    if apply.fn not in _CONTRACT_TESTED:
+        return False
+    for key, value in apply.static:
+        if key == "module":
+            if type(value) not in _CONTRACT_TESTED:
+                return False
+        elif key == "parts":
+            if not all(is_contract_tested(v) for v in value):
+                return False
+        elif callable(value) and not is_contract_tested(value):
+            return False
+    return True
+
+
+def _hashable(x) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +231,7 @@ def cast_tree(tree: Params, dtype) -> Params:
     return jax.tree_util.tree_map(f, tree)
 
 
+@contract_tested
 def _module_energy(params, positions, species, mask, *, module, dtype=None):
     if dtype is not None:
         params, positions = cast_tree(params, dtype), jnp.asarray(positions, dtype)
@@ -227,6 +271,7 @@ def atom_energy_table(atom_energies: Mapping[int, float] | Any) -> np.ndarray:
     return table
 
 
+@contract_tested
 def _baseline(params, positions, species, mask, *, inner):
     base = jnp.sum(jnp.where(mask, params["atom_energies"][species], 0.0))
     return base + inner(params["inner"], positions, species, mask)
@@ -240,6 +285,7 @@ def with_baseline(pot: Potential, atom_energies) -> Potential:
     return dataclasses.replace(pot, apply=Bound.of(_baseline, inner=pot.apply), params=params)
 
 
+@contract_tested
 def _scaled(params, positions, species, mask, *, inner):
     return params["scale"] * jnp.asarray(inner(params["inner"], positions, species, mask),
                                          jnp.float64)
@@ -252,6 +298,7 @@ def scaled(pot: Potential, scale: float) -> Potential:
     return dataclasses.replace(pot, apply=Bound.of(_scaled, inner=pot.apply), params=params)
 
 
+@contract_tested
 def _sum(params, positions, species, mask, *, parts):
     return sum(f(p, positions, species, mask) for f, p in zip(parts, params))
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jbo import geometry
 from jbo.adapters import from_ase, from_torch  # noqa: F401  (host-evaluated potentials)
-from jbo.potential import Bound, Potential, combine
+from jbo.potential import Bound, Potential, combine, contract_tested
 
 __all__ = ["morse", "lennard_jones", "axilrod_teller", "embedded_atom", "combine", "switch",
            "pair_distances", "axilrod_teller_triple", "from_ase", "from_torch"]
@@ -50,6 +50,7 @@ def pair_distances(positions: Array, mask: Array) -> tuple[Array, Array]:
     return jnp.sqrt(d2), pair
 
 
+@contract_tested
 def _morse(params, positions, species, mask, *, cutoff):
     r, pair = pair_distances(positions, mask)
     x = jnp.exp(-params["alpha"] * (r - params["r0"]))
@@ -65,6 +66,7 @@ def morse(
     return _analytic(_morse, cutoff, depth=depth, alpha=alpha, r0=r0, atom_energy=atom_energy)
 
 
+@contract_tested
 def _lennard_jones(params, positions, species, mask, *, cutoff):
     r, pair = pair_distances(positions, mask)
     s6 = (params["sigma"] / r) ** 6
@@ -88,6 +90,7 @@ def axilrod_teller_triple(ri: Array, rj: Array, rk: Array, c9: float) -> Array:
     return c9 * (1 + 3 * cos_i * cos_j * cos_k) / (la * lb * lc) ** 3
 
 
+@contract_tested
 def _axilrod_teller(params, positions, species, mask, *, cutoff):
     r, pair = pair_distances(positions, mask)
     sw = jnp.where(pair, switch(r, cutoff), 0.0)
@@ -107,6 +110,7 @@ def axilrod_teller(c9: float = 1.0, cutoff: float | None = None) -> Potential:
     return _analytic(_axilrod_teller, cutoff, c9=c9)
 
 
+@contract_tested
 def _embedded_atom(params, positions, species, mask, *, cutoff):
     r, pair = pair_distances(positions, mask)
     rho = jnp.sum(jnp.where(pair, switch(r, cutoff), 0.0), axis=1)

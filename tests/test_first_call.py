@@ -192,7 +192,8 @@ def test_a_second_process_loads_its_programs_from_the_persistent_cache(tmp_path)
     assert first["misses"] > 0 and first["hits"] == 0  # empty cache: compiled and stored
     assert any((tmp_path / "xla").iterdir())
     assert second["hits"] > 0  # the engine's programs came from disk
-    assert second["misses"] < first["misses"]
+    # (no comparison of miss counts: a small program that compiles in more than the cache's
+    # 0.2 s threshold only on a loaded machine is a miss in one process and not the other)
     np.testing.assert_allclose(second["per_order"], first["per_order"], rtol=0, atol=1e-12)
 
 

@@ -10,6 +10,7 @@ from jbo import checks, decompose, models, potentials, testing
 from jbo.decompose import body_orders
 from jbo.potential import Potential, as_potential, scaled, with_baseline
 from jbo.train.model import Trained, energy_model
+from tests.toy import unvetted
 
 SMALL = dict(max_radial=3, max_angular=2, hidden=(8,))
 POS = np.array([[0.0, 0, 0], [0.9, 0, 0], [0, 1.1, 0], [0.2, 0.3, 1.0], [1.2, 1.0, 0.8]])
@@ -40,14 +41,18 @@ def test_second_parameter_set_reuses_the_compiled_program_and_is_exact():
 
 
 def test_contract_is_checked_once_per_architecture(monkeypatch):
-    fn = potentials.morse(depth=4.0, cutoff=2.5)
+    fn = unvetted(potentials.morse(depth=4.0, cutoff=2.5))
     body_orders(fn, POS, max_order=2)
     assert fn.static in checks._checked
     calls = []
     monkeypatch.setattr(checks, "check_contract", lambda *a, **k: calls.append(a) or True)
-    body_orders(potentials.morse(depth=3.0, cutoff=2.5), POS, max_order=2)  # new constants
+    new_constants = unvetted(potentials.morse(depth=3.0, cutoff=2.5))
+    body_orders(new_constants, POS, max_order=2)
     assert calls == []
-    body_orders(potentials.morse(depth=3.0, cutoff=2.0), POS, max_order=2)  # new static part
+    new_static = unvetted(potentials.morse(depth=3.0, cutoff=2.0))
+    body_orders(new_static, POS, max_order=2)
+    assert len(calls) == 1
+    body_orders(potentials.morse(depth=3.0, cutoff=1.5), POS, max_order=2)  # proven by tests
     assert len(calls) == 1
 
 

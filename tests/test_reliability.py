@@ -15,6 +15,7 @@ from ase import Atoms
 import jbo  # noqa: F401  (float64)
 from jbo import checks, models, potentials
 from jbo.decompose import body_orders, check_contract, connected_plan
+from tests.toy import unvetted
 
 POS = np.array([[0.0, 0, 0], [0.9, 0, 0], [0, 1.1, 0], [0.2, 0.3, 1.0]])
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,14 +159,17 @@ def test_contract_check_runs_once_per_architecture_and_passes_honest_ones(monkey
     real = checks.check_contract
     monkeypatch.setattr(checks, "check_contract", lambda f, *a, **k: seen.append(f) or real(
         f, *a, **k))
-    fn = potentials.morse(cutoff=7.25)  # an architecture no other test has checked
+    fn = unvetted(potentials.morse(cutoff=7.25))  # an architecture no other test has checked
     for p in (POS, POS * 1.1, POS):
         body_orders(fn, p, max_order=2)
     body_orders(fn, POS, max_order=2, check_contract=False)
-    body_orders(potentials.morse(depth=3.0, cutoff=7.25), POS, max_order=2)  # new parameters
+    new_params = unvetted(potentials.morse(depth=3.0, cutoff=7.25))
+    body_orders(new_params, POS, max_order=2)
     assert seen == [fn]  # once per architecture, whatever the positions and parameters
-    other = potentials.embedded_atom(cutoff=7.25)
+    other = unvetted(potentials.embedded_atom(cutoff=7.25))
     body_orders(other, POS)
+    assert seen == [fn, other]
+    body_orders(potentials.embedded_atom(cutoff=7.5), POS)  # proven by the tests: not checked
     assert seen == [fn, other]
     module, params = _tiny_model()
     assert real(models.energy_fn(module, params), POS)  # every zoo model is honest

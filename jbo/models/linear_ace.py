@@ -29,6 +29,7 @@ import numpy as np
 
 from jbo.models import layers
 from jbo.models.base import ZooModel
+from jbo.potential import contract_tested
 from jbo.models.soap_bpnn import power_spectrum
 
 MAX_CORRELATION = 3
@@ -65,6 +66,7 @@ def ace_basis(density, max_l: int, correlation: int) -> jax.Array:
     return jnp.concatenate(feats, axis=-1)
 
 
+@contract_tested  # tests/test_models.py: masked == extracted, every zoo model
 class LinearACE(ZooModel):
     """Linear atomic cluster expansion of correlation order ``correlation`` (body order nu+1).
 

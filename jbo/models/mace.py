@@ -27,6 +27,7 @@ import numpy as np
 
 from jbo.models import layers
 from jbo.models.base import ZooModel
+from jbo.potential import contract_tested
 
 
 def hidden_irreps(num_channels: int, max_l: int) -> e3nn.Irreps:
@@ -136,6 +137,7 @@ class MACEHypers(ZooModel):
     data_constants: ClassVar[tuple[str, ...]] = ("avg_num_neighbors",)
 
 
+@contract_tested  # tests/test_models.py: masked == extracted, every zoo model
 class MACE(MACEHypers):
     """MACE-like model.
 

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbo.models.mace import MACEHypers
+from jbo.potential import contract_tested
 
 
 def _mlip():
@@ -72,6 +73,7 @@ def _given_vectors(vectors, senders_pos, receivers_pos, cell):
     return vectors
 
 
+@contract_tested  # tests/test_models.py: masked == extracted, every zoo model
 class MlipMACE(MACEHypers):
     """MACE (mlip implementation) on a dense masked graph; hypers named as :class:`jbo.models.MACE`.
 

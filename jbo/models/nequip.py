@@ -36,6 +36,7 @@ import numpy as np
 
 from jbo.models import layers
 from jbo.models.base import ZooModel
+from jbo.potential import contract_tested
 
 
 def _energy_model_class():
@@ -53,6 +54,7 @@ def _dense_edges(n: int) -> tuple[np.ndarray, np.ndarray]:
     return j.astype(np.int32), i.astype(np.int32)
 
 
+@contract_tested  # tests/test_models.py: masked == extracted, every zoo model
 class NequIP(ZooModel):
     """NequIP (jax-md implementation) on a dense masked graph.
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from jbo.models import layers
 from jbo.models.base import ZooModel
+from jbo.potential import contract_tested
 
 
 def cutoff_weighted_softmax(scores: jax.Array, weights: jax.Array, valid: jax.Array) -> jax.Array:
@@ -73,6 +74,7 @@ class TransformerBlock(nn.Module):
         return jnp.where(valid[..., None], tokens, jnp.zeros((), tokens.dtype))
 
 
+@contract_tested  # tests/test_models.py: masked == extracted, every zoo model
 class PET(ZooModel):
     """PET-like transformer.
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from jbo.models import layers
 from jbo.models.base import ZooModel
+from jbo.potential import contract_tested
 
 
 def power_spectrum(density, max_l: int) -> jax.Array:
@@ -43,6 +44,7 @@ def power_spectrum(density, max_l: int) -> jax.Array:
     return jnp.concatenate(feats, axis=-1)
 
 
+@contract_tested  # tests/test_models.py: masked == extracted, every zoo model
 class SoapBPNN(ZooModel):
     """SOAP power spectrum + per-species MLP.
 
