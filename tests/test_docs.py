@@ -37,6 +37,8 @@ BLOCKS = [(p, i, b) for p in PAGES for i, b in enumerate(python_blocks(p))]
 
 def test_the_pages_hold_examples():
     assert (ROOT / "docs" / "README.md").exists(), "docs/README.md (the index) is missing"
+    first = python_blocks(ROOT / "README.md")[0]
+    assert "connected_plan(" in first, "README's first example is the engine's (EXTRA_CHECKS)"
     runnable = [b for _, _, b in BLOCKS if _directive(b, "not run") is None]
     assert len(runnable) >= 6, f"only {len(runnable)} runnable examples found"
 
@@ -53,7 +55,24 @@ def test_python_example_runs(page, index, block, monkeypatch):
         if importlib.util.find_spec(pkg.strip()) is None:
             pytest.skip(f"needs {pkg.strip()} (not installed)")
     monkeypatch.chdir(ROOT)
-    exec(compile(block, f"{page.relative_to(ROOT)} (python block {index})", "exec"), {})
+    namespace: dict = {}
+    exec(compile(block, f"{page.relative_to(ROOT)} (python block {index})", "exec"), namespace)
+    for name, marker, check in EXTRA_CHECKS:
+        if page.name == name and page.parent == ROOT and marker in block:
+            check(namespace)
+
+
+def _check_engine_example(ns: dict) -> None:
+    """README's first example: a pair + triple potential has nothing above order 3, the
+    orders sum to the total, and the gradient has the positions' shape."""
+    r = ns["r"]
+    assert abs(float(r.per_order[3:].sum())) < 1e-10
+    assert abs(float(r.truncated[-1] - r.total)) < 1e-10
+    assert ns["g"].shape == (5, 3)
+
+
+# (top-level page, text its block holds, checks on the namespace the block leaves)
+EXTRA_CHECKS = [("README.md", "connected_plan(", _check_engine_example)]
 
 
 def _strip_code(text: str) -> str:
