@@ -6,7 +6,7 @@ For each model: parameter count, compile time, time of one jitted energy evaluat
 8-atom cluster, of energy + forces, and of the engine's access pattern (all 255 non-empty
 subset masks of the cluster in one vmapped call, reported per subset). Timings are the best
 of several repeats after a warm-up (compilation excluded), on whatever backend JAX uses (the
-README table is CPU). Also reports PET's rotational error at initialisation (it is not
+docs/models.md's zoo table is CPU). Also reports PET's rotational error at initialisation (it is not
 rotationally constrained): max |E(Rx) - E(x)| over random rotations.
 """
 

@@ -11,7 +11,7 @@ validation curve, the best model's validation MAE per regime and its training MA
 H_8 training clusters per regime (meV/atom). Extra keys: ``"frac"`` keeps that fraction of the
 parents (a fixed hash of the cluster name), ``"regime"`` one regime only. The committed lines
 were run on 2026-11-26, on this 2-core CPU or on a 16-core CPU beside a GPU (``"host"``), one
-thread per run; the README's main-job section quotes them.
+thread per run; docs/study.md's main-job section quotes them.
 """
 
 from __future__ import annotations
