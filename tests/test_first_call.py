@@ -207,3 +207,33 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("JBO_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert compilation_cache.cache_dir() == tmp_path / "jbo" / "xla"
+
+
+# ------------------------------------------------------------------ tracing: once per process
+def test_spherical_harmonics_are_e3nns_and_traced_once_for_every_shape():
+    """The zoo's spherical harmonics are e3nn's own function, traced once per (max_l, dtype)
+    for one vector and vmapped: the same values and gradients as calling e3nn on each shape
+    (to round-off), and e3nn's sympy recursion runs once, not once per new shape."""
+    import e3nn_jax as e3nn
+    import jax
+
+    from jbo.models import layers
+
+    layers._sh_of_one_vector.cache_clear()
+    rng = np.random.default_rng(0)
+    for shape in [(5, 7, 3), (2, 3), (4, 1, 2, 3)]:
+        x = jnp.asarray(rng.normal(size=shape))
+
+        def ref(v):
+            return e3nn.spherical_harmonics(layers.sh_irreps(6), v, normalize=True,
+                                            normalization="component").array
+
+        def ours(v):
+            return layers.spherical_harmonics(v, 6).array
+
+        assert ours(x).shape == ref(x).shape == shape[:-1] + (49,)
+        np.testing.assert_allclose(ours(x), ref(x), rtol=1e-13, atol=1e-13)
+        g_ref = jax.grad(lambda v: jnp.sum(ref(v) ** 3))(x)
+        g_ours = jax.grad(lambda v: jnp.sum(ours(v) ** 3))(x)
+        np.testing.assert_allclose(g_ours, g_ref, rtol=1e-12, atol=1e-12)
+    assert layers._sh_of_one_vector.cache_info().misses == 1
