@@ -199,6 +199,19 @@ def cli_end_to_end(repeat: int, model: str = "results/train_body_order_reg/plain
             "cached_process_s": statistics.median(cached), "repeat": repeat}
 
 
+def table(result: dict) -> str:
+    """The markdown table of a written result (docs/benchmarks.md quotes it)."""
+    head = ("| model | N | jbo first call (s) | competent first call (s) | ratio (wall / CPU) "
+            "| second process, cached (s) | warm auto / compact (s) | competent warm (s) |\n"
+            "|---|---|---|---|---|---|---|---|")
+    rows = [f"| {r['model']} | {r['n_atoms']} | {r['jbo_first_s']:.2f} | "
+            f"{r['competent_first_s']:.2f} | {r['first_ratio']:.2f} / "
+            f"{r['jbo_first_cpu_s'] / r['competent_first_cpu_s']:.2f} | {r['cached_first_s']:.2f} | "
+            f"{r['jbo_warm_s']:.3f} / {r['compact_warm_s']:.3f} | {r['competent_warm_s']:.3f} |"
+            for r in result["rows"]]
+    return "\n".join([head, *rows])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", nargs=3, metavar=("KIND", "MODEL", "N"), help=argparse.SUPPRESS)
@@ -207,7 +220,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", nargs="+", type=int, default=[8, 10, 12, 14])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "results/benchmarks/first_call.json"))
+    ap.add_argument("--table", metavar="JSON", help="print the markdown table of a result")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return 0
     if args.worker:
         kind, model, n = args.worker
         print(json.dumps(worker(kind, model, int(n))))
