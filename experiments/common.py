@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,7 +39,8 @@ def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
                                 description=(doc or "").strip().splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny CI configuration (seconds)")
-    p.add_argument("--out", default=None, help=f"output folder (default results/{name})")
+    p.add_argument("--out", default=None, help=f"output folder (default results/{name}; with "
+                   f"--quick <tempdir>/jbo_{name}_quick: a CI run never touches results/)")
     p.add_argument("--db", default=DEFAULT_DB, help="reference ase.db")
     p.add_argument("--redo", action="store_true", help="recompute cached cells")
     return p
@@ -73,7 +75,14 @@ def extra(args) -> tuple[tuple[str, Any], ...]:
 
 
 def out_dir(args, name: str) -> Path:
-    d = Path(args.out) if args.out else ROOT / "results" / name
+    """``--out``, else ``results/NAME`` (the committed results), or for a ``--quick`` run
+    ``<tempdir>/jbo_NAME_quick``: a CI-sized run never overwrites committed results."""
+    if args.out:
+        d = Path(args.out)
+    elif getattr(args, "quick", False):
+        d = Path(tempfile.gettempdir()) / f"jbo_{name}_quick"
+    else:
+        d = ROOT / "results" / name
     d.mkdir(parents=True, exist_ok=True)
     return d
 

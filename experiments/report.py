@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> str:
                    "RESULTS/RUN_NOTE.md, if that exists)")
     args = p.parse_args(argv)
     results = Path(args.results) if args.results else common.ROOT / "results"
-    out = Path(args.out) if args.out else results
+    out = common.out_dir(args, "report") if args.out or args.quick else results
     out.mkdir(parents=True, exist_ok=True)
     rel = Path(__import__("os").path.relpath(results, out)).as_posix()
     note = "\n\n".join(t for t in (read_note(results), args.note) if t)

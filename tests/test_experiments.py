@@ -211,3 +211,19 @@ def test_report_quick(out):
     for i, study in enumerate(report.STUDIES):  # a section for every study that ran
         assert ((out / study).exists()) == (f"## {i + 1}." in text)
     assert "![" in text
+
+
+@pytest.mark.parametrize("name", ["body_order_trends", "converged", "generalization",
+                                  "learning_curves", "reference_mbe", "report"])
+def test_a_quick_run_without_out_never_writes_into_results(name, tmp_path, monkeypatch):
+    """``--quick`` (the CI size) without ``--out`` writes to ``<tempdir>/jbo_NAME_quick``, for
+    every study (it overwrote the committed results/NAME/ of all but the main job)."""
+    import importlib
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    args = common.parser(name, "doc").parse_args(["--quick"])
+    assert common.out_dir(args, name) == tmp_path / f"jbo_{name}_quick"
+    importlib.import_module(f"experiments.{name}")  # each study takes its folder from out_dir
+    src = (common.ROOT / "experiments" / f"{name}.py").read_text()
+    assert "common.out_dir(args" in src

@@ -21,7 +21,6 @@ from typing import Callable, NamedTuple, Sequence
 import e3nn_jax as e3nn
 import flax.linen as nn
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
@@ -168,9 +167,9 @@ def sh_irreps(max_l: int) -> e3nn.Irreps:
 def spherical_harmonics(vec: jax.Array, max_l: int) -> e3nn.IrrepsArray:
     """Real spherical harmonics of the unit vectors of ``vec`` (component normalisation).
 
-    e3nn's own function, traced once per process for one vector (:func:`_sh_of_one_vector`)
-    and vmapped over the others: its recursion is derived with sympy at every trace (~1 s at
-    ``max_l`` 6), which would otherwise be paid again for every new shape a model is traced at.
+    e3nn's own function, jitted for one vector (:func:`_sh_of_one_vector`) and vmapped over
+    the others, so it is traced once per process and input type rather than once per shape:
+    e3nn derives its recursion with sympy at every trace (~1 s at ``max_l`` 6).
 
     Args:
         vec: ``[..., 3]`` non-zero vectors.
@@ -178,20 +177,17 @@ def spherical_harmonics(vec: jax.Array, max_l: int) -> e3nn.IrrepsArray:
     Returns:
         IrrepsArray ``[..., (max_l+1)^2]`` with irreps ``0e + 1o + ... `` and ``Y_0 = 1``.
     """
-    one = _sh_of_one_vector(max_l, jnp.dtype(vec.dtype).name)
-    flat = jax.vmap(lambda v: one(v)[0])(vec.reshape(-1, 3))
+    flat = jax.vmap(_sh_of_one_vector(max_l))(vec.reshape(-1, 3))
     return e3nn.IrrepsArray(sh_irreps(max_l), flat.reshape(*vec.shape[:-1], flat.shape[-1]))
 
 
 @functools.lru_cache(maxsize=None)
-def _sh_of_one_vector(max_l: int, dtype: str) -> Callable:
-    """``[3] -> [(max_l+1)^2]``: e3nn's spherical harmonics as a traced program (custom JVP
-    included), so differentiating and batching it is what e3nn's own function does."""
-    program = jax.make_jaxpr(
-        lambda v: e3nn.spherical_harmonics(sh_irreps(max_l), v, normalize=True,
-                                           normalization="component").array
-    )(jax.ShapeDtypeStruct((3,), jnp.dtype(dtype)))
-    return jax.extend.core.jaxpr_as_fun(program)
+def _sh_of_one_vector(max_l: int) -> Callable:
+    """``[3] -> [(max_l+1)^2]``: e3nn's spherical harmonics, jitted (its trace is cached per
+    input type, e.g. dtype or a ``shard_map``'s varying axes; batching, differentiation and
+    custom JVP are e3nn's own)."""
+    return jax.jit(lambda v: e3nn.spherical_harmonics(sh_irreps(max_l), v, normalize=True,
+                                                      normalization="component").array)
 
 
 def neighbour_density(
