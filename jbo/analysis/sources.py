@@ -19,7 +19,9 @@ import numpy as np
 from jbo import checks, geometry, lattice
 from jbo.analysis.spectra import Spectra
 from jbo.assembly import assemble_lattice_jit
+from jbo.data.batch import pad_records
 from jbo.decompose import body_orders
+from jbo.models.trained import Trained
 from jbo.potential import Potential, as_potential
 
 __all__ = ["decompose_records", "reference_spectra", "lattice_spectra", "subset_energies"]
@@ -74,9 +76,6 @@ def decompose_records(potential, records: Sequence, *, max_order: int | None = N
       layout: the engine's exhaustive layout (:func:`jbo.decompose.body_orders`).
       orders: False gives totals only (one batched evaluation, no decomposition).
     """
-    from jbo.train.dataset import pad_records  # the train package imports analysis: lazily
-    from jbo.train.model import Trained
-
     records = list(records)
     meta = (tuple(r.cluster for r in records), [r.n_atoms for r in records],
             tuple(r.regime for r in records))
