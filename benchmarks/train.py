@@ -30,11 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import jbo  # noqa: E402,F401
+from jbo.data.batch import pad_records  # noqa: E402
 from jbo.data.records import Record, read_records  # noqa: E402
+from jbo.models.trained import energy_model  # noqa: E402
 from jbo.train import RegularizerConfig, TrainConfig  # noqa: E402
 from jbo.train import dataset as ds  # noqa: E402
 from jbo.train.step import OptSpec, StepSpec, init_opt as _init_opt, train_step  # noqa: E402
-from jbo.train.model import create_module, energy_model, init_params  # noqa: E402
+from jbo.train.model import create_module, init_params  # noqa: E402
 
 DEFAULT_HYPERS = {"max_radial": 6, "max_angular": 4, "hidden": [64, 64]}  # the experiment's
 
@@ -100,8 +102,8 @@ def main(argv=None) -> dict:
     hypers = json.loads(args.hypers)
     module = create_module(args.model, hypers, "float64")
     n_max = max(r.n_atoms for r in train_rows)
-    batch = ds.pad_records(train_rows[:args.batch_size], n_max, args.batch_size)
-    reg_batch = ds.pad_records(reg_rows[:args.reg_batch_size], size=args.reg_batch_size)
+    batch = pad_records(train_rows[:args.batch_size], n_max, args.batch_size)
+    reg_batch = pad_records(reg_rows[:args.reg_batch_size], size=args.reg_batch_size)
     base, scale = ds.normalization(TrainConfig(), train_rows)
     params = init_params(module, batch, 0, jnp.float64)
     model = energy_model(module, params, base, scale, jnp.float64)
@@ -151,7 +153,6 @@ def loop_benchmark(args) -> dict:
     and the repeat with the median ratio is reported (all repeats are kept)."""
     import tempfile
     from jbo.train import train
-    from jbo.train import dataset as tds
     from jbo.train.loop import setup
     records = read_records(args.db)
     res = {"makeup": args.loop_makeup, "batch_size": args.batch_size, "device":
@@ -164,8 +165,8 @@ def loop_benchmark(args) -> dict:
                               epochs=1000)
             run = setup(cfg, records=records)
             st = run.state
-            batch = tds.pad_records(run.data.train[:args.batch_size],
-                                    max(r.n_atoms for r in run.data.train), args.batch_size)
+            batch = pad_records(run.data.train[:args.batch_size],
+                                max(r.n_atoms for r in run.data.train), args.batch_size)
             def bare(calls: int) -> float:
                 times = []
                 for _ in range(calls):

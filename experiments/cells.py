@@ -184,7 +184,7 @@ class Cell:
 
 
 def train_cell(cell: Cell, data: Data):
-    """Train ``cell``; returns (the trained model, :class:`jbo.train.Trained`; info dict)."""
+    """Train ``cell``; returns (the trained model, :class:`jbo.models.Trained`; info dict)."""
     import jax
 
     from jbo.train.config import parse_makeup

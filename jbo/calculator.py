@@ -16,7 +16,8 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from jbo import compilation_cache
-from jbo.train.model import Trained, load_trained
+from jbo.models.trained import Trained
+from jbo.train.model import load_trained
 
 __all__ = ["JboCalculator", "load_checkpoint", "WHICH"]
 
@@ -48,7 +49,7 @@ class JboCalculator(Calculator):
 
     Args:
       checkpoint: run folder (``out_dir`` of training) or its ``checkpoints/`` folder, a model
-        file of ``jbo.models.save``, or an already loaded :class:`jbo.train.Trained`.
+        file of ``jbo.models.save``, or an already loaded :class:`jbo.models.Trained`.
       which: ``"best"`` (lowest validation MAE) or ``"latest"`` parameters of a run folder
         (checked by :func:`load_checkpoint`; a model file has only one set).
       module: the flax module, only for models outside the ``jbo.models`` zoo.

@@ -233,8 +233,7 @@ def test_a_trained_model_runs_as_one_program_for_every_parameter_set():
 
     from jbo import models
     from jbo.decompose import _exhaustive
-    from jbo.train import Trained
-    from jbo.train.model import energy_model
+    from jbo.models.trained import Trained, energy_model
 
     module = models.create("soap_bpnn", max_radial=2, max_angular=1, hidden=(4,))
     recs = _clusters([4, 3], seed=2)

@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbo import analysis, models, potentials
+from jbo.data.batch import pad_records
 from jbo.data.records import Record
+from jbo.models.trained import energy_model
 from jbo.rotations import quaternion_matrix, random_rotations
 from jbo.train import TrainConfig, train
-from jbo.train import dataset as ds
 from jbo.train.config import RegularizerConfig
-from jbo.train.model import energy_model
 from jbo.train.runs import config_diff
 from jbo.train.step import OptSpec, StepSpec, augment, objective
 from tests.test_train import OLD_LOOP_LOSS, OLD_LOOP_VAL, roundoff_rtol
@@ -71,8 +71,8 @@ def test_augment_turns_positions_and_force_labels_by_one_rotation_per_structure(
     """The augmented force labels are the reference's forces of the augmented structures
     (finite differences of the analytic energy there): F' = R F with the positions' R."""
     recs = _records((4, 5, 4), 40, lambda p: (reference_energy(p), reference_forces(p)))
-    batch = ds.pad_records(recs)
-    reg = ds.pad_records(recs[1:])
+    batch = pad_records(recs)
+    reg = pad_records(recs[1:])
     out, out_reg = jax.jit(augment)(jax.tree_util.tree_map(jnp.asarray, batch),
                                     jax.tree_util.tree_map(jnp.asarray, reg),
                                     jax.random.PRNGKey(3))
@@ -95,7 +95,7 @@ def test_augment_turns_positions_and_force_labels_by_one_rotation_per_structure(
     np.testing.assert_array_equal(out.energy, batch.energy)
     # a row's rotation depends on the key and its index only, not on the padded batch size
     # (sharded runs pad batches to the device count)
-    wider, _ = jax.jit(augment)(jax.tree_util.tree_map(jnp.asarray, ds.pad_records(recs, size=5)),
+    wider, _ = jax.jit(augment)(jax.tree_util.tree_map(jnp.asarray, pad_records(recs, size=5)),
                                 None, jax.random.PRNGKey(3))
     np.testing.assert_array_equal(wider.positions[:3], out.positions)
 
@@ -122,7 +122,7 @@ def test_augmentation_is_exact_for_an_invariant_model():
     key = jax.random.PRNGKey(0)
     f = jax.jit(jax.value_and_grad(lambda p, b, r: objective(spec, p, b, r, key), has_aux=True))
     put = functools.partial(jax.tree_util.tree_map, jnp.asarray)
-    batch, reg_batch = put(ds.pad_records(recs)), put(ds.pad_records(recs[1:]))
+    batch, reg_batch = put(pad_records(recs)), put(pad_records(recs[1:]))
     params = models.init(module, 1)
     (loss, (_, penalty, _)), grad = f(params, batch, reg_batch)
     assert float(penalty) > 0

@@ -340,7 +340,7 @@ def test_load_potential_recognises_files_by_content(tmp_path, mace_file, pet_fil
     from jbo import models
     from jbo.foreign import load_potential
     from jbo.foreign import identify
-    from jbo.train.model import Trained
+    from jbo.models.trained import Trained
 
     jbo_file = tmp_path / "plain.weights"
     shutil.copy(ROOT / "results/train_body_order_reg/plain.jbo", jbo_file)

@@ -1,5 +1,5 @@
-"""Package layout: every jbo module imports, none imports itself back at import time, none is
-over 400 lines, and (counting every import statement, in functions too) no new import cycles."""
+"""Package layout: every jbo module imports, none is over 400 lines, and no import cycle among
+jbo's modules or packages, counting every import statement (in functions too)."""
 
 from __future__ import annotations
 
@@ -162,20 +162,6 @@ def _every_import_graphs() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     return graph, packages
 
 
-#: The cycles the every-import check finds today (remove an entry when its cycle is cut).
-#: Modules: jbo.models (registry) imports models.io, which imports jbo.models and
-#: train.model (load/save) inside functions, and train.model imports jbo.models; jbo.train's
-#: __init__ imports train.loop -> train.constants -> jbo.models -> models.io -> jbo.train.
-#: Packages: analysis.sources -> train.{dataset,model} (in functions) -> data.records (top) ->
-#: data.mbe -> analysis (top); models.io -> train (in functions), train.{model,constants} ->
-#: models (in functions).
-KNOWN_MODULE_CYCLES = [["jbo.models", "jbo.models.io", "jbo.train", "jbo.train.constants",
-                        "jbo.train.loop", "jbo.train.model"]]
-KNOWN_PACKAGE_CYCLES = [["jbo.analysis", "jbo.data", "jbo.models", "jbo.train"]]
-_CYCLES_TODAY = (f"import cycles counting every import (in functions too): modules "
-                 f"{KNOWN_MODULE_CYCLES}, packages {KNOWN_PACKAGE_CYCLES}")
-
-
 def test_type_checking_imports_are_not_edges(tmp_path):
     src = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from jbo.b import X\n"
            "else:\n    from jbo import c\n")
@@ -201,21 +187,12 @@ def test_every_import_parser_sees_function_level_and_relative_imports(tmp_path):
     assert _components({"a": {"b"}, "b": set()}) == []
 
 
-def test_no_new_import_cycles_counting_every_import():
-    """Passes today and while cycles are being cut; fails for any cycle not already known."""
-    graph, packages = _every_import_graphs()
-    for found, known in ((_components(graph), KNOWN_MODULE_CYCLES),
-                         (_components(packages), KNOWN_PACKAGE_CYCLES)):
-        new = [c for c in found if not any(set(c) <= set(k) for k in known)]
-        assert new == [], f"new import cycles (every import statement counted): {new}"
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_CYCLES_TODAY)
 def test_no_import_cycles_counting_every_import():
-    """No cycle even through imports inside functions (strict xfail: flips when the known
-    cycles are cut; then delete the marker and the KNOWN_* lists)."""
+    """No cycle among modules or packages even through imports inside functions: a lower
+    layer never imports a higher one, lazily or not (move the shared piece down instead)."""
     graph, packages = _every_import_graphs()
-    assert (_components(graph), _components(packages)) == ([], [])
+    for kind, found in (("module", _components(graph)), ("package", _components(packages))):
+        assert found == [], f"{kind} import cycles (every import statement counted): {found}"
 
 
 def test_cycle_finder_finds_a_planted_cycle():

@@ -58,9 +58,10 @@ def test_importing_jbo_loads_no_heavy_package(probe):
 
 
 def test_zoo_registry_imports_an_architecture_on_first_use_only(probe):
-    assert probe["available"] == ["jbo.models.io"]  # available()/installed(): names only
-    assert probe["create"] == ["jbo.models.base", "jbo.models.io", "jbo.models.layers",
-                               "jbo.models.soap_bpnn"]  # no jax-md (NequIP), no PET
+    core = ["jbo.models.io", "jbo.models.registry", "jbo.models.trained"]  # no architecture
+    assert probe["available"] == core  # available()/installed(): names only
+    assert probe["create"] == sorted(core + ["jbo.models.base", "jbo.models.layers",
+                                             "jbo.models.soap_bpnn"])  # no jax-md, no PET
 
 
 def test_float64_is_enabled_by_importing_jbo(probe):

@@ -15,7 +15,7 @@ import jax.numpy as jnp  # noqa: E402
 import jbo  # noqa: E402,F401  (float64)
 from jbo import models  # noqa: E402
 from jbo.decompose import body_orders  # noqa: E402
-from jbo.train.model import Trained, energy_model  # noqa: E402
+from jbo.models.trained import Trained, energy_model  # noqa: E402
 from tests.test_engine_with_models import two_fragments  # noqa: E402
 from tests.test_models import quick_jit, random_cluster, random_rotation  # noqa: E402
 

@@ -12,7 +12,8 @@ import pytest
 from jbo import models
 from jbo.calculator import JboCalculator
 from jbo.decompose import body_orders
-from jbo.train.model import Trained, energy_model, load_trained
+from jbo.models.trained import Trained, energy_model
+from jbo.train.model import load_trained
 from tests.test_train_forces import SLOW, SMALL
 from tests.toy import toy_cluster
 

@@ -25,7 +25,7 @@ from jbo.checks import ExpansionError
 from jbo.cli import main
 from jbo.decompose import body_orders, connected_plan
 from jbo.potential import Potential, as_potential
-from jbo.train.model import Trained, energy_model
+from jbo.models.trained import Trained, energy_model
 from tests.test_train_forces import SMALL
 from tests.toy import toy_cluster
 

@@ -9,7 +9,7 @@ import jbo  # noqa: F401
 from jbo import checks, decompose, models, potentials, testing
 from jbo.decompose import body_orders
 from jbo.potential import Potential, as_potential, scaled, with_baseline
-from jbo.train.model import Trained, energy_model
+from jbo.models.trained import Trained, energy_model
 from tests.toy import unvetted
 
 SMALL = dict(max_radial=3, max_angular=2, hidden=(8,))

@@ -75,7 +75,7 @@ def _tiny_model():
 def test_nan_positions_are_refused_at_every_entry_point(tmp_path):  # item 5
     from jbo.calculator import JboCalculator
     from jbo.data.records import read_records
-    from jbo.train.model import Trained, energy_model
+    from jbo.models.trained import Trained, energy_model
 
     module, params = _tiny_model()
     nan = np.full((4, 3), np.nan)
@@ -196,7 +196,7 @@ def _api_cases(tmp_path):
     from jbo.calculator import JboCalculator
     from jbo.data.records import read_records
     from jbo.data.store import StoreError, connect
-    from jbo.train.model import Trained, energy_model
+    from jbo.models.trained import Trained, energy_model
 
     calc = JboCalculator(Trained(module, params, energy_model(module, params, {1: -13.6}, 1.0,
                                                               "float64"), {}, 0))

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from jbo import models
+from jbo.data.batch import pad_records
 from jbo.data.records import Record
+from jbo.models.trained import energy_model
 from jbo.train import TrainConfig, train
 from jbo.train import dataset as ds
 from jbo.train.losses import energy_force_loss
-from jbo.train.model import energy_model
 from tests.toy import (ToyEAM, reference_energy, reference_forces, toy_cluster,
                        write_toy_db)
 
@@ -38,7 +39,7 @@ def _batch(sizes=(3, 4, 4)) -> dict[str, np.ndarray]:
         recs.append(Record(pos, np.ones(n, np.int32), reference_energy(pos),
                            reference_forces(pos) if j else None, f"c{j}", (1 << n) - 1, n,
                            "train"))
-    return ds.pad_records(recs)  # the first row has no forces: must not count
+    return pad_records(recs)  # the first row has no forces: must not count
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
@@ -83,7 +84,7 @@ def test_force_training_reports_force_errors_and_uses_subcluster_forces(tmp_path
     assert h[-1]["train_force_mae"] < h[0]["train_force_mae"]
     # the validation force MAE is the mean |ΔF| component of the validation clusters (meV/Å)
     from jbo.train.losses import batch_energy_forces
-    b = ds.pad_records(data.val)
+    b = pad_records(data.val)
     _, f = batch_energy_forces(res.model, res.best_params, b.positions, b.species,
                                b.mask, True)
     err = np.abs(np.asarray(f) - b.forces)[b.mask]

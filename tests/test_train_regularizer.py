@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jbo.train.losses import EnergyModel, cast_tree
+from jbo.models.trained import EnergyModel
+from jbo.train.losses import cast_tree
 from jbo.train.regularizers import (body_order_penalty, exact_penalty, exhaustive_terms,
                                     penalty_from_terms, truncation_penalty)
 from tests.toy import ToyEAM, reference_energy, toy_cluster
@@ -132,7 +133,7 @@ def test_subset_energies_are_float64_when_training_float32():
     (and the engine) sees: same parameters, float64 arithmetic."""
     from jbo import models
     from jbo.train.losses import structure_energy
-    from jbo.train.model import energy_model
+    from jbo.models.trained import energy_model
 
     module = models.create("soap_bpnn", max_radial=3, max_angular=2, hidden=(8,),
                            dtype="float32")

@@ -5,10 +5,11 @@
     model = analysis.decompose_records(trained, records)   # the engine on whole clusters
     analysis.order_mae(model, ref.take(model.clusters), k_max=4)   # meV/atom
 
-* :mod:`jbo.analysis.spectra`: :class:`Spectra` (``orders[C, K]`` eV, NaN beyond n), and
-  :class:`Spectrum`, the view of one cluster.
+* :mod:`jbo.data.spectra` (re-exported): :class:`Spectra` (``orders[C, K]`` eV, NaN beyond n),
+  and :class:`Spectrum`, the view of one cluster.
 * :mod:`jbo.analysis.sources`: :func:`decompose_records` (a model, by
-  :func:`jbo.decompose.body_orders`), :func:`reference_spectra` (stored energies, by the engine's
+  :func:`jbo.decompose.body_orders`).
+* :mod:`jbo.data.mbe` (re-exported): :func:`reference_spectra` (stored energies, by the engine's
   assembler :func:`jbo.assembly.assemble_lattice`), :func:`lattice_spectra`,
   :func:`subset_energies` (the one records -> energies-by-subset adapter).
 * :mod:`jbo.analysis.metrics`: spectra, high-order content and errors, meV per atom.
@@ -21,9 +22,9 @@ from jbo.analysis.invariance import (is_rotation_invariant, learned_rotational_e
                                      rotational_error)
 from jbo.analysis.metrics import (high_order, high_order_weight, order_mae, spectrum, summarize,
                                   total_errors, total_mae)
-from jbo.analysis.sources import (decompose_records, lattice_spectra, reference_spectra,
-                                  subset_energies)
-from jbo.analysis.spectra import Spectra, Spectrum
+from jbo.analysis.sources import decompose_records
+from jbo.data.mbe import lattice_spectra, reference_spectra, subset_energies
+from jbo.data.spectra import Spectra, Spectrum
 
 __all__ = ["Spectra", "Spectrum", "decompose_records", "reference_spectra", "lattice_spectra",
            "subset_energies", "spectrum", "high_order", "summarize", "high_order_weight",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jbo.analysis.spectra import Spectra
+from jbo.data.spectra import Spectra
 
 __all__ = ["spectrum", "high_order", "summarize", "high_order_weight", "order_mae",
            "total_errors", "total_mae"]

@@ -1,10 +1,8 @@
-"""Where spectra come from: a model decomposed by the engine, or the reference's stored energies.
+"""Spectra of a model: :func:`decompose_records`, E^(k) of a potential on labelled structures,
+by :func:`jbo.decompose.body_orders` (its checks included; its programs per padded shape).
 
-* :func:`decompose_records`: E^(k) of a potential on labelled structures, by
-  :func:`jbo.decompose.body_orders` (its checks included; its programs per padded shape).
-* :func:`reference_spectra`: the reference MBE of every parent whose subsets are all labelled,
-  from one adapter (:func:`subset_energies`: parents or records -> energies by bitmask) and the
-  engine's assembler (:func:`jbo.assembly.assemble_lattice`), as :func:`lattice_spectra`.
+The reference side (stored energies -> spectra: :func:`jbo.data.mbe.reference_spectra`,
+``lattice_spectra``, ``subset_energies``) is in the data layer; :mod:`jbo.analysis` re-exports it.
 """
 
 from __future__ import annotations
@@ -16,24 +14,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo import checks, geometry, lattice
-from jbo.analysis.spectra import Spectra
-from jbo.assembly import assemble_lattice_jit
+from jbo import checks, geometry
+from jbo.data.batch import pad_records
+from jbo.data.mbe import eps_sq
+from jbo.data.spectra import Spectra
 from jbo.decompose import body_orders
+from jbo.models.trained import Trained
 from jbo.potential import Potential, as_potential
 
-__all__ = ["decompose_records", "reference_spectra", "lattice_spectra", "subset_energies"]
+__all__ = ["decompose_records"]
 
 
 # ---------------------------------------------------------------- model spectra
-def _eps_sq(terms, n: int):
-    """Σ_{|S|=k} ε(S)² per order from lattice-indexed terms ``[B, 2^n]``."""
-    return lattice.order_sums(terms**2, n, axis=1)
-
-
 @functools.partial(jax.jit, static_argnums=1)
 def _eps_sq_jit(terms, n: int):
-    return _eps_sq(terms, n)
+    return eps_sq(terms, n)
 
 
 @jax.jit
@@ -74,9 +69,6 @@ def decompose_records(potential, records: Sequence, *, max_order: int | None = N
       layout: the engine's exhaustive layout (:func:`jbo.decompose.body_orders`).
       orders: False gives totals only (one batched evaluation, no decomposition).
     """
-    from jbo.train.dataset import pad_records  # the train package imports analysis: lazily
-    from jbo.train.model import Trained
-
     records = list(records)
     meta = (tuple(r.cluster for r in records), [r.n_atoms for r in records],
             tuple(r.regime for r in records))
@@ -107,69 +99,3 @@ def _beyond_n(v: np.ndarray, n: Sequence[int]) -> np.ndarray:
     v = np.array(v, dtype=np.float64)
     v[np.arange(v.shape[1])[None, :] >= np.asarray(n)[:, None]] = np.nan
     return v
-
-
-# ---------------------------------------------------------------- reference spectra
-def subset_energies(items: Sequence) -> list[tuple[str, str, np.ndarray]]:
-    """The one adapter from labelled data to lattices: ``(cluster, regime, E[2^n])`` per
-    cluster, E(S) (eV) by bitmask, entry 0 (the empty set) = 0, NaN where not labelled.
-
-    ``items``: :class:`jbo.data.records.Parent` s, or :class:`jbo.data.records.Record` s
-    (grouped by cluster, in first-seen order).
-    """
-    out: dict[str, tuple[str, str, np.ndarray]] = {}
-    for it in items:
-        if hasattr(it, "lattice"):  # a Parent: every labelled subset at once
-            out[it.cluster] = (it.cluster, it.regime, it.lattice())
-            continue
-        if it.cluster not in out:
-            e = np.full(1 << it.n_parent, np.nan)
-            e[0] = 0.0
-            out[it.cluster] = (it.cluster, it.regime, e)
-        out[it.cluster][2][it.subset] = it.energy
-    return list(out.values())
-
-
-def lattice_spectra(energies: Sequence[np.ndarray], clusters: Sequence[str] | None = None,
-                    regimes: Sequence[str] | None = None) -> Spectra:
-    """Spectra (with ``eps_sq`` and ``terms``) of complete lattices ``energies[c][2^n_c]``
-    (eV by bitmask; entry 0 is taken as 0): Möbius inversion by the engine's assembler, one
-    call per cluster size."""
-    e = [np.asarray(x, dtype=np.float64).copy() for x in energies]
-    c = len(e)
-    clusters = tuple(clusters) if clusters is not None else tuple(str(i) for i in range(c))
-    regimes = tuple(regimes) if regimes is not None else ("",) * c
-    n = np.array([x.shape[0].bit_length() - 1 for x in e], dtype=np.int64)
-    for name, x, k in zip(clusters, e, n):
-        if x.shape != (1 << k,):
-            raise ValueError(f"{name}: need 2**n subset energies, got shape {x.shape}")
-        if np.isnan(x[1:]).any():
-            raise ValueError(f"{name}: missing subset energies "
-                             f"{(np.flatnonzero(np.isnan(x[1:])) + 1).tolist()[:10]}")
-        x[0] = 0.0
-    k_max = int(n.max(initial=0))
-    orders, sq = np.full((c, k_max), np.nan), np.full((c, k_max), np.nan)
-    totals, terms = np.zeros(c), [None] * c
-    for size in sorted(set(n.tolist())):
-        rows = np.flatnonzero(n == size)
-        res = assemble_lattice_jit(jnp.asarray(np.stack([e[i] for i in rows])), None,
-                                   jnp.ones((len(rows), size), bool), True)
-        orders[rows, :size] = np.asarray(res.per_order)
-        sq[rows, :size] = np.asarray(_eps_sq(res.terms, size))
-        totals[rows] = np.asarray(res.total)
-        for j, i in enumerate(rows):
-            terms[i] = np.asarray(res.terms[j])
-    return Spectra(clusters, n, regimes, totals, orders, sq, tuple(terms))
-
-
-def reference_spectra(items: Sequence, *, strict: bool = False) -> Spectra:
-    """The reference MBE of every cluster in ``items`` (parents or records, see
-    :func:`subset_energies`) whose subsets are all labelled, rows sorted by cluster name.
-
-    Incomplete clusters are skipped, or with ``strict`` refused by a ``ValueError`` naming the
-    missing subsets.
-    """
-    lat = sorted(subset_energies(items), key=lambda t: t[0])
-    if not strict:
-        lat = [t for t in lat if not np.isnan(t[2]).any()]
-    return lattice_spectra([t[2] for t in lat], [t[0] for t in lat], [t[1] for t in lat])

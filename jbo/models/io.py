@@ -21,6 +21,9 @@ import flax.serialization
 import jax
 import numpy as np
 
+from jbo.models import registry
+from jbo.models.trained import Trained, baseline_array, energy_model
+
 __all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "jbo-model"
@@ -30,29 +33,26 @@ _KEYS = ("format", "format_version", "jbo_version", "model", "class", "hypers", 
 
 
 def _registry_name(module) -> str:
-    from jbo import models
-    for name in models.available():
-        if type(module) is models._cls(name):
+    for name in registry.available():
+        if type(module) is registry._cls(name):
             return name
     raise ValueError(f"only jbo.models zoo models can be saved, got {type(module).__name__}; "
                      "register the class in jbo.models or save its params yourself")
 
 
 def _hypers(module, name: str) -> dict[str, Any]:
-    from jbo import models
-    return {k: getattr(module, k) for k in models.default_hypers(name)}
+    return {k: getattr(module, k) for k in registry.default_hypers(name)}
 
 
 def save(path: str | Path, model, params=None, *, baseline: dict[int, float] | None = None,
          scale: float | None = None, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``path`` (one file) and return the path.
 
-    model: a :class:`jbo.train.TrainResult` (its best parameters), a :class:`jbo.train.Trained`,
+    model: a :class:`jbo.train.TrainResult` (its best parameters), a :class:`jbo.models.Trained`,
       or a zoo module with ``params``. baseline (eV/atom by atomic number) and scale (eV)
       default to the trained ones, or to 0 and 1 for a bare module. metadata: JSON-able extras.
     """
     import jbo
-    from jbo.train.dataset import baseline_array
     if hasattr(model, "model") and hasattr(model, "module"):  # TrainResult or Trained
         params = getattr(model, "best_params", None) if params is None else params
         params = model.params if params is None else params
@@ -125,8 +125,8 @@ def _check_finite(path: Path, params, baseline, scale) -> None:
                              "or the file is damaged; save a finite model")
 
 
-def load(path: str | Path, model: str | None = None):
-    """Load a file written by :func:`save` as a :class:`jbo.train.Trained`: its ``potential``
+def load(path: str | Path, model: str | None = None) -> Trained:
+    """Load a file written by :func:`save` as a :class:`jbo.models.Trained`: its ``potential``
     is the :class:`jbo.potential.Potential` (Σ_i c_Z + s · module, float64, species checked),
     and it is itself callable ``(positions[N,3], species[N], mask[N]=None) -> eV`` with
     ``cutoff``, ``is_local``, ``validate``, ``energy_and_forces`` and ``meta``.
@@ -136,23 +136,22 @@ def load(path: str | Path, model: str | None = None):
     ``model``, parameters that do not fit the stored architecture, or a NaN/inf scale,
     baseline or parameter (named).
     """
-    from jbo import models
-    from jbo.train.model import Trained, energy_model
     path = Path(path)
     data = _read(path)
     name = data["model"]
     if model is not None and name != model:
         raise ValueError(f"{path} holds a {name!r} model, not {model!r}")
-    if name not in models.available() or models._cls(name).__name__ != data["class"]:
+    if name not in registry.available() or registry._cls(name).__name__ != data["class"]:
         raise ValueError(f"{path} holds model {name!r} of class {data['class']!r}, which this "
-                         f"jbo does not have (available: {models.available()})")
+                         f"jbo does not have (available: {registry.available()})")
     hypers = json.loads(data["hypers"])
     try:
-        module = models.create(name, **hypers)
+        module = registry.create(name, **hypers)
     except (TypeError, ValueError) as err:
         raise ValueError(f"the hyperparameters in {path} do not fit a {name!r} model ({err}); "
                          "another model class or edited hypers?") from err
-    template = flax.serialization.to_state_dict(jax.eval_shape(lambda: models.init(module, 0)))
+    template = flax.serialization.to_state_dict(
+        jax.eval_shape(lambda: registry.init(module, 0)))
     got, want = (jax.tree_util.tree_structure(t) for t in (data["params"], template))
     shapes = [np.shape(a) == tuple(b.shape) for a, b in zip(
         jax.tree_util.tree_leaves(data["params"]), jax.tree_util.tree_leaves(template))]

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jbo.data.batch import pad_records
 from jbo.data.records import Record
-from jbo.train.dataset import pad_records
 
 __all__ = ["resolve_hypers", "avg_num_neighbors", "feature_rms"]
 

@@ -1,16 +1,11 @@
-"""The training data of a run: records -> makeup, split, baseline -> padded :class:`Batch`.
+"""The training data of a run: records -> makeup, split, composition baseline and scale.
 
 Selects the *dataset makeup* (full clusters only, plus subclusters up to m atoms, plus isolated
 atoms) by the popcount of each record's ``subset`` bitmask, splits the ``split="train"`` parents
 into training / validation **by parent cluster** (subclusters of a validation cluster never leak
-into training), fits the composition baseline, and pads records straight into a :class:`Batch`
-(a pytree: numpy on the host, uploaded as is, gathered and sharded on the device):
-
-    positions [B, Nmax, 3] (Å)   species [B, Nmax] int32   mask [B, Nmax] bool
-    energy [B] (eV)              forces [B, Nmax, 3] (eV/Å)  has_forces [B] bool
-    weight [B] (0 for padding rows added to fill a fixed batch size)
-
-Records come from the one reader, :func:`jbo.data.records.read_records`.
+into training) and fits the composition baseline; the loop pads the records into a
+:class:`jbo.data.batch.Batch` (:func:`jbo.data.batch.pad_records`). Records come from the one
+reader, :func:`jbo.data.records.read_records`.
 """
 
 from __future__ import annotations
@@ -19,28 +14,13 @@ import dataclasses
 import hashlib
 from collections.abc import Sequence
 
-import flax.struct
 import numpy as np
 
 from jbo.data.records import Record, read_records
 from jbo.train.config import TrainConfig, parse_makeup
 
-__all__ = ["Batch", "Datasets", "prepare", "normalization", "baseline_array", "pad_records",
-           "select_makeup", "split_by_cluster", "fit_composition_baseline",
-           "isolated_atom_baseline", "batch_indices"]
-
-
-@flax.struct.dataclass
-class Batch:
-    """Padded arrays of a list of structures (module docstring: shapes, units); a pytree."""
-
-    positions: np.ndarray
-    species: np.ndarray
-    mask: np.ndarray
-    energy: np.ndarray
-    forces: np.ndarray
-    has_forces: np.ndarray
-    weight: np.ndarray
+__all__ = ["Datasets", "prepare", "normalization", "select_makeup", "split_by_cluster",
+           "fit_composition_baseline", "isolated_atom_baseline", "batch_indices"]
 
 
 def select_makeup(records: Sequence[Record], makeup: str) -> list[Record]:
@@ -75,36 +55,6 @@ def split_by_cluster(records: Sequence[Record], val_fraction: float, seed: int =
     if val_fraction > 0 and len(ranked) >= 2:
         n_val = min(max(n_val, 1), len(ranked) - 1)
     return set(ranked[n_val:]), set(ranked[:n_val])
-
-
-def pad_records(records: Sequence[Record], n_max: int | None = None,
-                size: int | None = None) -> Batch:
-    """Pad ``records`` to ``[size, n_max]`` arrays. Rows beyond ``len(records)`` repeat the first
-    record with ``weight=0`` (real geometry keeps every model finite on padding rows)."""
-    if not records:
-        raise ValueError("cannot pad an empty list of records")
-    n_max = n_max or max(r.n_atoms for r in records)
-    size = size or len(records)
-    if size < len(records):
-        raise ValueError(f"size={size} is smaller than the number of records {len(records)}")
-    if any(r.n_atoms > n_max for r in records):
-        raise ValueError(f"a record has more than n_max={n_max} atoms")
-    pos = np.zeros((size, n_max, 3))
-    spc = np.zeros((size, n_max), np.int32)
-    msk = np.zeros((size, n_max), bool)
-    frc = np.zeros((size, n_max, 3))
-    eng = np.zeros(size)
-    hasf = np.zeros(size, bool)
-    wgt = np.zeros(size)
-    for b in range(size):
-        r = records[b] if b < len(records) else records[0]
-        n = r.n_atoms
-        pos[b, :n], spc[b, :n], msk[b, :n], eng[b] = r.positions, r.species, True, r.energy
-        if r.forces is not None:
-            frc[b, :n], hasf[b] = r.forces, True
-        wgt[b] = 1.0 if b < len(records) else 0.0
-    return Batch(positions=pos, species=spc, mask=msk, energy=eng, forces=frc, has_forces=hasf,
-                 weight=wgt)
 
 
 @dataclasses.dataclass
@@ -216,9 +166,3 @@ def batch_indices(n: int, batch_size: int, key_seed: int, epoch: int, shuffle: b
     order = (np.random.default_rng([key_seed, epoch]).permutation(n) if shuffle
              else np.arange(n))
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-def baseline_array(base: dict[int, float], z_max: int = 118) -> np.ndarray:
-    """``[z_max+1]`` eV per atom indexed by atomic number (0 for absent elements)."""
-    arr = np.zeros(z_max + 1)
-    for z, c in base.items():
-        arr[int(z)] = c
-    return arr

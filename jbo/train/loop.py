@@ -23,17 +23,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jbo.data.batch import Batch, pad_records
 from jbo.data.records import Record, check_records
+from jbo.models.trained import EnergyModel, Trained, energy_model
 from jbo.train import dataset as ds
 from jbo.train import sharding
 from jbo.train.checkpoints import Checkpoints
 from jbo.train.config import TrainConfig
 from jbo.train.constants import resolve_hypers
 from jbo.train.convergence import after_evaluation
-from jbo.train.losses import EnergyModel
 from jbo.train.metrics import MetricsLog
 from jbo.train.planner import Planner
-from jbo.train.model import Trained, create_module, energy_model, init_params
+from jbo.train.model import create_module, init_params
 from jbo.train.runs import check_resumable, lock_run_dir, prepare_out_dir, run_meta
 from jbo.train.state import SUM_KEYS, TrainState
 from jbo.train.step import OptSpec, StepSpec, eval_sums, init_opt, run_steps
@@ -77,8 +78,8 @@ class Run:
     spec: StepSpec
     mesh: Any
     state: TrainState
-    train_dev: ds.Batch  # device-resident padded training rows
-    reg_dev: ds.Batch | None  # device-resident regularizer clusters (None without regularizer)
+    train_dev: Batch  # device-resident padded training rows
+    reg_dev: Batch | None  # device-resident regularizer clusters (None without regularizer)
     val_dev: list  # device-resident validation chunks
     batch: int  # rows per step (before padding to the device count)
     batch_dev: int
@@ -128,8 +129,8 @@ def _setup(config: TrainConfig, module, records: list[Record] | None) -> Run:
         total = min(total, config.max_steps)
     rc = config.regularizer
     put = lambda a: sharding.replicate(jax.tree_util.tree_map(jnp.asarray, a), mesh)  # noqa
-    train_dev = put(ds.pad_records(data.train, n_max))
-    reg_dev = put(ds.pad_records(data.reg)) if rc.lam > 0 else None
+    train_dev = put(pad_records(data.train, n_max))
+    reg_dev = put(pad_records(data.reg)) if rc.lam > 0 else None
     val_dev = _val_chunks(data.val, mesh)
 
     hypers = config.hypers
@@ -143,7 +144,7 @@ def _setup(config: TrainConfig, module, records: list[Record] | None) -> Run:
     check_records(data.train + data.val + data.reg + data.test,
                   known_species=None if known is None else tuple(int(z) for z in known),
                   where=f"{config.db}: " if records is None else "records=: ")
-    params = init_params(module, ds.pad_records(data.train[:1], n_max), config.seed, dtype)
+    params = init_params(module, pad_records(data.train[:1], n_max), config.seed, dtype)
     model = energy_model(module, params, base, scale, dtype)
     # the schedule spans all epochs, not ``max_steps``: a run stopped early and resumed sees
     # the same learning rates as one that never stopped
@@ -336,16 +337,16 @@ def _evaluated(run: Run, state: TrainState):
     return state.ema if run.config.ema_decay > 0 else state.params
 
 
-def _val_chunks(records: list[Record], mesh, size: int = 64) -> list[ds.Batch]:
+def _val_chunks(records: list[Record], mesh, size: int = 64) -> list[Batch]:
     if not records:
         return []
     n_max = max(r.n_atoms for r in records)
     size = sharding.round_up(min(size, len(records)), mesh)
-    return [sharding.shard_batch(ds.pad_records(records[i:i + size], n_max, size), mesh)
+    return [sharding.shard_batch(pad_records(records[i:i + size], n_max, size), mesh)
             for i in range(0, len(records), size)]
 
 
-def evaluate_device(model: EnergyModel, params, chunks: list[ds.Batch], forces: bool = False
+def evaluate_device(model: EnergyModel, params, chunks: list[Batch], forces: bool = False
                     ) -> dict[str, float]:
     """Energy MAE/RMSE (meV/atom) and, with ``forces``, force MAE/RMSE (meV/Å) of padded
     device-resident chunks; one host transfer. ``{}`` without chunks."""

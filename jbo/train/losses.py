@@ -1,4 +1,4 @@
-"""Pure energy/force losses and the trained-model energy function.
+"""Pure energy/force losses of a trained model (:class:`jbo.models.trained.EnergyModel`).
 
 The trained energy of a structure is
 
@@ -11,50 +11,17 @@ units of s per atom, so λ and the loss weights are dimensionless.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jbo.potential import Potential, cast_tree, from_module, scaled, with_baseline
+from jbo.models.trained import EnergyModel
+from jbo.potential import cast_tree
 
-__all__ = ["EnergyModel", "structure_energy", "batch_energy_forces", "energy_force_loss",
-           "cast_tree"]
+__all__ = ["structure_energy", "batch_energy_forces", "energy_force_loss", "cast_tree"]
 
 Params = Any
-
-
-@dataclasses.dataclass(frozen=True)
-class EnergyModel:
-    """A flax module plus the fixed energy baseline/scale; hashable by value, so jitted
-    functions taking it as a static argument are compiled once per distinct model.
-
-    module: ``module.apply(params, positions[N,3], species[N], mask[N]) -> scalar``.
-    baseline: ``[Zmax+1]`` eV per atom of element Z (a tuple). scale: s in eV.
-    dtype: model compute dtype name. module64: a float64 twin of ``module`` (same parameter
-    tree) used for subset energies, or None when ``module`` already computes in float64.
-    """
-
-    module: Any
-    baseline: tuple[float, ...]
-    scale: float
-    dtype: str = "float64"
-    cutoff: float | None = None
-    is_local: bool = False
-    module64: Any = None
-
-    def potential(self, params: Params, dtype=jnp.float64) -> Potential:
-        """The trained energy ``Σ_i c_{Z_i} + s · module(params)`` as a :class:`Potential`
-        (``params`` its leaves, with the baseline table and s). ``dtype``: the module's compute
-        dtype (float64 by default: subset energies feed alternating sums)."""
-        dtype = jnp.dtype(dtype)
-        module = self.module64 if dtype == jnp.float64 and self.module64 is not None \
-            else self.module
-        core = dataclasses.replace(from_module(module, params, dtype), cutoff=self.cutoff,
-                                   is_local=self.is_local)
-        return with_baseline(scaled(core, self.scale), np.asarray(self.baseline))
 
 
 def structure_energy(model: EnergyModel, params: Params, positions, species, mask,

@@ -48,7 +48,7 @@ def round_up(n: int, mesh: Mesh | None) -> int:
 
 
 def shard_batch(batch: Any, mesh: Mesh | None) -> Any:
-    """Put every array of ``batch`` (a pytree, e.g. :class:`jbo.train.dataset.Batch`) on the
+    """Put every array of ``batch`` (a pytree, e.g. :class:`jbo.data.batch.Batch`) on the
     mesh, split along its leading (batch) axis."""
     if mesh is None:
         return jax.tree_util.tree_map(jax.numpy.asarray, batch)

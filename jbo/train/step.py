@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jbo.data.batch import Batch
+from jbo.models.trained import EnergyModel
 from jbo.rotations import random_rotations, rotate
 from jbo.train.config import RegularizerConfig, TrainConfig
-from jbo.train.dataset import Batch
-from jbo.train.losses import EnergyModel, batch_energy_forces, energy_force_loss
+from jbo.train.losses import batch_energy_forces, energy_force_loss
 from jbo.train.regularizers import body_order_penalty
 
 __all__ = ["OptSpec", "StepSpec", "objective", "augment", "train_step", "run_steps",

@@ -1,8 +1,10 @@
-"""The one result type of the analysis layer: per-order spectra of a set of clusters.
+"""The one result type of body-order spectra: per-order energies of a set of clusters.
 
 A :class:`Spectra` holds, per cluster, E^(1..K) (eV) of a model (:func:`jbo.analysis.
-decompose_records`) or of the reference (:func:`jbo.analysis.reference_spectra`); entries that do
-not exist (k > n) or are not known are NaN. :class:`Spectrum` is the view of one of its rows.
+decompose_records`) or of the reference (:func:`jbo.data.mbe.reference_spectra`); entries that
+do not exist (k > n) or are not known are NaN. :class:`Spectrum` is the view of one of its rows.
+It lives in the data layer because the reference MBE of a dataset is one (``jbo data mbe``,
+``jbo data validate``); :mod:`jbo.analysis` re-exports it.
 """
 
 from __future__ import annotations
