@@ -134,6 +134,16 @@ def _finish_mace(folder: Path, log) -> None:
                    stderr=subprocess.STDOUT, check=True)
 
 
+def epochs_done(model: str, folder: Path) -> int:
+    """Epochs the trainer logged in ``folder/train.log`` (validations: one per epoch)."""
+    import re
+
+    text = (folder / "train.log").read_text(errors="replace")
+    pattern = r"INFO: Epoch (\d+):" if model == "mace" else r"Epoch:\s+(\d+) \|"
+    found = [int(m) for m in re.findall(pattern, text)]
+    return max(found) + 1 if found else 0
+
+
 def train(model: str, folder: Path, dest: Path, wall: float) -> dict:
     """Run the trainer in ``folder`` (nice 19, one thread, at most ``wall`` s), copy the
     exported model to ``dest``; returns the run record (seconds, stop, command)."""
@@ -161,4 +171,5 @@ def train(model: str, folder: Path, dest: Path, wall: float) -> dict:
     if out is None:
         raise RuntimeError(f"{model}: no exported model in {folder} (see train.log)")
     shutil.copy(out, dest)
-    return dict(seconds=seconds, stop=stop, command=cmd, exported=out.name)
+    return dict(seconds=seconds, stop=stop, command=cmd, exported=out.name,
+                epochs=epochs_done(model, folder))
