@@ -135,7 +135,8 @@ def _finish_mace(folder: Path, log) -> None:
 
 
 def epochs_done(model: str, folder: Path) -> int:
-    """Epochs the trainer logged in ``folder/train.log`` (validations: one per epoch)."""
+    """Epochs the trainer logged in ``folder/train.log`` (the last logged epoch + 1; metatrain
+    logs every ``log_interval`` epochs)."""
     import re
 
     text = (folder / "train.log").read_text(errors="replace")
@@ -171,5 +172,9 @@ def train(model: str, folder: Path, dest: Path, wall: float) -> dict:
     if out is None:
         raise RuntimeError(f"{model}: no exported model in {folder} (see train.log)")
     shutil.copy(out, dest)
-    return dict(seconds=seconds, stop=stop, command=cmd, exported=out.name,
-                epochs=epochs_done(model, folder))
+    epochs = epochs_done(model, folder)
+    if model != "mace" and stop.startswith("trainer finished"):  # logs every log_interval
+        import yaml  # epochs only: the schedule ran to its end
+        epochs = int(yaml.safe_load((folder / "options.yaml").read_text())
+                     ["architecture"]["training"]["num_epochs"])
+    return dict(seconds=seconds, stop=stop, command=cmd, exported=out.name, epochs=epochs)
