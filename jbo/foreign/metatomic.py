@@ -23,6 +23,38 @@ from jbo.foreign.common import ForeignPotential, file_digest, require, state_dig
 __all__ = ["from_metatomic", "MetatomicEvaluator", "declared_ranges"]
 
 
+def zipfile_like(path: Path) -> bool:
+    import zipfile
+
+    return zipfile.is_zipfile(path)
+
+
+def _import_extensions(path: Path) -> list[str]:
+    """Import the Python packages of the TorchScript extensions a metatomic export declares
+    (``extra/extensions``: library paths relative to site-packages, such as
+    ``sphericart/torch/torch-2.13/lib/…so`` of SOAP-BPNN), which registers their operators;
+    without this a SOAP-BPNN export fails to load unless the caller happened to import them.
+    Returns the modules imported; a package that is not installed is left to the load's error."""
+    import importlib
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        name = next((n for n in z.namelist() if n.endswith("/extra/extensions")), None)
+        declared = json.loads(z.read(name)) if name else []
+    done = []
+    for ext in declared:
+        parts = Path(ext.get("path", "")).parts
+        for k in range(len(parts) - 1, 0, -1):  # the deepest importable package of the path
+            if all(p.isidentifier() for p in parts[:k]):
+                try:
+                    done.append(importlib.import_module(".".join(parts[:k])).__name__)
+                    break
+                except ImportError:
+                    continue
+    return done
+
+
 def _load(model, extensions_directory):
     mt = require("metatomic.torch", "metatomic")
     if isinstance(model, (str, Path)):
@@ -32,6 +64,8 @@ def _load(model, extensions_directory):
                                     "`mtt export` or AtomisticModel.save")
         kw = {} if extensions_directory is None else \
             {"extensions_directory": str(extensions_directory)}
+        if extensions_directory is None and zipfile_like(path):
+            _import_extensions(path)
         return mt.load_atomistic_model(str(path), **kw), f"{path.name}#{file_digest(path)}"
     if not (isinstance(model, mt.AtomisticModel) or
             getattr(model, "original_name", None) == "AtomisticModel"):

@@ -1,0 +1,77 @@
+"""The paper's genuine models (issue 23, parts 3-4): metatrain PET / SOAP-BPNN and mace-torch
+MACE, trained by their own tools on the converged study's exact split of one density regime,
+then decomposed by jbo and set beside the Flax zoo model of the same class.
+
+    python -m experiments.genuine train --regime low --model pet [--wall 2400]
+    python -m experiments.genuine evaluate          # every shipped model -> summary + table
+
+``train`` runs in ``runs/genuine/<regime>/<model>/`` (ignored by git; see
+:mod:`experiments.genuine_train`) and ships the exported model as
+``results/genuine/<regime>/<model>/model.pt`` (metatomic) or ``mace.model``, with
+``training.json`` (seconds, epochs, stop). A cell whose model is shipped is skipped.
+``evaluate`` decomposes the shipped models (:func:`jbo.foreign.load_potential`,
+:func:`jbo.analysis.decompose_records`) on the test parents, writes
+``results/genuine/<regime>/<model>/summary.json``, ``results/genuine/summary.json`` and
+``results/genuine/SIDE_BY_SIDE.md``. Energies eV; MAEs meV/atom.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from experiments.genuine_train import MODELS, prepare, train
+
+ROOT = Path(__file__).parents[1]
+RESULTS = ROOT / "results" / "genuine"
+RUNS = ROOT / "runs" / "genuine"
+DB = ROOT / "data" / "h_clusters.npz"
+FILE = {"pet": "model.pt", "soap_bpnn": "model.pt", "mace": "mace.model"}
+
+
+def shipped(regime: str, model: str) -> Path:
+    """Where the exported model of (regime, model) is shipped."""
+    return RESULTS / regime / model / FILE[model]
+
+
+def cmd_train(args) -> int:
+    from experiments.regime_data import load_regimes
+
+    dest = shipped(args.regime, args.model)
+    if dest.exists() and not args.redo:
+        print(f"{dest} exists: skipped (--redo trains again)")
+        return 0
+    data = load_regimes(str(args.db))
+    folder = RUNS / args.regime / args.model
+    prepare(data, args.regime, args.model, folder)
+    rec = train(args.model, folder, dest, args.wall)
+    rec.update(regime=args.regime, model=args.model, bytes=dest.stat().st_size)
+    (dest.parent / "training.json").write_text(json.dumps(rec, indent=1))
+    print(json.dumps(rec))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.genuine", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train and ship one genuine model")
+    t.add_argument("--regime", choices=["low", "high"], required=True)
+    t.add_argument("--model", choices=MODELS, required=True)
+    t.add_argument("--wall", type=float, default=2400.0, help="wall budget in seconds")
+    t.add_argument("--redo", action="store_true")
+    t.add_argument("--db", type=Path, default=DB)
+    e = sub.add_parser("evaluate", help="decompose every shipped model; write the summaries")
+    e.add_argument("--db", type=Path, default=DB)
+    args = p.parse_args(argv)
+    if args.cmd == "train":
+        return cmd_train(args)
+    from experiments.genuine_eval import evaluate_all
+    evaluate_all(RESULTS, args.db)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
