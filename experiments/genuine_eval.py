@@ -20,7 +20,6 @@ import numpy as np
 from experiments.converged_summary import K_ERR, K_SHOW, effective_order
 from experiments.genuine_train import isolated_h, split_of
 from jbo import analysis
-from jbo.analysis.spectra import Spectra
 
 LABEL = {"pet": "PET (metatrain)", "soap_bpnn": "SOAP-BPNN (metatrain)",
          "mace": "MACE (mace-torch)"}
@@ -35,25 +34,6 @@ def total_mae(pot, records) -> float:
     return float(1e3 * np.mean(np.abs(e - np.array([r.energy for r in records])) / n))
 
 
-def decompose(pot, records) -> Spectra:
-    """Per-order energies (exhaustive MBE, eV) of ``pot`` on whole-cluster ``records``."""
-    from ase import Atoms
-
-    from jbo.decompose import body_orders
-
-    per, tot = [], []
-    for r in records:
-        res = body_orders(pot, Atoms(numbers=r.species, positions=r.positions))
-        per.append(np.asarray(res.per_order, np.float64))
-        tot.append(float(np.sum(per[-1])))
-    k = max(len(p) for p in per)
-    orders = np.full((len(per), k), np.nan)
-    for i, p in enumerate(per):
-        orders[i, :len(p)] = p
-    return Spectra(tuple(r.cluster for r in records), [r.n_atoms for r in records],
-                   tuple(r.regime for r in records), np.array(tot), orders)
-
-
 def evaluate(path: Path, regime: str, model: str, data) -> dict:
     """The numbers of one shipped model (see the module docstring)."""
     from jbo.foreign import load_potential
@@ -62,7 +42,7 @@ def evaluate(path: Path, regime: str, model: str, data) -> dict:
     pot = load_potential(path)
     parts = split_of(data, regime)
     test = parts["test"]
-    got = decompose(pot, test)
+    got = analysis.decompose_records(pot, test)  # exhaustive, on the host evaluator
     ref = data.ref.take(list(got.clusters))
     e_h = isolated_h(data)
     e1 = got.orders[:, 0] / np.asarray(got.n)
