@@ -56,8 +56,8 @@ def is_contract_tested(apply: Callable) -> bool:
     """True when ``apply`` is built only of :func:`contract_tested` parts: a marked function, or
     a :class:`Bound` of one whose static callables (``inner``, ``parts``, ``module``: its exact
     class) are marked too. Anything else (a user's function) is checked at run time."""
-    if not isinstance(apply, Bound):
-        return _hashable(apply) and apply in _CONTRACT_TESTED
+    if not isinstance(apply, Bound):  # apply (and Bound's statics) are hashable: jit statics
+        return apply in _CONTRACT_TESTED
     if apply.fn not in _CONTRACT_TESTED:
         return False
     for key, value in apply.static:
@@ -69,14 +69,6 @@ def is_contract_tested(apply: Callable) -> bool:
                 return False
         elif callable(value) and not is_contract_tested(value):
             return False
-    return True
-
-
-def _hashable(x) -> bool:
-    try:
-        hash(x)
-    except TypeError:
-        return False
     return True
 
 

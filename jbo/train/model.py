@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jbo import models
 from jbo.models.trained import Trained, energy_model
 from jbo.potential import cast_tree
 from jbo.train.checkpoints import Checkpoints
@@ -20,10 +21,6 @@ __all__ = ["create_module", "init_params", "load_trained"]
 
 def create_module(name: str, hypers: dict[str, Any], dtype: str | None = None):
     """``jbo.models.create(name, **hypers)``; ``dtype`` sets the model's compute dtype."""
-    try:
-        from jbo import models
-    except ImportError as err:
-        raise ImportError("jbo.models is not installed; pass module= explicitly") from err
     if name not in models.available():
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(models.available())}")
     hypers = dict(hypers)
