@@ -113,6 +113,8 @@ def body_orders(
         checks.concrete_input(pot, pos, spec, amask, plan=plan,
                               contract=check_contract and not host_pot)
 
+    # a single cluster is unbatched inside the jitted device program (no tiny extra programs)
+    squeeze = not batched and mesh is None and not host_pot
     tier = None  # (key, layout) of a timed "auto" call (jbo.tiers)
     if plan is None and cutoff is None and max_order is None:
         if layout == "auto":
@@ -131,7 +133,7 @@ def body_orders(
             if host_pot:
                 e, g = pot.lattice_energies(p, s, a, forces)
                 return _assemble_lattice_jit(jnp.asarray(e), _maybe(g), a, terms)
-            return _exhaustive(pot, p, s, a, forces, terms, chunk_size, layout)
+            return _exhaustive(pot, p, s, a, forces, terms, chunk_size, layout, squeeze)
 
     elif plan is None and cutoff is None:
         need = plan_bytes(n_clusters * lattice.n_subsets_up_to(n, k), k, terms, forces)
@@ -140,7 +142,7 @@ def body_orders(
 
         def run(pot, p, s, a):
             local = truncated_plan(p.shape[0], n, k)
-            return _run_family(pot, p, s, a, local, forces, terms, chunk_size)
+            return _run_family(pot, p, s, a, local, forces, terms, chunk_size, squeeze)
 
     else:
         if plan is None:
@@ -162,7 +164,7 @@ def body_orders(
             )
 
         def run(pot, p, s, a):
-            return _run_family(pot, p, s, a, plan, forces, terms, chunk_size)
+            return _run_family(pot, p, s, a, plan, forces, terms, chunk_size, squeeze)
 
     result = run(pot, pos, spec, amask) if mesh is None else \
         _sharded(mesh, run, pot, pos, spec, amask)
@@ -175,7 +177,7 @@ def body_orders(
             checks.finite_result(result, result.atoms)
         if k == n:  # the whole expansion: Σ_k E^(k) must give the total
             checks.full_expansion(result, cutoff, checks.model_eps(pot))
-    if not batched:
+    if not batched and not squeeze:  # (host potentials, meshes)
         result = _unbatch(result)
     return result
 
@@ -195,10 +197,11 @@ def _maybe(x):
     return None if x is None else jnp.asarray(x)
 
 
-def _run_family(pot, pos, spec, amask, plan, forces, want_terms, chunk) -> BodyOrders:
+def _run_family(pot, pos, spec, amask, plan, forces, want_terms, chunk, squeeze
+                ) -> BodyOrders:
     """A plan's family through the jitted device path, or evaluated on the host."""
     if not isinstance(pot, HostPotential):
-        return _family(pot, pos, spec, amask, plan, forces, want_terms, chunk)
+        return _family(pot, pos, spec, amask, plan, forces, want_terms, chunk, squeeze)
     e, g, total = pot.family_energies(pos, spec, amask, plan, forces)
     return _assemble_family_jit(jnp.asarray(e), _maybe(g), jnp.asarray(total), plan, amask,
                                 want_terms)
@@ -298,17 +301,21 @@ LAYOUTS = {"compact": _lattice_compact, "masks": _lattice_masks}
 
 
 # the potential is traced (its params are leaves): static are only shapes and options
-@partial(jax.jit, static_argnums=(4, 5, 6, 7))
-def _exhaustive(pot: Potential, pos, spec, amask, forces, want_terms, chunk, layout
-                ) -> BodyOrders:
-    """All subsets (evaluated in the given layout), fast Möbius transform, per-order sums."""
+@partial(jax.jit, static_argnums=(4, 5, 6, 7, 8))
+def _exhaustive(pot: Potential, pos, spec, amask, forces, want_terms, chunk, layout,
+                squeeze=False) -> BodyOrders:
+    """All subsets (evaluated in the given layout), fast Möbius transform, per-order sums
+    (of the one cluster of a batch of one when ``squeeze``)."""
     energies, grads = LAYOUTS[layout](_energy(pot, forces), pos, spec, amask, forces, chunk)
-    return assemble_lattice(energies, grads, amask, want_terms)
+    result = assemble_lattice(energies, grads, amask, want_terms)
+    return _unbatch(result) if squeeze else result
 
 
-@partial(jax.jit, static_argnums=(5, 6, 7))
-def _family(pot: Potential, pos, spec, amask, plan: SubsetPlan, forces, want_terms, chunk):
-    """Evaluate a subset family and contract it with the plan's order weights."""
+@partial(jax.jit, static_argnums=(5, 6, 7, 8))
+def _family(pot: Potential, pos, spec, amask, plan: SubsetPlan, forces, want_terms, chunk,
+            squeeze=False):
+    """Evaluate a subset family and contract it with the plan's order weights (of the one
+    cluster of a batch of one when ``squeeze``)."""
     idx = jnp.asarray(plan.idx)
     safe = jnp.maximum(idx, 0)
     flat_pos = pos.reshape(-1, 3)
@@ -324,7 +331,8 @@ def _family(pot: Potential, pos, spec, amask, plan: SubsetPlan, forces, want_ter
     )
     total = jax.vmap(_energy(pot, False))(pos, spec, amask)
     energies, grads = out if forces else (out, None)
-    return assemble_family(energies, grads, total, plan, amask, want_terms)
+    result = assemble_family(energies, grads, total, plan, amask, want_terms)
+    return _unbatch(result) if squeeze else result
 
 
 def _sharded(mesh: jax.sharding.Mesh, run, pot, pos, spec, amask) -> BodyOrders:
