@@ -14,9 +14,10 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from experiments import cells as study
 from experiments import common
 from jbo import analysis, plots
+from jbo.study import Grid, axis
+from jbo.study import fixed as study
 
 NAME = "body_order_trends"
 K_SHOW = 6  # orders shown in the figures
@@ -95,15 +96,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     data = study.load_data(args.db, args.test_fraction, 0, args.max_train_atoms,
                             (4, 5) if args.quick else None)
     cache = common.CellCache(out / "cells", args.redo)
-    cells = []
-    for seed in args.seeds:
-        for model in args.models:
-            for makeup in args.makeups:
-                cell = study.Cell(model, makeup, args.n_train, seed, args.steps,
-                                   regimes=tuple(args.regimes) if args.regimes else None,
-                                   batch_size=args.batch_size, lr=args.lr,
-                                   extra_hypers=common.extra(args))
-                cells.append(study.run_cell(cell, data, cache, args.max_test, ("test",)))
+    grid = Grid(common.base_cell(args, args.n_train),
+                [axis("seed", args.seeds), axis("model", args.models),
+                 axis("makeup", args.makeups)])
+    cells = [study.run_cell(cell, data, cache, args.max_test, ("test",)) for cell in grid]
     result = dict(db=args.db, quick=args.quick, config=vars(args),
                   n_train_parents=cells[0]["n_train_parents"] if cells else 0,
                   test_clusters=cells[0]["tests"]["test"]["cluster"] if cells else [],

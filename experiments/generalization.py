@@ -21,9 +21,10 @@ from typing import Sequence
 
 import numpy as np
 
-from experiments import cells as study
 from experiments import common
 from jbo import analysis, plots
+from jbo.study import Grid, axis
+from jbo.study import fixed as study
 
 NAME = "generalization"
 
@@ -122,17 +123,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     data = study.load_data(args.db, args.test_fraction, 0, args.max_train_atoms,
                             (4, 5) if args.quick else None)
     cache = common.CellCache(out / "cells", args.redo)
-    cells = []
-    grid = [(seed, regime, model, lam) for seed in args.seeds for regime in args.train_regimes
-            for model in args.models for lam in (0.0, args.lam)
-            if not lam or model in args.reg_models]
-    for seed, regime, model, lam in grid:
-        cell = study.Cell(model, args.makeups[0], None, seed, args.steps, lam=lam,
-                           reg_order=args.reg_order, regimes=(regime,),
-                           batch_size=args.batch_size, lr=args.lr,
-                           extra_hypers=common.extra(args))
-        cells.append(study.run_cell(cell, data, cache, args.max_test,
-                                     ("test", "other_regime", "heldout")))
+    grid = Grid(common.base_cell(args, reg_order=args.reg_order),
+                [axis("seed", args.seeds), axis("regimes", [(g,) for g in args.train_regimes]),
+                 axis("model", args.models), axis("lam", (0.0, args.lam))],
+                where=lambda c: not c.lam or c.model in args.reg_models)
+    cells = [study.run_cell(cell, data, cache, args.max_test, ("test", "other_regime", "heldout"))
+             for cell in grid]
     rows = [summarize(c, args.reg_order) for c in cells]
     result = dict(db=args.db, quick=args.quick, config=vars(args), rows=rows,
                   cells=[c["key"] for c in cells], train_body_order_reg=training_summary())

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from experiments import cells as study
+from jbo.study import fixed as study
 from experiments import common
 from jbo import analysis, plots
 

@@ -252,6 +252,17 @@ def config_section(res: dict) -> str:
                    "compute (min)"], rows)
 
 
+def shown_path(db: str) -> str:
+    """A dataset path as the report shows it: relative to the checkout that ran the study (a
+    study run in another checkout or worktree of this repository shows the same text)."""
+    p = Path(db)
+    if p.is_relative_to(common.ROOT):
+        return str(p.relative_to(common.ROOT))
+    if p.is_absolute() and p.parent.name == "data" and (common.ROOT / "data").is_dir():
+        return f"data/{p.name}"
+    return db
+
+
 def dataset_line(res: dict) -> str:
     """Which reference data the studies saw (from their JSON)."""
     parts = []
@@ -259,9 +270,7 @@ def dataset_line(res: dict) -> str:
         r = res["reference_mbe"]
         counts = {reg: ", ".join(f"H{n}: {v['count']}" for n, v in by_n.items())
                   for reg, by_n in r["stored"]["regimes"].items() if by_n}
-        db = Path(r["db"])
-        db = db.relative_to(common.ROOT) if db.is_relative_to(common.ROOT) else db
-        parts.append(f"`{db}`, complete H_4..H_8 parents per regime: "
+        parts.append(f"`{shown_path(r['db'])}`, complete H_4..H_8 parents per regime: "
                      + "; ".join(f"{k} ({v})" for k, v in counts.items()))
     if "generalization" in res and res["generalization"]["rows"]:
         ns = sorted({n for x in res["generalization"]["rows"] for n in x["heldout_n"]})
