@@ -8,14 +8,13 @@ evaluated on the held-out H_4..H_8 parents of its regime (``test``), the H_4..H_
 other regime (``other_regime``) and the H_9..H_12 clusters (``heldout``, both regimes). The
 high-order weight of a model is w_>K = Σ_{k>K} |E^(k)| / Σ_{k≥2} |E^(k)| of its exhaustive
 decomposition on the test clusters.
-If ``results/train_body_order_reg/`` holds a summary, it is carried into the JSON.
+If ``results/train_body_order_reg/`` holds a summary, the JSON names it (``train_body_order_reg``).
 
 ``python -m experiments.generalization [--quick]`` writes ``results/generalization/``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Sequence
 
@@ -93,13 +92,11 @@ def figures(rows: list[dict], out) -> list[str]:
     return files
 
 
-def training_summary() -> dict | None:
-    """The regularized runs of ``experiments/train_body_order_reg`` if they were written."""
-    d = common.ROOT / "results" / "train_body_order_reg"
-    for name in ("summary.json", "train_body_order_reg.json"):
-        if (d / name).exists():
-            return json.loads((d / name).read_text())
-    return None
+def training_summary() -> str | None:
+    """Where the regularized runs of ``experiments/train_body_order_reg`` are, if written (a
+    path, not a copy: this study's JSON must not change when the main job is rerun)."""
+    path = common.ROOT / "results" / "train_body_order_reg" / "summary.json"
+    return str(path.relative_to(common.ROOT)) if path.exists() else None
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
