@@ -79,6 +79,15 @@ def test_stop_reason_round_trips(limit):
     assert StopReason.from_json(json.loads(json.dumps(s.to_json()))) == s
 
 
+def test_a_stored_structured_stop_reads_back():
+    """Cells written now store ``stop`` (kind, limit, numbers) beside the text; old ones only
+    the text: both read to the same StopReason."""
+    d = _stored(next((RESULTS / "converged" / "cells").glob("*.json")))
+    old = CellResult.from_json(d).stop
+    new = CellResult.from_json({**d, "stop": json.loads(json.dumps(old.to_json()))}).stop
+    assert new == old and new.text() == d["stop_reason"]
+
+
 def test_stop_reason_numbers_and_kinds():
     """The numbers are the text's; the kinds are the converged study's stop kinds (a constant
     schedule's epochs count as 'schedule', as they always did)."""

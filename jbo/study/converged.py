@@ -170,6 +170,7 @@ def evaluate_cell(cell: Cell, data: RegimeData, path: Path,
         cell=cell.to_json(), key=key, model_path=f"models/{path.name}",
         model_bytes=path.stat().st_size, hypers=shipped.meta["hypers"],
         **tr, stop_kind=stop_kind(tr["stop_reason"]),  # the training record (train_cell)
+        stop=StopReason.parse(tr["stop_reason"]).to_json(),  # the reason's kind and numbers
         best_val_mae=float(np.nanmin(curve)) if curve else float("nan"),
         plateau=plateau(curve),
         **model_metrics(shipped, cell, data, sets["test"]),

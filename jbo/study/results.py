@@ -122,8 +122,9 @@ class TestSet:
 
 @dataclasses.dataclass(frozen=True)
 class CellResult:
-    """A stored cell, typed. ``stop`` is None for fixed cells (they train a fixed number of
-    steps and record no reason); ``raw`` is the stored dict (every other number)."""
+    """A stored cell, typed. ``stop``: the stored ``stop`` (cells written since it exists),
+    else parsed from the stored text ``stop_reason``; None for fixed cells (they train a fixed
+    number of steps and record no reason). ``raw``: the stored dict (every other number)."""
 
     key: str
     cell: Cell
@@ -142,5 +143,6 @@ class CellResult:
                    tests={k: TestSet.from_json(v) for k, v in d["tests"].items()},
                    seconds=float(d["seconds"]), train_seconds=float(d["train_seconds"]),
                    steps=int(d["steps"]), n_train_rows=int(d["n_train_rows"]),
-                   stop=StopReason.parse(d["stop_reason"]) if "stop_reason" in d else None,
+                   stop=StopReason.from_json(d["stop"]) if "stop" in d
+                   else StopReason.parse(d["stop_reason"]) if "stop_reason" in d else None,
                    raw=d)
