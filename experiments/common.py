@@ -170,14 +170,21 @@ def finish(name: str, result: dict, out: Path, t0: float, cells: Sequence[dict])
     cells rewrites nothing."""
     result["seconds"] = time.perf_counter() - t0
     result["cell_seconds"] = float(sum(c["seconds"] for c in cells))
-    path = out / f"{name}.json"
-    if path.exists() and same_results(json.loads(path.read_text()), result):
-        print(f"{name}: {len(cells)} cells, results unchanged: {path} kept")
+    if not write_result(out / f"{name}.json", result):
+        print(f"{name}: {len(cells)} cells, results unchanged: {out / name}.json kept")
         return result
-    write_json(path, result)
     print(f"{name}: {len(cells)} cells in {result['seconds']:.0f} s "
           f"({result['cell_seconds']:.0f} s of cell compute) -> {out}")
     return result
+
+
+def write_result(path: Path, result: dict) -> bool:
+    """Write a study's ``result`` to ``path`` unless the file there holds the same results
+    (:func:`same_results`); returns whether it wrote."""
+    if path.exists() and same_results(json.loads(path.read_text()), result):
+        return False
+    write_json(path, result)
+    return True
 
 
 # ---------------------------------------------------------------- seeds

@@ -22,34 +22,36 @@ import numpy as np
 
 from experiments import common
 from jbo import analysis, plots
-from jbo.study import Grid, axis
+from jbo.study import CellResult, Grid, axis
 from jbo.study import fixed as study
 
 NAME = "generalization"
 
 
 def summarize(cell: dict, order: int) -> dict:
-    c = cell["cell"]
-    t = {k: study.spectra(v) for k, v in cell["tests"].items()}
-    reg = c["regimes"][0] if c["regimes"] else ""
+    r = CellResult.from_json(cell)
+    c, t = r.cell, r.tests
+    reg = c.regimes[0] if c.regimes else ""
     none = analysis.Spectra.concat([])
-    model, ref = t.get("heldout", (none, none))
-    same = np.array([r == reg for r in model.regimes], bool)
+    model, ref = (t["heldout"].model, t["heldout"].ref) if "heldout" in t else (none, none)
+    same = np.array([g == reg for g in model.regimes], bool)
 
     def mae(keep) -> float:
         return analysis.total_mae(model.rows(keep), ref.rows(keep))
 
     sizes = sorted(set(model.n[same].tolist()))
-    return dict(model=c["model"], lam=c["lam"], reg_order=c["reg_order"], train_regime=reg,
-                makeup=c["makeup"], seed=c["seed"], train_mae=cell["train_mae"],
-                test_mae=analysis.total_mae(*t["test"]),
-                other_regime_mae=analysis.total_mae(*t["other_regime"])
+    test = t["test"]
+    return dict(model=c.model, lam=c.lam, reg_order=c.reg_order, train_regime=reg,
+                makeup=c.makeup, seed=c.seed, train_mae=cell["train_mae"],
+                test_mae=analysis.total_mae(test.model, test.ref),
+                other_regime_mae=analysis.total_mae(t["other_regime"].model,
+                                                    t["other_regime"].ref)
                 if "other_regime" in t else float("nan"),
                 heldout_mae=mae(same), heldout_other_mae=mae(~same), heldout_n=sizes,
                 heldout_mae_per_n=[mae(same & (model.n == n)) for n in sizes],
-                high_order_weight=analysis.high_order_weight(t["test"][0], order),
-                ref_high_order_weight=analysis.high_order_weight(t["test"][1], order),
-                test_order_mae=analysis.order_mae(*t["test"], 4))
+                high_order_weight=analysis.high_order_weight(test.model, order),
+                ref_high_order_weight=analysis.high_order_weight(test.ref, order),
+                test_order_mae=analysis.order_mae(test.model, test.ref, 4))
 
 
 GROUP = ("model", "lam", "train_regime")  # one model, seeds pooled

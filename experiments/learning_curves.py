@@ -15,7 +15,7 @@ from typing import Sequence
 
 from experiments import common
 from jbo import analysis, plots
-from jbo.study import Grid, axis
+from jbo.study import CellResult, Grid, axis
 from jbo.study import fixed as study
 
 NAME = "learning_curves"
@@ -27,12 +27,11 @@ def _sizes(text: str) -> list[int | None]:
 
 
 def summarize(cell: dict) -> dict:
-    model, ref = study.spectra(cell["tests"]["test"])
-    c = cell["cell"]
-    return dict(model=c["model"], makeup=c["makeup"], seed=c["seed"],
-                n_train_parents=cell["n_train_parents"], n_train_rows=cell["n_train_rows"],
-                total_mae=analysis.total_mae(model, ref),
-                order_mae=analysis.order_mae(model, ref, K_ERR))
+    r = CellResult.from_json(cell)
+    t = r.tests["test"]
+    return dict(model=r.cell.model, makeup=r.cell.makeup, seed=r.cell.seed,
+                n_train_parents=cell["n_train_parents"], n_train_rows=r.n_train_rows,
+                total_mae=t.total_mae(), order_mae=analysis.order_mae(t.model, t.ref, K_ERR))
 
 
 def seed_means(rows: list[dict]) -> list[dict]:
