@@ -5,8 +5,8 @@ density regime, on energies + forces, with every cell's model shipped.
 [--makeups ...] [--seeds ...] [--sizes ...]`` writes ``results/converged/``: ``cells/KEY.json``
 (one per cell; a rerun loads them and trains only what is missing), ``models/KEY.jbo`` (the
 best-validation model of each cell, ``jbo decompose results/converged/models/KEY.jbo``),
-``converged.json`` and the figures. Data and test sets: :mod:`experiments.regime_data`; one
-cell: :mod:`experiments.converged_cell`; numbers and figures:
+``converged.json`` and the figures. Data and test sets: :mod:`jbo.study.regimes`; one
+cell: :mod:`jbo.study.converged`; numbers and figures:
 :mod:`experiments.converged_summary`.
 
 The grid (defaults), per regime and seed:

@@ -20,14 +20,16 @@ from experiments.common import markdown_table as _table
 STUDIES = ("reference_mbe", "body_order_trends", "learning_curves", "generalization")
 COMMANDS = """```bash
 . .venv/bin/activate
+git show 95b9f03:data/h_clusters.db > /tmp/h_clusters.db   # the data these cells were trained on
 python -m experiments.reference_mbe
-python -m experiments.body_order_trends
+python -m experiments.body_order_trends --db /tmp/h_clusters.db
 python -m experiments.body_order_trends --use-bias --models soap_bpnn,linear_ace \\
-    --makeups up_to:4,up_to:4+atoms --seeds 0 --out results/body_order_trends_bias
-python -m experiments.learning_curves      # reuses body_order_trends cells of the largest size
-python -m experiments.generalization
+    --makeups up_to:4,up_to:4+atoms --seeds 0 --out results/body_order_trends_bias --db /tmp/h_clusters.db
+python -m experiments.learning_curves --db /tmp/h_clusters.db   # reuses body_order_trends cells of the largest size
+python -m experiments.generalization --db /tmp/h_clusters.db
 python -m experiments.report               # writes results/REPORT.md
-# every cell is cached under results/*/cells/: a rerun only trains what is missing (--redo)
+# every cell is cached under results/*/cells/: a rerun only trains what is missing (--redo);
+# on other data (the shipped data/h_clusters.npz, the default --db) every cell is trained anew
 # CI-sized versions: add --quick --out /tmp/x (pytest -m experiment runs them)
 ```"""
 
@@ -303,7 +305,7 @@ def build(results: Path, rel: str = ".", quick: bool = False, note: str = "") ->
              "", dataset_line(res),
              *(["", note] if note else []), "",
              "Models are small variants of the zoo models (hyperparameters in "
-             "`experiments/cells.py`, `STUDY_HYPERS`), trained on energies only with Adam and "
+             "`jbo/study/cell.py`, `STUDY_HYPERS`), trained on energies only with Adam and "
              "a cosine schedule for a fixed number of steps; one training cell per (model, "
              "makeup, size, seed). These are CPU-sized runs: the absolute errors are far from "
              "converged models', the comparisons between models and makeups are the point."]
