@@ -41,6 +41,10 @@ from jbo import analysis
 from jbo.study.cell import Cell
 from jbo.study.store import CellCache, file_digest, fingerprint, spread
 
+__all__ = ["Data", "load_data", "choose_parents", "test_sets", "spectra", "cached",
+           "train_cell", "run_cell"]
+
+
 # ---------------------------------------------------------------- data
 @dataclasses.dataclass
 class Data:
