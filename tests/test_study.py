@@ -208,3 +208,14 @@ def test_a_regeneration_that_changes_nothing_rewrites_nothing(tmp_path):
     assert (out / "s.json").read_bytes() == before
     common.finish("s", dict(again, x=[1.001, float("nan")]), out, time.perf_counter(), [])
     assert json.loads((out / "s.json").read_text())["x"][0] == 1.001
+
+
+def test_generalization_names_the_main_job_summary_instead_of_copying_it():
+    """A copy of results/train_body_order_reg/summary.json went stale when the main job was
+    rerun, so regenerating generalization rewrote 2400 lines it does not own."""
+    from experiments.generalization import training_summary
+
+    committed = _stored(RESULTS / "generalization" / "generalization.json")
+    assert training_summary() == committed["train_body_order_reg"] == \
+        "results/train_body_order_reg/summary.json"
+    assert (ROOT / committed["train_body_order_reg"]).exists()
