@@ -14,9 +14,10 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from experiments import cells as study
 from experiments import common
 from jbo import analysis, plots
+from jbo.study import CellResult, Grid, axis
+from jbo.study import fixed as study
 
 NAME = "body_order_trends"
 K_SHOW = 6  # orders shown in the figures
@@ -24,16 +25,15 @@ K_SHOW = 6  # orders shown in the figures
 
 def summarize(cell: dict, k_max: int = K_SHOW) -> dict:
     """The numbers of one cell: total / per-order MAE and spectra (meV/atom)."""
-    t = cell["tests"]["test"]
-    model, ref = study.spectra(t)
-    return dict(model=cell["cell"]["model"], makeup=cell["cell"]["makeup"],
-                seed=cell["cell"]["seed"], n_test=len(t["n"]), n_train_rows=cell["n_train_rows"],
-                train_seconds=cell["train_seconds"], total_mae=analysis.total_mae(model, ref),
-                order_mae=analysis.order_mae(model, ref, k_max),
-                spectrum=analysis.spectrum(model, k_max)["mean_abs_mev_per_atom"],
-                ref_spectrum=analysis.spectrum(ref, k_max)["mean_abs_mev_per_atom"],
-                high_order_weight=analysis.high_order_weight(model),
-                ref_high_order_weight=analysis.high_order_weight(ref))
+    r = CellResult.from_json(cell)
+    t = r.tests["test"]
+    return dict(model=r.cell.model, makeup=r.cell.makeup, seed=r.cell.seed, n_test=len(t.model),
+                n_train_rows=r.n_train_rows, train_seconds=r.train_seconds,
+                total_mae=t.total_mae(), order_mae=analysis.order_mae(t.model, t.ref, k_max),
+                spectrum=analysis.spectrum(t.model, k_max)["mean_abs_mev_per_atom"],
+                ref_spectrum=analysis.spectrum(t.ref, k_max)["mean_abs_mev_per_atom"],
+                high_order_weight=analysis.high_order_weight(t.model),
+                ref_high_order_weight=analysis.high_order_weight(t.ref))
 
 
 def figures(cells: list[dict], out, k_max: int = K_SHOW) -> list[str]:
@@ -95,15 +95,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     data = study.load_data(args.db, args.test_fraction, 0, args.max_train_atoms,
                             (4, 5) if args.quick else None)
     cache = common.CellCache(out / "cells", args.redo)
-    cells = []
-    for seed in args.seeds:
-        for model in args.models:
-            for makeup in args.makeups:
-                cell = study.Cell(model, makeup, args.n_train, seed, args.steps,
-                                   regimes=tuple(args.regimes) if args.regimes else None,
-                                   batch_size=args.batch_size, lr=args.lr,
-                                   extra_hypers=common.extra(args))
-                cells.append(study.run_cell(cell, data, cache, args.max_test, ("test",)))
+    grid = Grid(common.base_cell(args, args.n_train),
+                [axis("seed", args.seeds), axis("model", args.models),
+                 axis("makeup", args.makeups)])
+    cells = [study.run_cell(cell, data, cache, args.max_test, ("test",)) for cell in grid]
     result = dict(db=args.db, quick=args.quick, config=vars(args),
                   n_train_parents=cells[0]["n_train_parents"] if cells else 0,
                   test_clusters=cells[0]["tests"]["test"]["cluster"] if cells else [],

@@ -1,15 +1,14 @@
 """Plumbing shared by the studies: their command line, results on disk, seed averages.
 
-The cells themselves (data split, test sets, train + decompose) are :mod:`experiments.cells`;
-the spectra and their metrics are :mod:`jbo.analysis`.
+The cells themselves (one type, a grid, the cache, data split, test sets, train + decompose)
+are :mod:`jbo.study`; the spectra and their metrics are :mod:`jbo.analysis`.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +17,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from jbo.configargs import add_config_args
+from jbo.study import Cell
+from jbo.study.store import (CellCache, _jsonable, file_digest, fingerprint,  # noqa: F401
+                             spread, write_json)
 from jbo.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +76,14 @@ def extra(args) -> tuple[tuple[str, Any], ...]:
     return (("use_bias", True),) if getattr(args, "use_bias", False) else ()
 
 
+def base_cell(args, n_train: int | None = None, **kw) -> Cell:
+    """The fixed-protocol cell of :func:`add_training_args`' options (the grid's base)."""
+    return Cell(args.models[0] if args.models else "soap_bpnn", "fixed", args.makeups[0]
+                if args.makeups else None, tuple(args.regimes) if args.regimes else None,
+                n_train=n_train, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                extra_hypers=extra(args), **kw)
+
+
 def out_dir(args, name: str) -> Path:
     """``--out``, else ``results/NAME`` (the committed results), or for a ``--quick`` run
     ``<tempdir>/jbo_NAME_quick``: a CI-sized run never overwrites committed results."""
@@ -85,67 +95,6 @@ def out_dir(args, name: str) -> Path:
         d = ROOT / "results" / name
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-# ---------------------------------------------------------------- cache
-class CellCache:
-    """One JSON file per cell under ``folder``; writes are atomic (tmp file + rename)."""
-
-    def __init__(self, folder: str | Path, redo: bool = False,
-                 fallbacks: Sequence[str | Path] = ()):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.redo = redo
-        self.fallbacks = [Path(f) for f in fallbacks]  # read-only caches of other studies
-
-    def path(self, key: str) -> Path:
-        return self.folder / f"{key}.json"
-
-    def get(self, key: str) -> dict | None:
-        if self.redo:
-            return None
-        for folder in [self.folder, *self.fallbacks]:
-            p = folder / f"{key}.json"
-            if p.exists():
-                try:
-                    return json.loads(p.read_text())
-                except json.JSONDecodeError:  # a torn write from an older run: recompute
-                    continue
-        return None
-
-    def keys(self) -> list[str]:
-        """The keys of the cells stored in this cache's own folder."""
-        return sorted(p.stem for p in self.folder.glob("*.json"))
-
-    def put(self, key: str, value: dict) -> None:
-        write_json(self.path(key), value)
-
-
-def write_json(path: str | Path, value: Any) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1, default=_jsonable))
-    os.replace(tmp, path)
-
-
-def fingerprint(*parts: Any) -> str:
-    """SHA-256 of ``parts`` as sorted JSON (the hash in every cell key)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def file_digest(db: str) -> str:
-    """Content hash of a dataset file (its URL for a database server)."""
-    if "://" in db:
-        return db
-    return hashlib.sha256(Path(db).read_bytes()).hexdigest()
-
-
-def spread(records: list, k: int | None) -> list:
-    """At most ``k`` of ``records`` (all for None), spread evenly over the list."""
-    if k is None or len(records) <= k:
-        return records
-    idx = np.unique(np.linspace(0, len(records) - 1, k).round().astype(int))
-    return [records[i] for i in idx]
 
 
 def markdown_table(head: Sequence[str], rows: Sequence[Sequence]) -> str:
@@ -176,23 +125,66 @@ def write_readme_block(name: str, body: str, readme: Path = ROOT / "README.md") 
     readme.write_text(text[:i] + "\n" + body + "\n" + text[j:])
 
 
+#: what a rerun may change without the results changing: its wall time and where it found the
+#: dataset (the dataset's content is in every cell key)
+PROVENANCE = ("seconds", "db", "config.db")
+#: numbers a rerun reproduces to this relative tolerance are the same result (float64 sums in
+#: another order: a rerun after a change of summation order in jbo.analysis rewrites nothing)
+RTOL = 1e-10
+
+
+def _strip(value: Any) -> Any:
+    """``value`` as plain JSON data without :data:`PROVENANCE`."""
+    v = json.loads(json.dumps(value, default=_jsonable))
+    for path in PROVENANCE:
+        *outer, last = path.split(".")
+        d = v
+        for k in outer:
+            d = d.get(k, {}) if isinstance(d, dict) else {}
+        if isinstance(d, dict):
+            d.pop(last, None)
+    return v
+
+
+def same_results(a: Any, b: Any, rtol: float = RTOL) -> bool:
+    """Whether two study results agree beyond :data:`PROVENANCE`: the same structure, strings
+    and integers, and floats equal to ``rtol`` relative (NaN equals NaN)."""
+    def same(x, y) -> bool:
+        if isinstance(x, dict) and isinstance(y, dict):
+            return x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        if isinstance(x, list) and isinstance(y, list):
+            return len(x) == len(y) and all(same(p, q) for p, q in zip(x, y))
+        if isinstance(x, float) or isinstance(y, float):
+            if isinstance(x, (bool, str)) or isinstance(y, (bool, str)) or x is None or y is None:
+                return False
+            return (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=rtol,
+                                                                     abs_tol=0.0)
+        return type(x) is type(y) and x == y
+    return same(_strip(a), _strip(b))
+
+
 def finish(name: str, result: dict, out: Path, t0: float, cells: Sequence[dict]) -> dict:
     """Stamp the wall time of this run (``seconds``) and the compute time of its cells, cached
-    ones included (``cell_seconds``), write ``out/NAME.json`` and say where it went."""
+    ones included (``cell_seconds``), write ``out/NAME.json`` and say where it went. A file that
+    differs only in :data:`PROVENANCE` (and floats to :data:`RTOL`) is left as it is: regenerating a study from its cached
+    cells rewrites nothing."""
     result["seconds"] = time.perf_counter() - t0
     result["cell_seconds"] = float(sum(c["seconds"] for c in cells))
-    write_json(out / f"{name}.json", result)
+    if not write_result(out / f"{name}.json", result):
+        print(f"{name}: {len(cells)} cells, results unchanged: {out / name}.json kept")
+        return result
     print(f"{name}: {len(cells)} cells in {result['seconds']:.0f} s "
           f"({result['cell_seconds']:.0f} s of cell compute) -> {out}")
     return result
 
 
-def _jsonable(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    raise TypeError(f"not JSON-able: {type(x)}")
+def write_result(path: Path, result: dict) -> bool:
+    """Write a study's ``result`` to ``path`` unless the file there holds the same results
+    (:func:`same_results`); returns whether it wrote."""
+    if path.exists() and same_results(json.loads(path.read_text()), result):
+        return False
+    write_json(path, result)
+    return True
 
 
 # ---------------------------------------------------------------- seeds

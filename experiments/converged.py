@@ -5,8 +5,8 @@ density regime, on energies + forces, with every cell's model shipped.
 [--makeups ...] [--seeds ...] [--sizes ...]`` writes ``results/converged/``: ``cells/KEY.json``
 (one per cell; a rerun loads them and trains only what is missing), ``models/KEY.jbo`` (the
 best-validation model of each cell, ``jbo decompose results/converged/models/KEY.jbo``),
-``converged.json`` and the figures. Data and test sets: :mod:`experiments.regime_data`; one
-cell: :mod:`experiments.converged_cell`; numbers and figures:
+``converged.json`` and the figures. Data and test sets: :mod:`jbo.study.regimes`; one
+cell: :mod:`jbo.study.converged`; numbers and figures:
 :mod:`experiments.converged_summary`.
 
 The grid (defaults), per regime and seed:
@@ -15,7 +15,7 @@ The grid (defaults), per regime and seed:
   ``all``), trained on all the makeup's rows: makeups compare at *matched compute* (one
   convergence rule and wall-time budget), not at matched numbers of structures;
 * **learning curves** (d): ``--lc-models`` on ``--lc-makeups`` at ``--sizes`` training
-  structures (``ConvergedCell.n_train``, a seeded uniform draw of the makeup's rows: matched
+  structures (``Cell.n_train``, a seeded uniform draw of the makeup's rows: matched
   numbers of structures), the main cells giving the largest size;
 * **regularizer** (e): ``--reg-models`` on ``full`` with λ((E − E_MBE(K))/(n s))², K = 2.
 
@@ -41,17 +41,19 @@ pet 176 kB, nequip 101 kB, mace 91 kB, linear_ace 16 kB; the default grid ships 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Sequence
 
 from experiments import common
 from jbo.configargs import add_config_args
 from jbo.train.config import RegularizerConfig, TrainConfig
-from experiments.converged_cell import ConvergedCell, run_converged
 from experiments.converged_summary import (THRESHOLD, accuracy_table, bytes_per_model, figures,
                                            one_per_setting, seed_means, settings_compared,
                                            summarize)
-from experiments.regime_data import describe, load_regimes
+from jbo.study import Cell, Grid, axis, chain
+from jbo.study.converged import run_converged
+from jbo.study.regimes import describe, load_regimes
 
 NAME = "converged"
 MODELS = "soap_bpnn,linear_ace,pet,mace,nequip"
@@ -63,36 +65,34 @@ def _sizes(text: str) -> list[int]:
     return [int(t) for t in common._csv(text)]
 
 
-def grid(args) -> list[ConvergedCell]:
-    """The cells of the study (main, learning curves, regularized), in run order."""
-    base = dict(eval_every=args.eval_every, patience=args.patience,
-                max_seconds=args.max_seconds, batch_size=args.batch_size, lr=args.lr,
-                force_weight=args.force_weight, val_fraction=args.val_fraction,
-                max_steps=args.max_steps, ema_decay=args.ema,
-                extra_hypers=tuple(sorted(args.hypers.items())))
+def grid(args) -> list[Cell]:
+    """The cells of the study (main, learning curves, regularized), in run order: per seed and
+    regime, every model x makeup, then the learning curves, then the regularized cells."""
+    base = Cell.converged(args.models[0] if args.models else "soap_bpnn",
+                          eval_every=args.eval_every, patience=args.patience,
+                          max_seconds=args.max_seconds, batch_size=args.batch_size, lr=args.lr,
+                          force_weight=args.force_weight, val_fraction=args.val_fraction,
+                          max_steps=args.max_steps, ema_decay=args.ema,
+                          extra_hypers=tuple(sorted(args.hypers.items())))
+
+    def models(names):  # a model fixes its schedule length and rotation
+        return [dict(model=m, steps=args.heavy_steps if m in HEAVY else args.steps,
+                     rotate=m == "pet") for m in names]
+
     cells = []
-
-    def cell(model, makeup, regime, seed, **kw):
-        steps = args.heavy_steps if model in HEAVY else args.steps
-        return ConvergedCell(model, makeup, regime, seed, steps=steps, rotate=model == "pet",
-                             **base, **kw)
-
     for seed in args.seeds:
         for regime in args.regimes:
-            for model in args.models:
-                for makeup in args.makeups:
-                    cells.append(cell(model, makeup, regime, seed))
-            for model in args.lc_models:
-                for makeup in args.lc_makeups:
-                    for n in args.sizes:
-                        cells.append(cell(model, makeup, regime, seed, n_train=n))
-            for model in args.reg_models:
-                cells.append(cell(model, args.makeups[0], regime, seed, lam=args.lam,
-                                  reg_order=args.order))
-    cells = list(dict.fromkeys(cells))
-    from jbo import models
+            at = dataclasses.replace(base, seed=seed, regimes=(regime,))
+            cells += chain(
+                Grid(at, [models(args.models), axis("makeup", args.makeups)]),
+                Grid(at, [models(args.lc_models), axis("makeup", args.lc_makeups),
+                          axis("n_train", args.sizes)]),
+                Grid(at, [models(args.reg_models), axis("makeup", args.makeups[:1]),
+                          [dict(lam=args.lam, reg_order=args.order)]]))
+    cells = chain(cells)
+    from jbo import models as zoo
     for model, hypers in {(c.model, tuple(c.hypers().items())) for c in cells}:
-        models.create(model, **dict(hypers))  # unknown names or values: refused before training
+        zoo.create(model, **dict(hypers))  # unknown names or values: refused before training
     return cells
 
 
@@ -143,16 +143,11 @@ def parse(argv: Sequence[str] | None):
     return args
 
 
-def cached_cells(cache: common.CellCache, spec: str) -> list[ConvergedCell]:
+def cached_cells(cache: common.CellCache, spec: str) -> list[Cell]:
     """The cells with a stored result for the data ``spec`` (a stored cell whose key its
     fields no longer give, i.e. run by other code or on other data, is left out)."""
-    out = []
-    for key in cache.keys():
-        c = cache.get(key)["cell"]
-        cell = ConvergedCell(**{**c, "extra_hypers": tuple(map(tuple, c["extra_hypers"]))})
-        if cell.key(spec) == key:
-            out.append(cell)
-    return out
+    cells = [Cell.from_json(cache.get(key)["cell"]) for key in cache.keys()]
+    return [c for c, key in zip(cells, cache.keys()) if c.key(spec) == key]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -20,9 +20,9 @@ from typing import Sequence
 import numpy as np
 
 from experiments import common
-from experiments.cells import spectra
-from experiments.converged_cell import setting_of, stop_kind
 from jbo import analysis, plots
+from jbo.study import StopReason, setting_of
+from jbo.study.fixed import spectra
 
 K_SHOW = 8        # orders shown (H_8 test parents)
 K_ERR = 4         # per-order errors reported for k = 1..K_ERR
@@ -74,7 +74,7 @@ def summarize(cell: dict) -> dict:
     return dict(model=c["model"], makeup=c["makeup"], regime=c["regime"], seed=c["seed"],
                 setting=setting_of(c),
                 n_train=c["n_train"], lam=c["lam"], rotate=c["rotate"], key=cell["key"],
-                stop_kind=stop_kind(cell["stop_reason"]), stop_reason=cell["stop_reason"],
+                stop_kind=StopReason.parse(cell["stop_reason"]).kind, stop_reason=cell["stop_reason"],
                 steps=cell["steps"], train_seconds=cell["train_seconds"],
                 max_seconds=c["max_seconds"], device=cell["device"],
                 best_val_mae=cell["best_val_mae"], plateau=cell["plateau"],

@@ -8,48 +8,50 @@ evaluated on the held-out H_4..H_8 parents of its regime (``test``), the H_4..H_
 other regime (``other_regime``) and the H_9..H_12 clusters (``heldout``, both regimes). The
 high-order weight of a model is w_>K = Σ_{k>K} |E^(k)| / Σ_{k≥2} |E^(k)| of its exhaustive
 decomposition on the test clusters.
-If ``results/train_body_order_reg/`` holds a summary, it is carried into the JSON.
+If ``results/train_body_order_reg/`` holds a summary, the JSON names it (``train_body_order_reg``).
 
 ``python -m experiments.generalization [--quick]`` writes ``results/generalization/``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Sequence
 
 import numpy as np
 
-from experiments import cells as study
 from experiments import common
 from jbo import analysis, plots
+from jbo.study import CellResult, Grid, axis
+from jbo.study import fixed as study
 
 NAME = "generalization"
 
 
 def summarize(cell: dict, order: int) -> dict:
-    c = cell["cell"]
-    t = {k: study.spectra(v) for k, v in cell["tests"].items()}
-    reg = c["regimes"][0] if c["regimes"] else ""
+    r = CellResult.from_json(cell)
+    c, t = r.cell, r.tests
+    reg = c.regimes[0] if c.regimes else ""
     none = analysis.Spectra.concat([])
-    model, ref = t.get("heldout", (none, none))
-    same = np.array([r == reg for r in model.regimes], bool)
+    model, ref = (t["heldout"].model, t["heldout"].ref) if "heldout" in t else (none, none)
+    same = np.array([g == reg for g in model.regimes], bool)
 
     def mae(keep) -> float:
         return analysis.total_mae(model.rows(keep), ref.rows(keep))
 
     sizes = sorted(set(model.n[same].tolist()))
-    return dict(model=c["model"], lam=c["lam"], reg_order=c["reg_order"], train_regime=reg,
-                makeup=c["makeup"], seed=c["seed"], train_mae=cell["train_mae"],
-                test_mae=analysis.total_mae(*t["test"]),
-                other_regime_mae=analysis.total_mae(*t["other_regime"])
+    test = t["test"]
+    return dict(model=c.model, lam=c.lam, reg_order=c.reg_order, train_regime=reg,
+                makeup=c.makeup, seed=c.seed, train_mae=cell["train_mae"],
+                test_mae=analysis.total_mae(test.model, test.ref),
+                other_regime_mae=analysis.total_mae(t["other_regime"].model,
+                                                    t["other_regime"].ref)
                 if "other_regime" in t else float("nan"),
                 heldout_mae=mae(same), heldout_other_mae=mae(~same), heldout_n=sizes,
                 heldout_mae_per_n=[mae(same & (model.n == n)) for n in sizes],
-                high_order_weight=analysis.high_order_weight(t["test"][0], order),
-                ref_high_order_weight=analysis.high_order_weight(t["test"][1], order),
-                test_order_mae=analysis.order_mae(*t["test"], 4))
+                high_order_weight=analysis.high_order_weight(test.model, order),
+                ref_high_order_weight=analysis.high_order_weight(test.ref, order),
+                test_order_mae=analysis.order_mae(test.model, test.ref, 4))
 
 
 GROUP = ("model", "lam", "train_regime")  # one model, seeds pooled
@@ -92,13 +94,11 @@ def figures(rows: list[dict], out) -> list[str]:
     return files
 
 
-def training_summary() -> dict | None:
-    """The regularized runs of ``experiments/train_body_order_reg`` if they were written."""
-    d = common.ROOT / "results" / "train_body_order_reg"
-    for name in ("summary.json", "train_body_order_reg.json"):
-        if (d / name).exists():
-            return json.loads((d / name).read_text())
-    return None
+def training_summary() -> str | None:
+    """Where the regularized runs of ``experiments/train_body_order_reg`` are, if written (a
+    path, not a copy: this study's JSON must not change when the main job is rerun)."""
+    path = common.ROOT / "results" / "train_body_order_reg" / "summary.json"
+    return str(path.relative_to(common.ROOT)) if path.exists() else None
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -122,17 +122,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     data = study.load_data(args.db, args.test_fraction, 0, args.max_train_atoms,
                             (4, 5) if args.quick else None)
     cache = common.CellCache(out / "cells", args.redo)
-    cells = []
-    grid = [(seed, regime, model, lam) for seed in args.seeds for regime in args.train_regimes
-            for model in args.models for lam in (0.0, args.lam)
-            if not lam or model in args.reg_models]
-    for seed, regime, model, lam in grid:
-        cell = study.Cell(model, args.makeups[0], None, seed, args.steps, lam=lam,
-                           reg_order=args.reg_order, regimes=(regime,),
-                           batch_size=args.batch_size, lr=args.lr,
-                           extra_hypers=common.extra(args))
-        cells.append(study.run_cell(cell, data, cache, args.max_test,
-                                     ("test", "other_regime", "heldout")))
+    grid = Grid(common.base_cell(args, reg_order=args.reg_order),
+                [axis("seed", args.seeds), axis("regimes", [(g,) for g in args.train_regimes]),
+                 axis("model", args.models), axis("lam", (0.0, args.lam))],
+                where=lambda c: not c.lam or c.model in args.reg_models)
+    cells = [study.run_cell(cell, data, cache, args.max_test, ("test", "other_regime", "heldout"))
+             for cell in grid]
     rows = [summarize(c, args.reg_order) for c in cells]
     result = dict(db=args.db, quick=args.quick, config=vars(args), rows=rows,
                   cells=[c["key"] for c in cells], train_body_order_reg=training_summary())

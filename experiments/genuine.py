@@ -37,7 +37,7 @@ def shipped(regime: str, model: str) -> Path:
 
 
 def cmd_train(args) -> int:
-    from experiments.regime_data import load_regimes
+    from jbo.study.regimes import load_regimes
 
     dest = shipped(args.regime, args.model)
     if dest.exists() and not args.redo:

@@ -110,7 +110,7 @@ def table(summaries: list[dict], converged: Path) -> str:
 def evaluate_all(results: Path, db: Path) -> list[dict]:
     """Evaluate every shipped model under ``results``; write the summaries and the table."""
     from experiments.genuine import FILE
-    from experiments.regime_data import load_regimes
+    from jbo.study.regimes import load_regimes
 
     data = load_regimes(str(db))
     out = []

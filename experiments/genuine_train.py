@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.regime_data import RegimeData, test_records, training_rows
+from jbo.study.regimes import RegimeData, test_records, training_rows
 
 __all__ = ["MODELS", "INPUTS", "isolated_h", "split_of", "export_split", "prepare", "train"]
 

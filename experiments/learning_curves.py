@@ -13,9 +13,10 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from experiments import cells as study
 from experiments import common
 from jbo import analysis, plots
+from jbo.study import CellResult, Grid, axis
+from jbo.study import fixed as study
 
 NAME = "learning_curves"
 K_ERR = 4  # per-order errors reported for k = 1..K_ERR
@@ -26,12 +27,11 @@ def _sizes(text: str) -> list[int | None]:
 
 
 def summarize(cell: dict) -> dict:
-    model, ref = study.spectra(cell["tests"]["test"])
-    c = cell["cell"]
-    return dict(model=c["model"], makeup=c["makeup"], seed=c["seed"],
-                n_train_parents=cell["n_train_parents"], n_train_rows=cell["n_train_rows"],
-                total_mae=analysis.total_mae(model, ref),
-                order_mae=analysis.order_mae(model, ref, K_ERR))
+    r = CellResult.from_json(cell)
+    t = r.tests["test"]
+    return dict(model=r.cell.model, makeup=r.cell.makeup, seed=r.cell.seed,
+                n_train_parents=cell["n_train_parents"], n_train_rows=r.n_train_rows,
+                total_mae=t.total_mae(), order_mae=analysis.order_mae(t.model, t.ref, K_ERR))
 
 
 def seed_means(rows: list[dict]) -> list[dict]:
@@ -88,16 +88,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                             (4, 5) if args.quick else None)
     trends = common.ROOT / "results" / "body_order_trends" / "cells"
     cache = common.CellCache(out / "cells", args.redo, fallbacks=[] if args.quick else [trends])
-    cells = []
-    for seed in args.seeds:
-        for model in args.models:
-            for makeup in args.makeups:
-                for n in args.sizes:
-                    cell = study.Cell(model, makeup, n, seed, args.steps,
-                                       regimes=tuple(args.regimes) if args.regimes else None,
-                                       batch_size=args.batch_size, lr=args.lr,
-                                       extra_hypers=common.extra(args))
-                    cells.append(study.run_cell(cell, data, cache, args.max_test, ("test",)))
+    grid = Grid(common.base_cell(args), [axis("seed", args.seeds), axis("model", args.models),
+                                         axis("makeup", args.makeups), axis("n_train", args.sizes)])
+    cells = [study.run_cell(cell, data, cache, args.max_test, ("test",)) for cell in grid]
     rows = [summarize(c) for c in cells]
     result = dict(db=args.db, quick=args.quick, config=vars(args), rows=rows,
                   n_test=len(cells[0]["tests"]["test"]["n"]) if cells else 0,

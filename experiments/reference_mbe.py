@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from experiments import cells as study
+from jbo.study import fixed as study
 from experiments import common
 from jbo import analysis, plots
 
@@ -193,9 +193,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     result = dict(db=args.db, quick=args.quick, stored=summary, atomic_limit=limit,
                   seconds=time.perf_counter() - t0)
     result["figures"] = figures(summary, limit, out)
-    common.write_json(out / "reference_mbe.json", result)
+    wrote = common.write_result(out / "reference_mbe.json", result)
     print(f"reference_mbe: {summary['n_clusters']} clusters, max |Σ E^(k) − E| = "
-          f"{summary['max_sum_error_eV']:.1e} eV, {result['seconds']:.0f} s -> {out}")
+          f"{summary['max_sum_error_eV']:.1e} eV, {result['seconds']:.0f} s -> {out}"
+          + ("" if wrote else " (results unchanged: reference_mbe.json kept)"))
     return result
 
 

@@ -20,14 +20,16 @@ from experiments.common import markdown_table as _table
 STUDIES = ("reference_mbe", "body_order_trends", "learning_curves", "generalization")
 COMMANDS = """```bash
 . .venv/bin/activate
+git show 95b9f03:data/h_clusters.db > /tmp/h_clusters.db   # the data these cells were trained on
 python -m experiments.reference_mbe
-python -m experiments.body_order_trends
+python -m experiments.body_order_trends --db /tmp/h_clusters.db
 python -m experiments.body_order_trends --use-bias --models soap_bpnn,linear_ace \\
-    --makeups up_to:4,up_to:4+atoms --seeds 0 --out results/body_order_trends_bias
-python -m experiments.learning_curves      # reuses body_order_trends cells of the largest size
-python -m experiments.generalization
+    --makeups up_to:4,up_to:4+atoms --seeds 0 --out results/body_order_trends_bias --db /tmp/h_clusters.db
+python -m experiments.learning_curves --db /tmp/h_clusters.db   # reuses body_order_trends cells of the largest size
+python -m experiments.generalization --db /tmp/h_clusters.db
 python -m experiments.report               # writes results/REPORT.md
-# every cell is cached under results/*/cells/: a rerun only trains what is missing (--redo)
+# every cell is cached under results/*/cells/: a rerun only trains what is missing (--redo);
+# on other data (the shipped data/h_clusters.npz, the default --db) every cell is trained anew
 # CI-sized versions: add --quick --out /tmp/x (pytest -m experiment runs them)
 ```"""
 
@@ -252,6 +254,17 @@ def config_section(res: dict) -> str:
                    "compute (min)"], rows)
 
 
+def shown_path(db: str) -> str:
+    """A dataset path as the report shows it: relative to the checkout that ran the study (a
+    study run in another checkout or worktree of this repository shows the same text)."""
+    p = Path(db)
+    if p.is_relative_to(common.ROOT):
+        return str(p.relative_to(common.ROOT))
+    if p.is_absolute() and p.parent.name == "data" and (common.ROOT / "data").is_dir():
+        return f"data/{p.name}"
+    return db
+
+
 def dataset_line(res: dict) -> str:
     """Which reference data the studies saw (from their JSON)."""
     parts = []
@@ -259,9 +272,7 @@ def dataset_line(res: dict) -> str:
         r = res["reference_mbe"]
         counts = {reg: ", ".join(f"H{n}: {v['count']}" for n, v in by_n.items())
                   for reg, by_n in r["stored"]["regimes"].items() if by_n}
-        db = Path(r["db"])
-        db = db.relative_to(common.ROOT) if db.is_relative_to(common.ROOT) else db
-        parts.append(f"`{db}`, complete H_4..H_8 parents per regime: "
+        parts.append(f"`{shown_path(r['db'])}`, complete H_4..H_8 parents per regime: "
                      + "; ".join(f"{k} ({v})" for k, v in counts.items()))
     if "generalization" in res and res["generalization"]["rows"]:
         ns = sorted({n for x in res["generalization"]["rows"] for n in x["heldout_n"]})
@@ -294,7 +305,7 @@ def build(results: Path, rel: str = ".", quick: bool = False, note: str = "") ->
              "", dataset_line(res),
              *(["", note] if note else []), "",
              "Models are small variants of the zoo models (hyperparameters in "
-             "`experiments/cells.py`, `STUDY_HYPERS`), trained on energies only with Adam and "
+             "`jbo/study/cell.py`, `STUDY_HYPERS`), trained on energies only with Adam and "
              "a cosine schedule for a fixed number of steps; one training cell per (model, "
              "makeup, size, seed). These are CPU-sized runs: the absolute errors are far from "
              "converged models', the comparisons between models and makeups are the point."]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import common
-from experiments.converged_cell import plateau, stop_kind
+from jbo.study.converged import plateau, stop_kind
 from experiments.converged_summary import effective_order
 
 HAVE_DB = Path(common.DEFAULT_DB).exists()
@@ -30,7 +30,10 @@ def test_effective_order_is_the_first_order_whose_tail_is_below_the_threshold():
 
 
 def test_stop_kinds_and_plateau():
-    assert stop_kind("converged: validation MAE did not improve ...") == "converged"
+    assert stop_kind("converged: validation MAE did not improve by more than 0.5% in 10 "
+                     "evaluations (best 10.92 meV/atom)") == "converged"
+    with pytest.raises(ValueError, match="unknown stop reason"):  # no guessing from a prefix
+        stop_kind("converged: validation MAE did not improve ...")
     assert stop_kind("budget: 12 epochs done") == "schedule"
     assert stop_kind("schedule finished (cosine over 69 epochs): best validation MAE 7.6 "
                      "meV/atom, 7 of 40 evaluations since one improved it by more than 0.5%"
@@ -70,7 +73,7 @@ def test_accuracy_table_takes_the_best_seed_mean_of_the_full_makeup():
 def test_a_capped_training_set_keeps_the_selected_validation_parents():
     """train() re-splits the records it is given: with the returned fraction its hash split
     must give back exactly the validation parents selected before the cap."""
-    from experiments.regime_data import load_regimes, training_rows
+    from jbo.study.regimes import load_regimes, training_rows
     from jbo.train.dataset import split_by_cluster
 
     data = load_regimes(common.DEFAULT_DB)
@@ -190,8 +193,8 @@ def test_train_mae_is_the_shipped_models_error_on_its_training_clusters(quick, t
 
     import jbo.train
     from experiments import converged
-    from experiments.converged_cell import ConvergedCell
-    from experiments.regime_data import load_regimes, training_rows
+    from jbo.study import Cell
+    from jbo.study.regimes import load_regimes, training_rows
     from jbo import models
 
     results, res = quick
@@ -199,7 +202,7 @@ def test_train_mae_is_the_shipped_models_error_on_its_training_clusters(quick, t
     shutil.copytree(results / "converged", out)
     path = out / "cells" / f"{res['cells'][0]}.json"
     cell = json.loads(path.read_text())
-    c = ConvergedCell(**{**cell["cell"], "extra_hypers": ()})
+    c = Cell.from_json({**cell["cell"], "extra_hypers": ()})
     rows = [r for r in training_rows(load_regimes(common.DEFAULT_DB), c.regime, c.makeup,
                                      c.val_fraction, c.split_seed, c.n_train, c.seed)[0]
             if r.is_full]
@@ -264,10 +267,11 @@ def test_train_only_ships_models_that_a_later_run_evaluates_without_training(
     assert res["trained"] == 1 and cell["steps"] == 24 and cell["stop_kind"] == "budget"
     assert res["rows"][0]["test_mae"] == pytest.approx(first["rows"][0]["test_mae"], rel=1e-9)
     # a file that belongs to another cell is refused, not evaluated as that cell
-    from experiments.converged_cell import ConvergedCell, evaluate_cell
-    from experiments.regime_data import load_regimes
+    from jbo.study import Cell
+    from jbo.study.converged import evaluate_cell
+    from jbo.study.regimes import load_regimes
     with pytest.raises(ValueError, match="no training record of cell"):
-        evaluate_cell(ConvergedCell("linear_ace", seed=7), load_regimes(common.DEFAULT_DB),
+        evaluate_cell(Cell.converged("linear_ace", seed=7), load_regimes(common.DEFAULT_DB),
                       out / "models" / f"{key}.jbo")
 
 
@@ -276,7 +280,7 @@ def test_train_only_ships_models_that_a_later_run_evaluates_without_training(
 def test_shipped_model_reproduces_its_stored_per_order_energies(quick):
     """The committed check numbers (3 test parents) from the model file alone, to 1e-6 eV:
     through the engine, and the totals also by calling the potential directly."""
-    from experiments.regime_data import load_regimes
+    from jbo.study.regimes import load_regimes
     from jbo import analysis, models
 
     results, res = quick
@@ -339,7 +343,7 @@ COMMITTED = common.ROOT / "results" / "converged"
 def test_committed_models_reproduce_their_committed_per_order_energies():
     """Issue 15's reload check: one shipped model per architecture (its first committed cell)
     decomposes the cell's 3 check parents to the committed E^(k), 1e-6 eV, without training."""
-    from experiments.regime_data import load_regimes
+    from jbo.study.regimes import load_regimes
     from jbo import analysis, models
 
     cells = [json.loads(p.read_text()) for p in sorted((COMMITTED / "cells").glob("*.json"))]
@@ -385,13 +389,13 @@ def test_reading_states_what_changed_and_which_conclusions_survive():
 
 @needs_db
 def test_committed_cells_still_hash_to_their_keys():
-    """Fields added to ConvergedCell later (``ema_decay``) stay out of the key at their
+    """Fields added to converged cells later (``ema_decay``) stay out of the key at their
     default, so every committed cell is still found by the grid that made it; set, they
     make a new cell."""
     import dataclasses
 
-    from experiments.converged_cell import ConvergedCell
-    from experiments.regime_data import load_regimes
+    from jbo.study import Cell
+    from jbo.study.regimes import load_regimes
 
     # the cells hash the data file they were made from (results/converged/DATA.json), which
     # since the 2026-12-03 relabelling is no longer the shipped file: its spec, computed the
@@ -404,20 +408,17 @@ def test_committed_cells_still_hash_to_their_keys():
     cells = [json.loads(p.read_text()) for p in sorted((COMMITTED / "cells").glob("*.json"))]
     assert cells
     for c in cells:
-        cell = ConvergedCell(**{**c["cell"],
-                                "extra_hypers": tuple(map(tuple, c["cell"]["extra_hypers"]))})
+        cell = Cell.from_json(c["cell"])
         assert cell.key(spec) == c["key"]
     assert dataclasses.replace(cell, ema_decay=0.99).key(spec) != cell.key(spec)
 
 
 def test_the_seeds_of_one_setting_share_it_across_code_versions():
     """A cell stored before ``ema_decay`` existed and a new one at ema 0 are one setting."""
-    import dataclasses
+    from jbo.study import Cell, setting_of
 
-    from experiments.converged_cell import ConvergedCell, setting_of
-
-    new = dataclasses.asdict(ConvergedCell("mace", seed=1))
-    old = {k: v for k, v in dataclasses.asdict(ConvergedCell("mace")).items()
+    new = Cell.converged("mace", seed=1).to_json()
+    old = {k: v for k, v in Cell.converged("mace").to_json().items()
            if k != "ema_decay"}
     assert setting_of(new) == setting_of(old)
     assert setting_of({**new, "ema_decay": 0.99}) != setting_of(old)

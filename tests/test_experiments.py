@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from ase.units import Hartree
 
-from experiments import cells, common
+from experiments import common
+from jbo.study import Cell
+from jbo.study import cell as cells_mod
+from jbo.study import fixed as cells
 from jbo import analysis
 
 HAVE_DB = Path(common.DEFAULT_DB).exists()
@@ -48,19 +51,19 @@ def test_cell_key_covers_everything_that_decides_the_result(monkeypatch):
     """Edited study hyperparameters, a --use-bias override or other data never reuse a cell."""
     import dataclasses
 
-    a = cells.Cell("soap_bpnn", "full", None, 0)
+    a = Cell("soap_bpnn", makeup="full")
     key = a.key("data-1")
-    assert key == cells.Cell("soap_bpnn", "full", None, 0).key("data-1")
+    assert key == Cell("soap_bpnn", makeup="full").key("data-1")
     assert key != a.key("data-2")
     assert key != dataclasses.replace(a, extra_hypers=(("use_bias", True),)).key("data-1")
-    edited = {**cells.STUDY_HYPERS.get("soap_bpnn", {}), "hidden": (3,)}
-    monkeypatch.setitem(cells.STUDY_HYPERS, "soap_bpnn", edited)
+    edited = {**cells_mod.STUDY_HYPERS.get("soap_bpnn", {}), "hidden": (3,)}
+    monkeypatch.setitem(cells_mod.STUDY_HYPERS, "soap_bpnn", edited)
     assert a.key("data-1") != key
 
 
 def test_cell_keys_and_cache(tmp_path):
-    a = cells.Cell("pet", "up_to:4+atoms", None, 0)
-    b = cells.Cell("pet", "up_to:4+atoms", 8, 0, lam=0.1, regimes=("low",))
+    a = Cell("pet", makeup="up_to:4+atoms")
+    b = Cell("pet", makeup="up_to:4+atoms", n_train=8, lam=0.1, regimes=("low",))
     assert a.key() != b.key() and "/" not in b.key() and ":" not in b.key()
     cache = common.CellCache(tmp_path / "a", fallbacks=[tmp_path / "b"])
     assert cache.get(a.key()) is None

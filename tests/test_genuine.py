@@ -27,7 +27,7 @@ SHIPPED = sorted(p for p in RESULTS.glob("*/*/summary.json")) if RESULTS.exists(
 
 @pytest.fixture(scope="module")
 def data():
-    from experiments.regime_data import load_regimes
+    from jbo.study.regimes import load_regimes
 
     return load_regimes(str(DB))
 
@@ -51,15 +51,15 @@ def test_isolated_h_is_the_energy_of_every_one_atom_subcluster(data):
 
 @pytest.mark.parametrize("regime", ["low", "high"])
 def test_exported_split_is_the_converged_studys_split(data, regime, tmp_path):
-    """(b): the clusters written to train/valid/test.extxyz are those converged_cell trains,
+    """(b): the clusters written to train/valid/test.extxyz are those jbo.study.converged trains,
     validates and tests on (makeup full, seed 0), with their energies and forces."""
     from ase.io import read
 
-    from experiments.converged_cell import ConvergedCell
+    from jbo.study import Cell
     from experiments.genuine_train import export_split
-    from experiments.regime_data import test_records, training_rows
+    from jbo.study.regimes import test_records, training_rows
 
-    cell = ConvergedCell(model="pet", regime=regime)
+    cell = Cell.converged("pet", regime=regime)
     rows, val, val_parents, _ = training_rows(data, regime, cell.makeup, cell.val_fraction,
                                               cell.split_seed, cell.n_train, cell.seed)
     test = test_records(data, regime, None)["test"]

@@ -217,3 +217,13 @@ def test_no_module_is_over_400_lines():
     long = {m: n for m, p in _modules().items()
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}, f"split these modules (one job each, ~{MAX_LINES} lines max): {long}"
+
+
+def test_only_the_command_line_imports_the_study_layer():
+    """jbo.study sits on top (it imports train, analysis, data, models): within jbo only the
+    command line may import it, so the library never depends on the studies."""
+    _, packages = _every_import_graphs()
+    users = sorted(p for p, targets in packages.items() if "jbo.study" in targets)
+    assert set(users) <= {"jbo.cli"}, f"{users} import jbo.study"
+    assert packages["jbo.study"] <= {"jbo.train", "jbo.analysis", "jbo.data", "jbo.models"}, \
+        packages["jbo.study"]

@@ -27,10 +27,11 @@ from typing import Sequence
 
 import numpy as np
 
-from experiments.common import file_digest, fingerprint, spread
 from jbo import analysis
+from jbo.study.store import file_digest, fingerprint, spread
 
-__all__ = ["RegimeData", "load_regimes", "training_rows", "TEST_SETS"]
+__all__ = ["RegimeData", "load_regimes", "training_rows", "test_records", "describe",
+           "TEST_SETS"]
 
 TEST_SETS = ("test", "other_regime", "heldout")
 

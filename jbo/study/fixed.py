@@ -1,9 +1,10 @@
-"""Cells of the studies: the data and its split, test-set selection, train + decompose one cell.
+"""The fixed protocol of :class:`jbo.study.Cell`: data and split, test sets, train + decompose.
 
-A *cell* is one training run (model, dataset makeup, number of training parents, seed,
-regularizer, training regimes). :func:`run_cell` trains it on the training parents, decomposes
-the test clusters (:func:`jbo.analysis.decompose_records`, exhaustive) and returns a
-JSON-able dict; :class:`experiments.common.CellCache` stores it under
+A fixed cell is one training run (model, dataset makeup, number of training parents, seed,
+regularizer, training regimes) of a fixed number of steps without validation. :func:`run_cell`
+trains it on the training parents, decomposes the test clusters
+(:func:`jbo.analysis.decompose_records`, exhaustive) and returns a JSON-able dict;
+:class:`jbo.study.CellCache` stores it under
 ``results/NAME/cells/KEY.json`` so an interrupted study continues where it stopped (a cell is
 skipped when its JSON exists).
 
@@ -27,27 +28,21 @@ split over the same devices (``mesh=``). Energies in eV inside; errors reported 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from experiments.common import CellCache, file_digest, fingerprint, spread
 from jbo import analysis
+from jbo.study.cell import Cell
+from jbo.study.store import CellCache, file_digest, fingerprint, spread
 
-# Small, fast variants of the zoo models (this study trains many of them on CPUs).
-STUDY_HYPERS: dict[str, dict[str, Any]] = {
-    "soap_bpnn": dict(max_radial=6, max_angular=4, hidden=(32, 32)),
-    "linear_ace": dict(correlation=3, max_radial=6, max_angular=3),
-    "pet": dict(d_model=16, num_heads=2, ffn_dim=32, num_radial=6, readout_hidden=16),
-    "mace": dict(num_channels=8, max_ell=2, hidden_ell=1, correlation=3, num_radial=6,
-                 radial_hidden=(16,), readout_hidden=8),
-    "nequip": dict(hidden_irreps="8x0e + 4x1o", sh_irreps="1x0e + 1x1o", num_basis=6,
-                   radial_hidden=16),
-}
+__all__ = ["Data", "load_data", "choose_parents", "test_sets", "spectra", "cached",
+           "train_cell", "run_cell"]
 
 
 # ---------------------------------------------------------------- data
@@ -142,45 +137,26 @@ def spectra(t: dict) -> tuple[analysis.Spectra, analysis.Spectra]:
     return analysis.Spectra.from_json(t), analysis.Spectra.from_json(t, "ref_")
 
 
-# ---------------------------------------------------------------- cells
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One training run of a study (hashable; :meth:`key` names its cached JSON)."""
+#: a study folder's record of the data its digest-free (legacy-named) cells were computed on
+LEGACY = "DATA.json"
 
-    model: str
-    makeup: str = "all"
-    n_train: int | None = None  # training parents (None: all)
-    seed: int = 0
-    steps: int = 2000
-    lam: float = 0.0            # body-order regularizer strength (0: off)
-    reg_order: int = 2
-    regimes: tuple[str, ...] | None = None  # training regimes (None: all)
-    batch_size: int = 32
-    lr: float = 3e-3
-    extra_hypers: tuple[tuple[str, Any], ...] = ()  # overrides of STUDY_HYPERS
 
-    def hypers(self) -> dict[str, Any]:
-        return {**STUDY_HYPERS.get(self.model, {}), **dict(self.extra_hypers)}
-
-    def key(self, data_spec: str = "") -> str:
-        """A readable name, then a hash of everything that decides the cell's result: every
-        field, the resolved hyperparameters (STUDY_HYPERS included) and ``data_spec`` (the
-        dataset's content and split, :attr:`Data.spec`), so no edit reuses a stale cell."""
-        digest = fingerprint(dataclasses.asdict(self), self.hypers(), data_spec)[:10]
-        return f"{self._name()}_{digest}"
-
-    def _name(self) -> str:
-        mk = self.makeup.replace(":", "").replace("+", "-")
-        parts = [self.model, mk, f"n{self.n_train or 'all'}", f"s{self.seed}",
-                 f"t{self.steps}"]
-        if self.lam:
-            parts.append(f"reg{self.lam:g}k{self.reg_order}")
-        if self.regimes:
-            parts.append("on-" + "-".join(self.regimes))
-        if (self.batch_size, self.lr) != (32, 3e-3):
-            parts.append(f"b{self.batch_size}lr{self.lr:g}")
-        parts += [f"{k}{v}" for k, v in self.extra_hypers]
-        return "_".join(parts)
+def cached(cell: Cell, data: Data, cache: CellCache) -> dict | None:
+    """The stored result of ``cell``: under its key, else under its legacy name
+    (:meth:`Cell.name`, the keys of cells stored before keys hashed the data) in a cache folder
+    whose study folder's ``DATA.json`` says (``"legacy_spec"``) that they were computed on
+    this data (:attr:`Data.spec`), and whose stored fields are this cell's."""
+    hit = cache.get(cell.key(data.spec))
+    if hit is not None or cache.redo:
+        return hit
+    for folder in [cache.folder, *cache.fallbacks]:
+        manifest, path = folder.parent / LEGACY, folder / f"{cell.name()}.json"
+        if manifest.exists() and path.exists() \
+                and json.loads(manifest.read_text()).get("legacy_spec") == data.spec:
+            old = json.loads(path.read_text())
+            if Cell.from_json(old["cell"]) == cell:
+                return old
+    return None
 
 
 def train_cell(cell: Cell, data: Data):
@@ -232,7 +208,7 @@ def run_cell(cell: Cell, data: Data, cache: CellCache, max_test: int = 40,
              which: Sequence[str] = ("test",), log=print) -> dict:
     """Train + decompose one cell, or load it from ``cache``."""
     key = cell.key(data.spec)
-    hit = cache.get(key)
+    hit = cached(cell, data, cache)
     if hit is not None and set(which) <= set(hit["tests"]):
         return hit
     t0 = time.perf_counter()
@@ -253,7 +229,7 @@ def run_cell(cell: Cell, data: Data, cache: CellCache, max_test: int = 40,
         ref = reference_of(data, recs).to_json()
         tests[name] = {**got[name].to_json(), "ref_total": ref["total"],
                        "ref_per_order": ref["per_order"]}
-    out = dict(cell=dataclasses.asdict(cell), key=key, **info, tests=tests,
+    out = dict(cell=cell.to_json(), key=key, **info, tests=tests,
                seconds=time.perf_counter() - t0)
     cache.put(key, out)
     log(f"[{key}] {out['seconds']:.0f} s, train MAE {info['train_mae']:.1f} meV/atom, "

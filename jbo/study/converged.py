@@ -1,9 +1,10 @@
-"""One cell of the converged study: train to convergence (energies + forces), ship, decompose.
+"""The converged protocol of :class:`jbo.study.Cell`: train to convergence (energies + forces),
+ship, decompose.
 
-A :class:`ConvergedCell` is one training run on one density regime (model, makeup, seed,
+A converged cell is one training run on one density regime (model, makeup, seed,
 training-set cap, regularizer). :func:`run_converged`
 
-1. takes the regime's training parents (:func:`experiments.regime_data.training_rows`), holds
+1. takes the regime's training parents (:func:`jbo.study.regimes.training_rows`), holds
    out ``val_fraction`` of them by parent for validation and trains with the convergence rule
    of :class:`jbo.train.TrainConfig`: a cosine schedule over ``steps`` (rounded up to whole
    epochs), a validation every ``eval_every`` steps, a stop when the validation MAE has not
@@ -23,110 +24,32 @@ validation MAE still improved over the last quarter of the validations), ``budge
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from experiments.cells import spectra
-from experiments.common import CellCache, fingerprint
-from experiments.regime_data import TEST_SETS, RegimeData, test_records, training_rows
 from jbo import analysis
+from jbo.study.cell import Cell, has_rotate
+from jbo.study.fixed import spectra
+from jbo.study.regimes import TEST_SETS, RegimeData, test_records, training_rows
+from jbo.study.results import StopReason
+from jbo.study.store import CellCache
 
-__all__ = ["ConvergedCell", "CONVERGED_HYPERS", "run_converged", "train_cell", "evaluate_cell",
-           "stop_kind", "setting_of", "has_rotate"]
+__all__ = ["run_converged", "train_cell", "evaluate_cell", "stop_kind", "plateau"]
 
-#: the zoo defaults (sized for the data; data constants such as MACE's avg_num_neighbors come
-#: from the training rows), except linear ACE at correlation 3: E^(k) = 0 for k > 4 exactly
-CONVERGED_HYPERS: dict[str, dict[str, Any]] = {"linear_ace": dict(correlation=3)}
 #: largest shipped model file (bytes); the zoo defaults take 16-176 kB
 MAX_MODEL_BYTES = 1_000_000
 
 
-#: fields added after cells were committed, with their defaults: at the default they stay out
-#: of the key, so that the committed cells keep theirs
-_LATER = {"ema_decay": 0.0}
-
-
-def setting_of(cell: dict) -> str:
-    """A hash of a stored cell's fields except its seed (fields of ``_LATER`` at their default
-    left out, as in :meth:`ConvergedCell.key`): the seeds of one setting share it."""
-    return fingerprint({k: v for k, v in cell.items()
-                    if k != "seed" and not (k in _LATER and v == _LATER[k])})[:10]
-
-
-def has_rotate() -> bool:
-    """Whether this jbo's TrainConfig has rotational augmentation (``rotate``)."""
-    from jbo.train import TrainConfig
-    return "rotate" in {f.name for f in dataclasses.fields(TrainConfig)}
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvergedCell:
-    """One training run of the converged study (hashable; :meth:`key` names its files).
-
-    ``n_train``: at most this many training structures, drawn uniformly (seeded) from the
-    makeup's rows, for comparisons at matched numbers of structures (learning curves); None
-    trains on every row, and makeups then compare at matched compute (the same rule and
-    ``max_seconds`` budget) with different numbers of structures.
-    """
-
-    model: str
-    makeup: str = "full"
-    regime: str = "low"
-    seed: int = 0
-    n_train: int | None = None
-    steps: int = 8000            # length of the cosine schedule (whole epochs, rounded up)
-    batch_size: int = 16
-    lr: float = 3e-3
-    schedule: str = "cosine"
-    eval_every: int = 200
-    patience: int = 10
-    min_improvement: float = 0.005
-    plateau_patience: int | None = None  # learning-rate halving on plateaus (constant schedule)
-    max_seconds: float = 900.0
-    max_steps: int | None = None  # step budget (quick runs)
-    force_weight: float = 1.0
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    lam: float = 0.0              # body-order regularizer (0: off)
-    reg_order: int = 2
-    reg_mode: str = "truncation"
-    rotate: bool = False          # rotational augmentation (PET), where TrainConfig has it
-    extra_hypers: tuple[tuple[str, Any], ...] = ()
-    ema_decay: float = 0.0        # parameter EMA (validated and shipped), 0: off
-
-    def hypers(self) -> dict[str, Any]:
-        return {**CONVERGED_HYPERS.get(self.model, {}), **dict(self.extra_hypers)}
-
-    def key(self, data_spec: str = "") -> str:
-        """A readable name and a hash of every field, the resolved hypers, the data and split
-        (``data_spec``) and whether rotation is available (so no edit reuses a stale cell)."""
-        fields = {k: v for k, v in dataclasses.asdict(self).items()
-                  if not (k in _LATER and v == _LATER[k])}
-        digest = fingerprint(fields, self.hypers(), data_spec, self.rotate and has_rotate())[:10]
-        mk = self.makeup.replace(":", "").replace("+", "-")
-        parts = [self.model, self.regime, mk, f"n{self.n_train or 'all'}", f"s{self.seed}"]
-        if self.lam:
-            parts.append(f"reg{self.lam:g}k{self.reg_order}")
-        if self.rotate:
-            parts.append("rot")
-        return "_".join(parts + [digest])
-
-
 def stop_kind(reason: str) -> str:
-    """``converged`` | ``schedule`` | ``budget`` (see the module docstring)."""
-    if reason.startswith("converged"):
-        return "converged"
-    if reason.startswith("schedule finished") or "epochs done" in reason:
-        return "schedule"
-    return "budget"
+    """``converged`` | ``schedule`` | ``budget`` of a stop reason (:class:`StopReason`)."""
+    return StopReason.parse(reason).kind
 
 
-def _config(cell: ConvergedCell, data: RegimeData, n_rows: int, val_fraction: float):
+def _config(cell: Cell, data: RegimeData, n_rows: int, val_fraction: float):
     import jax
 
     from jbo.train import RegularizerConfig, TrainConfig
@@ -165,7 +88,7 @@ def plateau(curve: Sequence[float]) -> float:
     return float((q - v[-1]) / q) if q > 0 else float("nan")
 
 
-def train_cell(cell: ConvergedCell, data: RegimeData, path: Path) -> None:
+def train_cell(cell: Cell, data: RegimeData, path: Path) -> None:
     """Train ``cell`` and write its best-validation model to ``path``, with the training record
     (rows, stop reason, steps, seconds, device, validation curve) in the file's metadata, so
     that :func:`evaluate_cell` can finish the cell later or on another machine."""
@@ -187,7 +110,7 @@ def train_cell(cell: ConvergedCell, data: RegimeData, path: Path) -> None:
         val_curve=dict(step=[int(h["step"]) for h in res.history], mae=curve,
                        force_mae=[h["val_force_mae"] for h in res.history]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    models.save(path, res, metadata=dict(key=key, cell=dataclasses.asdict(cell),
+    models.save(path, res, metadata=dict(key=key, cell=cell.to_json(),
                                          stop_reason=res.stop_reason, training=training))
     if path.stat().st_size > MAX_MODEL_BYTES:
         raise ValueError(f"{path} is {path.stat().st_size} bytes, over the {MAX_MODEL_BYTES} "
@@ -200,7 +123,7 @@ def train_cell(cell: ConvergedCell, data: RegimeData, path: Path) -> None:
 MODEL_METRICS = ("rotational_error", "train_mae")
 
 
-def train_mae(shipped, cell: ConvergedCell, data: RegimeData) -> float:
+def train_mae(shipped, cell: Cell, data: RegimeData) -> float:
     """Total-energy MAE (meV/atom) of ``shipped`` on the full clusters ``cell`` trained on: its
     fit, to read against its validation MAE (close: under-fitting; far below: over-fitting).
     NaN if the cell trained on no full cluster."""
@@ -213,13 +136,13 @@ def train_mae(shipped, cell: ConvergedCell, data: RegimeData) -> float:
     return float(1e3 * np.mean(np.abs(e - np.array([r.energy for r in rows])) / n))
 
 
-def model_metrics(shipped, cell: ConvergedCell, data: RegimeData, test: Sequence) -> dict:
+def model_metrics(shipped, cell: Cell, data: RegimeData, test: Sequence) -> dict:
     """:data:`MODEL_METRICS` of the shipped model of ``cell`` (``test``: its test parents)."""
     return dict(rotational_error=analysis.learned_rotational_error(shipped, test),
                 train_mae=train_mae(shipped, cell, data))
 
 
-def evaluate_cell(cell: ConvergedCell, data: RegimeData, path: Path,
+def evaluate_cell(cell: Cell, data: RegimeData, path: Path,
                   max_test: int | None = None, max_heldout: int | None = None) -> dict:
     """The cell's numbers, all from the shipped model at ``path`` (written by
     :func:`train_cell`): per-order energies of the test sets, rotational error, training
@@ -244,9 +167,10 @@ def evaluate_cell(cell: ConvergedCell, data: RegimeData, path: Path,
     t, tr = tests["test"], meta["training"]
     curve = tr["val_curve"]["mae"]
     return dict(
-        cell=dataclasses.asdict(cell), key=key, model_path=f"models/{path.name}",
+        cell=cell.to_json(), key=key, model_path=f"models/{path.name}",
         model_bytes=path.stat().st_size, hypers=shipped.meta["hypers"],
         **tr, stop_kind=stop_kind(tr["stop_reason"]),  # the training record (train_cell)
+        stop=StopReason.parse(tr["stop_reason"]).to_json(),  # the reason's kind and numbers
         best_val_mae=float(np.nanmin(curve)) if curve else float("nan"),
         plateau=plateau(curve),
         **model_metrics(shipped, cell, data, sets["test"]),
@@ -254,7 +178,7 @@ def evaluate_cell(cell: ConvergedCell, data: RegimeData, path: Path,
         tests=tests)
 
 
-def run_converged(cell: ConvergedCell, data: RegimeData, cache: CellCache,
+def run_converged(cell: Cell, data: RegimeData, cache: CellCache,
                   models_dir: str | Path, max_test: int | None = None,
                   max_heldout: int | None = None, log=print,
                   train_only: bool = False) -> dict | None:
