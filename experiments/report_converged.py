@@ -1,6 +1,7 @@
 """The converged study's section of ``results/REPORT.md``, rebuilt from
 ``results/converged/converged.json`` and the shipped models under ``results/converged/models``
-(:mod:`experiments.converged`). Returns None when the study has not been run."""
+(:mod:`experiments.converged`) as template values (prose: ``experiments/report_template.md``).
+The section is left out when the study has not been run."""
 
 from __future__ import annotations
 
@@ -10,12 +11,6 @@ from pathlib import Path
 
 from experiments.common import markdown_table as _table
 from experiments.converged_summary import K_ERR
-
-COMMANDS = """```bash
-python -m experiments.converged     # resumable by cell; --regimes --models --makeups --seeds
-python -m experiments.report
-jbo decompose results/converged/models/KEY.jbo --json spectra.json   # any shipped model
-```"""
 
 
 def _f(x, d: int = 1) -> str:
@@ -36,7 +31,7 @@ def _variant(r: dict) -> str:
 
 def accuracy_section(res: dict) -> str:
     """Table 1: per regime and model, the ``full`` makeup's test MAE and how training ended."""
-    rows, lines = [], []
+    rows = []
     for a in res["accuracy"]:
         for m, v in a["models"].items():
             name = f"{m} ({v['hypers']})" if v.get("hypers") else m
@@ -46,40 +41,37 @@ def accuracy_section(res: dict) -> str:
                          "/".join(v["stop_kinds"]), v["steps"],
                          f"{_f(v['train_seconds'], 0)} / {_f(v['max_seconds'], 0)}",
                          v["device"]])
-        lines.append(f"* **{a['regime']}**: best {a['best_model']} at {_f(a['best_mae'])} "
-                     f"meV/atom, target ≤ {_f(a['target'])}: "
-                     + ("met." if a["meets_target"] else "**not met**."))
-    for r in res.get("rows", []):  # models not rotation-invariant by construction (PET)
-        rot = r.get("rotational_error")
-        if rot:
-            lines.append(f"* {r['model']} ({r['regime']}, {_variant(r)}, seed "
-                         f"{r['seed']}, rotational augmentation "
-                         f"{'on' if r['rotate'] else 'off'}): std of "
-                         f"E/n over {rot['n_rotations']} random orientations of the test "
-                         f"parents {_f(rot['mean_std_mev_per_atom'], 2)} meV/atom on average "
-                         f"(max spread {_f(rot['max_spread_mev_per_atom'], 2)}), against a "
-                         f"test MAE of {_f(r['test_mae'])}.")
-    return "\n".join([_table(["regime", "model", "test MAE (meV/atom)", "seeds", "best val MAE",
-                              "train MAE", "force w", "EMA", "stop", "steps",
-                              "train s / budget", "device"], rows), "",
-                      "Train MAE: the shipped model on the full clusters it trained on; close to "
-                      "the validation MAE means under-fitting, far below it over-fitting. Force "
-                      "w: the force-loss weight against the per-atom energy loss; EMA: the "
-                      "parameter EMA decay (0: none).", "", *lines])
+    return _table(["regime", "model", "test MAE (meV/atom)", "seeds", "best val MAE",
+                   "train MAE", "force w", "EMA", "stop", "steps", "train s / budget",
+                   "device"], rows)
 
 
-def settings_section(res: dict) -> str:
-    """The settings one group was trained with, compared on validation (the kept one marked)."""
+def target_table(res: dict) -> str:
+    """Per regime: the lowest test MAE, its model, the target and whether it is met."""
+    return _table(["regime", "lowest test MAE", "model", "target (≤)", "met"], [
+        [a["regime"], _f(a["best_mae"]), a["best_model"], _f(a["target"]),
+         "yes" if a["meets_target"] else "**no**"] for a in res["accuracy"]])
+
+
+def rotation_table(res: dict) -> str:
+    """Per cell with a rotational check (PET): spread of E/n over random orientations."""
+    rows = [[r["model"], r["regime"], _variant(r), r["seed"], "on" if r["rotate"] else "off",
+             rot["n_rotations"], _f(rot["mean_std_mev_per_atom"], 2),
+             _f(rot["max_spread_mev_per_atom"], 2), _f(r["test_mae"])]
+            for r in res.get("rows", []) for rot in [r.get("rotational_error")] if rot]
+    return _table(["model", "regime", "makeup", "seed", "rotational augmentation",
+                   "orientations", "mean std E/n", "max spread", "test MAE"], rows)
+
+
+def settings_section(res: dict) -> str | None:
+    """The settings one group was trained with, compared on validation (the kept one marked);
+    None when no group was trained in more than one way."""
     rows = [[r["regime"], r["model"], _variant(r), r["hypers"], r["steps"],
              f"{r['force_weight']:g}", f"{r['ema_decay']:g}", r["device"], r["n_seeds"],
              _f(r["best_val_mae"]), _f(r["train_mae"]), _f(r["test_mae"]),
              "**kept**" if r["kept"] else ""] for r in res.get("settings_compared", [])]
-    if not rows:
-        return ""
-    return ("Where a group was trained in more than one way, the way with the lowest seed-mean "
-            "validation MAE is kept (the test MAE is shown, never used to choose):\n\n"
-            + _table(["regime", "model", "makeup", "hypers", "steps", "force w", "EMA",
-                      "device", "seeds", "val MAE", "train MAE", "test MAE", ""], rows))
+    return _table(["regime", "model", "makeup", "hypers", "steps", "force w", "EMA", "device",
+                   "seeds", "val MAE", "train MAE", "test MAE", ""], rows) if rows else None
 
 
 README_BLOCK = "converged-table"  # the README block `python -m experiments.report` writes
@@ -90,7 +82,8 @@ def readme_summary(res: dict) -> str:
     n = len(res["cells"])
     return (f"{n} cells run so far (`results/converged/`, one seed unless the table says "
             f"otherwise; devices: {', '.join(res['devices'])}). Test MAE per regime, makeup "
-            "`full`:\n\n" + accuracy_section(res))
+            "`full`:\n\n" + accuracy_section(res) + "\n\nAgainst the target per regime:\n\n"
+            + target_table(res))
 
 
 def order_section(res: dict) -> str:
@@ -136,90 +129,76 @@ def _how(row: dict) -> tuple:
     return row.get("hypers", ""), row.get("ema_decay", 0.0), row.get("force_weight", 1.0)
 
 
-def reading(res: dict, earlier: dict | None) -> str:
-    """What changed from the earlier, under-fitted study (``body_order_trends.json``: both
-    regimes mixed, fixed steps, energies only) and which of its conclusions survive, computed
-    from both JSON files; claims whose cells have not been run are left out."""
+def reading(res: dict, earlier: dict | None) -> dict[str, str]:
+    """Tables setting the converged study beside the earlier, under-fitted one
+    (``body_order_trends.json``: both regimes mixed, fixed steps, energies only), computed from
+    both JSON files; rows whose cells have not been run are left out. MAEs meV/atom."""
     means = [r for r in res["means"] if r["n_train"] is None]
     plain = [r for r in means if not r["lam"]]
-    out = []
-    if earlier:
-        old = [r["total_mae"] for r in earlier["summary"] if r["makeup"] == "full"]
-        new = "; ".join(f"{a['regime']} {_f(min(v['test_mae'] for v in a['models'].values()))}"
-                        f"–{_f(max(v['test_mae'] for v in a['models'].values()))}"
-                        for a in res["accuracy"] if a["models"])
-        out.append(f"**Totals.** The earlier study ({earlier['config']['steps']} steps, energies "
-                   f"only, both regimes mixed) reached {_f(min(old))}–{_f(max(old))} meV/atom "
-                   f"with makeup `full`; trained per regime to convergence with forces the "
-                   f"`full` models reach {new} meV/atom.")
+    o = [r for r in earlier["summary"] if r["makeup"] == "full"] if earlier else []
+    totals = [["earlier (regimes mixed)", _f(min(r["total_mae"] for r in o)),
+               _f(max(r["total_mae"] for r in o))]] if o else []
+    totals += [[a["regime"], _f(min(v["test_mae"] for v in a["models"].values())),
+                _f(max(v["test_mae"] for v in a["models"].values()))]
+               for a in res["accuracy"] if a["models"]]
+    old = ([_f(_median(r["total_mae"] for r in o)),
+            _f(_median(x for r in o for x in r["order_mae"][1:4]))] if o else ["–", "–"])
+    orders, fit, moves = [], [], []
     for g in dict.fromkeys(r["regime"] for r in plain):
         full = [r for r in plain if r["regime"] == g and r["makeup"] == "full"]
         tot = _median(r["test_mae"] for r in full)
-        orders = _median(x for r in full for x in r["test_order_mae"][1:])
-        if full and math.isfinite(orders):
-            verdict = ("survives" if orders > 3 * tot else "does not survive")
-            old = ""
-            if earlier:
-                o = [r for r in earlier["summary"] if r["makeup"] == "full"]
-                old = (" (earlier, regimes mixed: "
-                       f"{_f(_median(r['total_mae'] for r in o))} against "
-                       f"{_f(_median(x for r in o for x in r['order_mae'][1:4]))})")
-            out.append(f"**Good totals, wrong orders ({g}): {verdict}.** Median `full` total "
-                       f"MAE {_f(tot)} meV/atom against a median E^(2..4) MAE of {_f(orders)}"
-                       f"{old}.")
+        med = _median(x for r in full for x in r["test_order_mae"][1:])
+        if full and math.isfinite(med):
+            orders.append([g, _f(tot), _f(med), *old, "yes" if med > 3 * tot else "no"])
         acc = next((a for a in res["accuracy"] if a["regime"] == g), {"models": {}})
-        fit = {m: v for m, v in acc["models"].items()
-               if math.isfinite(v.get("train_mae", math.nan))}
-        if fit:
-            under = [m for m, v in fit.items() if v["train_mae"] > 0.8 * v["best_val_mae"]]
-            out.append(f"**Fit ({g}, `full`; train / validation MAE):** "
-                       + "; ".join(f"{m} {_f(v['train_mae'])} / {_f(v['best_val_mae'])}"
-                                   for m, v in fit.items())
-                       + f". {len(under)} of {len(fit)} have a train MAE above 0.8 × their "
-                       "validation MAE (under-fitting: capacity, loss weights or optimisation "
-                       "limit them, not the amount of data)"
-                       + (f": {', '.join(under)}." if under else "."))
+        fit += [[g, m, _f(v["train_mae"]), _f(v["best_val_mae"]),
+                 "yes" if v["train_mae"] > 0.8 * v["best_val_mae"] else "no"]
+                for m, v in acc["models"].items() if math.isfinite(v.get("train_mae", math.nan))]
         by = {(r["model"], r["makeup"]): r for r in plain if r["regime"] == g}
-        for mk, what in (("up_to:4+atoms", "subclusters up to 4 atoms and the isolated atom"),
-                         ("up_to:2", "dimers")):
-            pairs = [(m, by[m, "full"], by[m, mk]) for m, k in by if k == "full" and (m, mk) in by]
-            moves = [f"{m} E^(2) {_f(a['test_order_mae'][1])} → {_f(b['test_order_mae'][1])}, "
-                     f"total {_f(a['test_mae'])} → {_f(b['test_mae'])}"
-                     + ("*" if _how(a) != _how(b) else "") for m, a, b in pairs]
-            if moves:
-                out.append(f"**Adding {what} ({g}, `full` → `{mk}`, MAE in meV/atom):** "
-                           + "; ".join(moves) + "." + (
-                               " *The two cells were trained otherwise (hyperparameters, EMA "
-                               "or force weight: see the settings table)." if "*" in
-                               "".join(moves) else ""))
+        for mk in ("up_to:4+atoms", "up_to:2"):
+            moves += [[g, f"`{mk}`", m, _f(a["test_order_mae"][1]), _f(b["test_order_mae"][1]),
+                       _f(a["test_mae"]), _f(b["test_mae"]), "yes" if _how(a) != _how(b) else ""]
+                      for m, k in by if k == "full" and (m, mk) in by
+                      for a, b in [(by[m, "full"], by[m, mk])]]
+    regs = []
     for r in (r for r in means if r["lam"]):
         base = next((p for p in plain if (p["model"], p["makeup"], p["regime"])
                      == (r["model"], r["makeup"], r["regime"])), None)
         if base:
-            out.append(f"**Regulariser ({r['model']} ← {r['regime']}, λ={r['lam']:g}):** test "
-                       f"{_f(base['test_mae'])} → {_f(r['test_mae'])}, H_9/H_10 "
-                       f"{_f(base['heldout_mae'])} → {_f(r['heldout_mae'])}, other regime "
-                       f"{_f(base['other_regime_mae'])} → {_f(r['other_regime_mae'])} meV/atom; "
-                       f"effective order {_f(base['effective_order'])} → "
-                       f"{_f(r['effective_order'])}.")
-    return "\n\n".join(out) if out else "No cells yet."
+            regs.append([r["model"], r["regime"], f"{r['lam']:g}", *[
+                _f(x[k]) for k in ("test_mae", "heldout_mae", "other_regime_mae",
+                                   "effective_order") for x in (base, r)]])
+    return dict(
+        earlier_steps=str(earlier["config"]["steps"]) if earlier else "–",
+        totals_table=_table(["study / regime", "lowest", "highest"], totals),
+        orders_table=_table(["regime", "median total", "median E^(2..4)",
+                             "earlier median total", "earlier median E^(2..4)",
+                             "E^(2..4) > 3 × total"], orders),
+        fit_table=_table(["regime", "model", "train MAE", "validation MAE",
+                          "train > 0.8 × validation"], fit),
+        makeup_table=_table(["regime", "makeup", "model", "E^(2) `full`", "E^(2)",
+                             "total `full`", "total", "trained otherwise"], moves),
+        regulariser_table=_table(["model", "regime", "λ", "test (λ=0)", "test", "H_9/H_10 (λ=0)",
+                                  "H_9/H_10", "other regime (λ=0)", "other regime",
+                                  "effective order (λ=0)", "effective order"], regs))
 
 
-def models_line(folder: Path, res: dict) -> str:
+def models_values(folder: Path, res: dict) -> dict[str, str]:
     """What is shipped: files present, total size, bytes per architecture."""
     files = [folder / "models" / f"{k}.jbo" for k in res["cells"]]
     present = [f for f in files if f.exists()]
     total = sum(f.stat().st_size for f in present)
-    per = ", ".join(f"{m} {b / 1e3:.0f} kB" for m, b in res["bytes_per_model"].items())
-    return (f"Shipped models: {len(present)} of {len(files)} cells' files under "
-            f"`converged/models/` ({total / 1e6:.2f} MB; per model: {per}). Each reloads with "
-            "`jbo.models.load` and decomposes with `jbo decompose`; the stored per-order "
-            "energies of three test parents per cell are checked against the files "
-            "(`tests/test_converged.py`).")
+    return dict(n_present=str(len(present)), n_files=str(len(files)),
+                total_mb=f"{total / 1e6:.2f}", bytes_per_model=", ".join(
+                    f"{m} {b / 1e3:.0f} kB" for m, b in res["bytes_per_model"].items()))
 
 
-def section(results: Path, rel: str = ".") -> str | None:
-    """The converged study's section, or None when ``results/converged`` has no JSON."""
+SECTIONS = ("converged", "converged_settings", "converged_rest")  # of the report template
+
+
+def section(results: Path, rel: str = ".", quick: str = "") -> dict | None:
+    """The converged study's template values ``{section: {placeholder: text}}`` (see
+    :mod:`experiments.report_render`), or None when ``results/converged`` has no JSON."""
     folder = results / "converged"
     p = folder / "converged.json"
     if not p.exists():
@@ -227,45 +206,30 @@ def section(results: Path, rel: str = ".") -> str | None:
     res = json.loads(p.read_text())
     old = results / "body_order_trends" / "body_order_trends.json"
     earlier = json.loads(old.read_text()) if old.exists() else None
-    cfg = res["config"]
+    cfg, data = res["config"], res["data"]
     figs = {f: f"![{f}]({rel}/converged/{f})" for f in res.get("figures", [])}
     pick = lambda prefix: "\n\n".join(v for k, v in figs.items() if k.startswith(prefix))  # noqa
-    data = res["data"]
     counts = "; ".join(f"{g}: {v['train_parents']} training parents ({v['pool']} pool + "
                        f"{v['complete'] - v['test_parents']} complete), {v['test_parents']} "
                        "test parents" for g, v in data.items() if g != "heldout")
-    parts = [
-        "## Converged study: per regime, energies + forces, models shipped"
-        + (" (quick CI run)" if res.get("quick") else ""), "", COMMANDS, "",
-        f"Data (`{Path(res['db']).name}`): {counts}; {len(data['heldout'])} complete "
-        "H_9/H_10 parents held out. Each cell validates on "
-        f"{_f(100 * cfg['val_fraction'], 0)}% of its training parents, trains with forces "
-        f"on a cosine schedule (batch {cfg['batch_size']}; its length, force-loss weight and "
-        "wall-time budget per cell in the table), stops when the validation "
-        f"MAE has not improved by 0.5% in {cfg['patience']} validations (by default; one every "
-        f"{cfg['eval_every']} steps), or at its wall-time budget. Stop kinds: converged "
-        "(patience), schedule (cosine ran out), budget (time). "
-        f"{len(res['cells'])} cells, {_f(res['cell_seconds'] / 3600, 2)} h of cell compute "
-        f"here; training on {', '.join(res['devices'])}."
-        + (f" {len(res['superseded'])} cells of a setting trained again otherwise (a longer "
-           "schedule, EMA, another force weight, a GPU) are superseded by the setting with the "
-           "lower seed-mean validation MAE."
-           if res.get("superseded") else ""), "",
-        "### Accuracy per regime (makeup `full`, test parents never trained on)", "",
-        accuracy_section(res), "", settings_section(res), "", pick("validation_curves"), "",
-        models_line(folder, res), "",
-        "### (a) Body-order spectra |E^(k)|/n, models vs reference", "", pick("spectra"), "",
-        "### (b) Per-order errors vs the total error (MAE, meV/atom, test parents)", "",
-        order_section(res), "", pick("order_vs_total"), "",
-        f"### (c) Effective body order (smallest k with Σ_(j>k) mean|E^(j)|/n < "
-        f"{res['threshold_mev_per_atom']:g} meV/atom); linear ACE (correlation 3) is bounded "
-        "at 4 exactly", "", effective_section(res), "", pick("effective_order"), "",
-        "### (d) Learning curves", "",
-        pick("learning_curves") or "Not in this run (`--sizes`, `--lc-models`).", "",
-        "### (e) Generalisation to H_9/H_10 and to the other regime", "",
-        generalization_section(res), "", pick("generalization"), "",
-        "### (f) Atomic limit", "", "The atomic-limit analysis of the reference (spin "
-        "choices) is unchanged: section 1 below (`python -m experiments.reference_mbe`).", "",
-        "### Reading: what changed from the under-fitted run, what survives", "",
-        reading(res, earlier)]
-    return "\n".join(parts)
+    settings = settings_section(res)
+    return dict(
+        converged=dict(
+            quick=" (quick CI run)" if res.get("quick") else "", db_name=Path(res["db"]).name,
+            data_counts=counts, n_heldout=str(len(data["heldout"])),
+            val_percent=_f(100 * cfg["val_fraction"], 0), batch_size=str(cfg["batch_size"]),
+            patience=str(cfg["patience"]), eval_every=str(cfg["eval_every"]),
+            n_cells=str(len(res["cells"])), cell_hours=_f(res["cell_seconds"] / 3600, 2),
+            devices=", ".join(res["devices"]), n_superseded=str(len(res.get("superseded", []))),
+            accuracy_table=accuracy_section(res), target_table=target_table(res),
+            rotation_table=rotation_table(res)),
+        converged_settings=dict(settings_table=settings) if settings else None,
+        converged_rest=dict(
+            validation_figures=pick("validation_curves"), **models_values(folder, res),
+            spectra_figures=pick("spectra"), order_table=order_section(res),
+            order_figures=pick("order_vs_total"), threshold=f"{res['threshold_mev_per_atom']:g}",
+            effective_table=effective_section(res), effective_figures=pick("effective_order"),
+            learning_figures=pick("learning_curves")
+            or "Not in this run (`--sizes`, `--lc-models`).",
+            generalization_table=generalization_section(res),
+            generalization_figures=pick("generalization"), **reading(res, earlier)))
