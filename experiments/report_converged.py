@@ -83,7 +83,8 @@ def readme_summary(res: dict) -> str:
     return (f"{n} cells run so far (`results/converged/`, one seed unless the table says "
             f"otherwise; devices: {', '.join(res['devices'])}). Test MAE per regime, makeup "
             "`full`:\n\n" + accuracy_section(res) + "\n\nAgainst the target per regime:\n\n"
-            + target_table(res))
+            + target_table(res) + "\n\nColumns, settings compared and rotational checks: "
+            "[results/REPORT.md](results/REPORT.md).")
 
 
 def order_section(res: dict) -> str:
