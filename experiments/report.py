@@ -20,20 +20,6 @@ from experiments.common import markdown_table as _table
 from experiments.report_render import render
 
 STUDIES = ("reference_mbe", "body_order_trends", "learning_curves", "generalization")
-COMMANDS = """```bash
-. .venv/bin/activate
-git show 95b9f03:data/h_clusters.db > /tmp/h_clusters.db   # the data these cells were trained on
-python -m experiments.reference_mbe
-python -m experiments.body_order_trends --db /tmp/h_clusters.db
-python -m experiments.body_order_trends --use-bias --models soap_bpnn,linear_ace \\
-    --makeups up_to:4,up_to:4+atoms --seeds 0 --out results/body_order_trends_bias --db /tmp/h_clusters.db
-python -m experiments.learning_curves --db /tmp/h_clusters.db   # reuses body_order_trends cells of the largest size
-python -m experiments.generalization --db /tmp/h_clusters.db
-python -m experiments.report               # writes results/REPORT.md
-# every cell is cached under results/*/cells/: a rerun only trains what is missing (--redo);
-# on other data (the shipped data/h_clusters.npz, the default --db) every cell is trained anew
-# CI-sized versions: add --quick --out /tmp/x (pytest -m experiment runs them)
-```"""
 
 
 def _f(x: float, d: int = 1) -> str:
