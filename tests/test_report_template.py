@@ -76,3 +76,19 @@ def test_the_genuine_figure_is_byte_stable(tmp_path):
     a = (tmp_path / "a.png").read_bytes()
     assert a == (tmp_path / "b.png").read_bytes()
     assert b"matplotlib" not in a  # no version stamp in the metadata
+
+
+def test_the_genuine_section_renders_whatever_cells_exist(tmp_path):
+    """A model evaluated after summary.json was written (its own summary.json only) is shown,
+    a cell without a Flax counterpart shows its genuine row alone, the rest are listed."""
+    summ = json.loads((RESULTS / "genuine" / "summary.json").read_text())
+    pet = next(s for s in summ if (s["regime"], s["model"]) == ("low", "pet"))
+    late = {**next(s for s in summ if s["model"] == "mace"), "regime": "high"}
+    (tmp_path / "genuine" / "high" / "mace").mkdir(parents=True)
+    (tmp_path / "genuine" / "summary.json").write_text(json.dumps([pet]))
+    (tmp_path / "genuine" / "high" / "mace" / "summary.json").write_text(json.dumps(late))
+    v = report_genuine.section(tmp_path)  # no converged.json: no Flax rows
+    assert v["genuine_table"].count("| genuine ") == 2 and "Flax" not in v["genuine_table"]
+    assert "| high | genuine MACE (mace-torch) | 24.4 |" in v["genuine_table"]
+    assert v["genuine_missing"] == "low/mace, low/soap_bpnn, high/pet, high/soap_bpnn"
+    assert report_genuine.section(tmp_path / "none") is None
