@@ -39,7 +39,7 @@ from jbo.checks import check_contract, memory_limit
 from jbo.host import HostPotential
 from jbo.plans import SubsetPlan, connected_plan, truncated_plan
 from jbo.potential import Potential
-from jbo.request import DEFAULT_CHUNK, Request, prepare, verify
+from jbo.request import DEFAULT_CHUNK, Request, checked, prepare, verify
 
 __all__ = ["BodyOrders", "body_orders", "prepare", "evaluate", "Request", "check_contract",
            "connected_plan", "SubsetPlan", "memory_limit", "assemble_lattice", "assemble_family"]
@@ -96,14 +96,11 @@ def body_orders(
       check_contract: on concrete input, the first time an energy function is seen, check that
         it treats masked atoms as absent (:func:`jbo.checks.check_contract`); False skips it.
 
-    ``prepare(...)`` (:mod:`jbo.request`: input, options, contract, memory, on the host) then
+    :func:`jbo.request.prepare` (input, options, contract, memory, on the host) then
     :func:`run` (:func:`evaluate`, then :func:`jbo.request.verify` of a concrete result); a bad
     input or result raises an error naming the fix.
     """
-    return run(prepare(energy_fn, positions, species, max_order=max_order, cutoff=cutoff,
-                       forces=forces, atom_mask=atom_mask, terms=terms, plan=plan,
-                       chunk_size=chunk_size, min_distance=min_distance, mesh=mesh,
-                       layout=layout, check_contract=check_contract))
+    return run(checked(**locals(), per_call=None, orders=True))
 
 
 def run(req: Request, *, unbatch: bool = True) -> BodyOrders:

@@ -20,6 +20,7 @@ several structures into one batch without converting anything before it is check
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ from jbo import adapters, checks, geometry, lattice, memory, tiers
 from jbo.checks import memory_limit
 from jbo.host import HostPotential
 from jbo.plans import SubsetPlan, connected_plan, plan_bytes
-from jbo.potential import Potential, as_potential
+from jbo.potential import as_potential
 
 __all__ = ["Request", "prepare", "verify", "stack", "DEFAULT_CHUNK"]
 
@@ -96,32 +97,29 @@ class Request:
             yield lo, part
 
 
-def prepare(
-    energy_fn,
-    positions,
-    species=None,
-    *,
-    max_order: int | None = None,
-    cutoff: float | None = None,
-    forces: bool = False,
-    atom_mask=None,
-    terms: bool = True,
-    plan: SubsetPlan | None = None,
-    chunk_size: int = DEFAULT_CHUNK,
-    min_distance: float = geometry.MIN_DISTANCE,
-    mesh: jax.sharding.Mesh | None = None,
-    layout: str = "auto",
-    check_contract: bool = True,
-    per_call: int | None = None,
-    orders: bool = True,
-) -> Request:
-    """Every host check of a decomposition, once; arguments as :func:`jbo.decompose.body_orders`.
+def prepare(energy_fn, positions, species=None, *, per_call: int | None = None,
+            orders: bool = True, **options) -> Request:
+    """Every host check of a decomposition, once: a :class:`Request` to evaluate.
 
-    ``per_call`` (clusters per evaluation, :meth:`Request.calls`) bounds the memory checked;
-    ``orders=False`` checks input and options for energies only (no subset memory or plan).
+    Args:
+      energy_fn, positions, species, options: as :func:`jbo.decompose.body_orders` (its
+        signature is the one list of the options and their defaults).
+      per_call: clusters per evaluation (:meth:`Request.calls`): bounds the memory checked.
+      orders: False checks input and options for energies only (no subset memory or plan).
     On tracers (under ``jit``/``grad``) shapes and options are checked, values cannot be.
     Raises: ValueError/TypeError (input, options), ContractError, MemoryError naming the fix.
     """
+    from jbo.decompose import body_orders  # the signature (a runtime import: no cycle)
+
+    args = inspect.signature(body_orders).bind(energy_fn, positions, species, **options)
+    args.apply_defaults()
+    return checked(**args.arguments, per_call=per_call, orders=orders)
+
+
+def checked(energy_fn, positions, species, *, max_order, cutoff, forces, atom_mask, terms,
+            plan, chunk_size, min_distance, mesh, layout, check_contract, per_call, orders
+            ) -> Request:
+    """:func:`prepare` with every argument given (what :func:`jbo.decompose.body_orders` calls)."""
     positions, species, atom_mask = adapters.structure_input(positions, species, atom_mask)
     pos, spec, amask, batched = geometry.validate(positions, species, atom_mask,
                                                   min_distance=min_distance)
@@ -147,8 +145,8 @@ def prepare(
     req = Request(pot, pos, spec, amask, batched, mode, k, cutoff, plan, bool(forces),
                   bool(terms), int(chunk_size), layout, mesh, None, concrete, per_call)
     if mode == "exhaustive":  # the memory and layout of one call of per_call clusters
-        head = dataclasses.replace(req, positions=pos[:calls], species=spec[:calls],
-                                   atom_mask=amask[:calls])
+        head = req if per_call is None else dataclasses.replace(
+            req, positions=pos[:calls], species=spec[:calls], atom_mask=amask[:calls])
         layout, tier = _layout(head, layout)
         return dataclasses.replace(req, layout=layout, tier=tier)
     if mode == "truncated":

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jbo import analysis, checks, potentials
+from jbo import analysis, potentials
 from jbo.data.records import Record
 from jbo.decompose import body_orders, evaluate, prepare
 from jbo.potential import Potential
@@ -148,3 +148,26 @@ def test_prepare_outside_jit_evaluate_inside_gives_body_orders_numbers():
     assert abs(float(g[1, 2]) - fd) < 1e-6 * (1 + abs(fd))
     with pytest.raises(ValueError, match="do not match the request"):
         evaluate(req, positions=POS[:4])
+
+
+@pytest.mark.parametrize("case", ["overlapping atoms", "max_order > N"])
+def test_the_cli_refuses_what_body_orders_refuses(case, tmp_path, capsys):
+    """`jbo decompose --calculator emt --structures F`: exit 2 with body_orders' own message."""
+    import ase.io
+    from ase import Atoms
+    from ase.calculators.emt import EMT
+
+    from jbo.cli import main
+    from jbo.potentials import from_ase
+
+    pos = 1.8 * POS
+    if case == "overlapping atoms":
+        pos[3] = pos[1] + 1e-5
+    atoms = Atoms("Cu5", positions=pos)
+    ase.io.write(tmp_path / "f.extxyz", atoms)
+    order = ["--max-order", "6"] if case == "max_order > N" else []
+    want = _error(lambda: body_orders(from_ase(EMT()), atoms, max_order=6 if order else None))
+    assert want is not None
+    assert main(["decompose", "--calculator", "emt", "--structures",
+                 str(tmp_path / "f.extxyz"), *order]) == 2
+    assert capsys.readouterr().err.strip() == "jbo decompose: " + " ".join(want[1].split())

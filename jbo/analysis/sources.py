@@ -12,7 +12,6 @@ import functools
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jbo import checks
@@ -61,10 +60,10 @@ def decompose_records(potential, records: Sequence, *, max_order: int | None = N
     records = list(records)
     meta = (tuple(r.cluster for r in records), [r.n_atoms for r in records],
             tuple(r.regime for r in records))
+    if not records:  # (callers pass chunk=min(chunk, len(records)): 0 here)
+        return Spectra(*meta, [], np.zeros((0, 0)) if orders else None)
     if chunk is not None:
         checks.as_int("chunk", chunk)
-    if not records:
-        return Spectra(*meta, [], np.zeros((0, 0)) if orders else None)
     if isinstance(potential, Trained):
         potential = potential.potential
     pos, spec, mask = stack([(r.positions, r.species) for r in records])
