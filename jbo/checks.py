@@ -1,13 +1,13 @@
 """The engine's host-side checks: options, plans, the energy-function contract, results.
 
-:func:`jbo.request.prepare` (before the jitted work) and :func:`jbo.request.verify` (after it),
+:func:`jbo.request.checked` (before the jitted work) and :func:`jbo.request.verify` (after it),
 the one check step of every decomposition, call these once per call on concrete input; nothing
 here runs inside ``jit`` or costs anything on the hot path.
 
 * :func:`options` — ``max_order`` a real int, ``chunk_size`` positive, ``layout`` known,
   ``plan=`` and ``cutoff=`` consistent, connected mode only for a function that *declares* itself
   local with a cutoff (``energy_fn.is_local = True``, ``energy_fn.cutoff`` in Å).
-* :func:`concrete_input` — the potential's part of :func:`jbo.request.prepare` on concrete
+* :func:`concrete_input` — the potential's part of :func:`jbo.request.checked` on concrete
   input: the potential's validate, the contract once, the plan's geometry.
 * :func:`plan_matches` — a connected plan's cutoff graph is the one of the positions given.
 * :func:`check_contract` — masked evaluation equals evaluation of the extracted subcluster on a
@@ -200,7 +200,7 @@ def concrete_input(pot: Potential, pos, spec, amask, *, plan=None, contract: boo
                    ) -> None:
     """The engine's one host-side step on concrete input, before anything is compiled.
 
-    Called by :func:`jbo.request.prepare`, which every path that decomposes a potential
+    Called by :func:`jbo.request.checked`, which every path that decomposes a potential
     (``body_orders``, ``decompose_records``, the CLI and the study) passes through: the
     potential's own ``validate`` (e.g. known species),
     the masking contract once per architecture (:func:`contract_once`; skipped for host

@@ -16,13 +16,15 @@ parameters and positions. Batches: ``positions[B, N, 3]`` with ``atom_mask[B, N]
 Host potentials (ASE calculators, torch models: :mod:`jbo.adapters`) evaluate the same subsets
 on the host instead; :mod:`jbo.assembly` turns either path's subset energies into the result.
 
-One path: :func:`jbo.request.prepare` (every host check, once) → :func:`evaluate` (no checks;
-jittable) → :func:`jbo.request.verify` (the result). :func:`body_orders` is ``run(prepare(...))``;
-under ``jit``/``grad`` prepare outside and call :func:`evaluate` inside (docs/engine.md).
+One path: :func:`prepare` (:func:`jbo.request.checked`: every host check, once) →
+:func:`evaluate` (no checks; jittable) → :func:`jbo.request.verify` (the result).
+:func:`body_orders` is ``run(prepare(...))``; under ``jit``/``grad`` prepare outside and call
+:func:`evaluate` inside (docs/engine.md).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from functools import partial
 from typing import Callable
@@ -39,7 +41,7 @@ from jbo.checks import check_contract, memory_limit
 from jbo.host import HostPotential
 from jbo.plans import SubsetPlan, connected_plan, truncated_plan
 from jbo.potential import Potential
-from jbo.request import DEFAULT_CHUNK, Request, checked, prepare, verify
+from jbo.request import DEFAULT_CHUNK, Request, checked, verify
 
 __all__ = ["BodyOrders", "body_orders", "prepare", "evaluate", "Request", "check_contract",
            "connected_plan", "SubsetPlan", "memory_limit", "assemble_lattice", "assemble_family"]
@@ -96,11 +98,27 @@ def body_orders(
       check_contract: on concrete input, the first time an energy function is seen, check that
         it treats masked atoms as absent (:func:`jbo.checks.check_contract`); False skips it.
 
-    :func:`jbo.request.prepare` (input, options, contract, memory, on the host) then
+    :func:`prepare` (input, options, contract, memory, on the host) then
     :func:`run` (:func:`evaluate`, then :func:`jbo.request.verify` of a concrete result); a bad
     input or result raises an error naming the fix.
     """
     return run(checked(**locals(), per_call=None, orders=True))
+
+
+def prepare(energy_fn, positions, species=None, *, per_call: int | None = None,
+            orders: bool = True, **options) -> Request:
+    """Every host check of a decomposition, once (:func:`jbo.request.checked`): a
+    :class:`~jbo.request.Request` for :func:`evaluate` (under ``jit``/``grad``) or :func:`run`.
+
+    Args:
+      energy_fn, positions, species, options: as :func:`body_orders` (its signature is the
+        one list of the options and their defaults).
+      per_call: clusters per evaluation (:meth:`Request.calls`): bounds the memory checked.
+      orders: False checks input and options for energies only (no subset memory or plan).
+    """
+    args = inspect.signature(body_orders).bind(energy_fn, positions, species, **options)
+    args.apply_defaults()
+    return checked(**args.arguments, per_call=per_call, orders=orders)
 
 
 def run(req: Request, *, unbatch: bool = True) -> BodyOrders:
@@ -129,6 +147,10 @@ def evaluate(req: Request, potential=None, positions=None) -> BodyOrders:
     Returns: :class:`BodyOrders` like :func:`body_orders` (unchecked: see :func:`run`).
     """
     pot = req.potential if potential is None else potential
+    if pot is not req.potential and getattr(pot, "static", 0) != getattr(req.potential,
+                                                                         "static", 1):
+        raise ValueError("evaluate takes new parameters of the request's architecture, not "
+                         "another potential: prepare a request for this one")
     pos = req.positions if positions is None else positions
     if not req.batched and positions is not None:
         pos = pos[None]

@@ -1,26 +1,26 @@
-"""The engine's one check step: :func:`prepare` turns a call into a checked :class:`Request`.
+"""The engine's one check step: :func:`checked` turns a call into a checked :class:`Request`.
 
 Every decomposition runs **prepare → evaluate → verify**:
 
-* :func:`prepare` (host, once per call) adapts the input (``ase.Atoms``, arrays), checks it
-  (:func:`jbo.geometry.validate`: shapes, dtypes, finite positions, no duplicate atoms), the
-  options (:func:`jbo.checks.options`), the potential on concrete input
-  (:func:`jbo.checks.concrete_input`: its ``validate`` such as known species, the masking
-  contract, a connected plan's geometry), the memory the chosen mode needs, and picks the mode,
-  the exhaustive layout and the subset plan. Its result is a frozen :class:`Request`.
+* :func:`jbo.decompose.prepare` → :func:`checked` (host, once per call) adapts the input
+  (``ase.Atoms``, arrays), checks it (:func:`jbo.geometry.validate`: shapes, dtypes, finite
+  positions, no duplicate atoms), the options (:func:`jbo.checks.options`), the potential on
+  concrete input (:func:`jbo.checks.concrete_input`: its ``validate`` such as known species,
+  the masking contract, a connected plan's geometry), the memory the chosen mode needs, and
+  picks the mode, the exhaustive layout and the subset plan. Its result is a frozen
+  :class:`Request`.
 * :func:`jbo.decompose.evaluate` runs a request (device, or host for a
   :class:`~jbo.host.HostPotential`); it checks nothing and is jittable/differentiable.
 * :func:`verify` checks a concrete result: finite, and Σ_k E^(k) = E when K = N.
 
 :func:`jbo.decompose.body_orders`, :func:`jbo.analysis.decompose_records` and ``jbo
-decompose`` all pass through :func:`prepare` and :func:`verify`; :func:`stack` pads
+decompose`` all pass through :func:`checked` and :func:`verify`; :func:`stack` pads
 several structures into one batch without converting anything before it is checked.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -33,7 +33,7 @@ from jbo.host import HostPotential
 from jbo.plans import SubsetPlan, connected_plan, plan_bytes
 from jbo.potential import as_potential
 
-__all__ = ["Request", "prepare", "verify", "stack", "DEFAULT_CHUNK"]
+__all__ = ["Request", "checked", "verify", "stack", "DEFAULT_CHUNK"]
 
 #: Evaluations per vmapped chunk inside ``lax.map``.
 DEFAULT_CHUNK = 256
@@ -41,7 +41,8 @@ DEFAULT_CHUNK = 256
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Request:
-    """A checked decomposition: what :func:`jbo.decompose.evaluate` runs, nothing left to check.
+    """A checked decomposition (from :func:`jbo.decompose.prepare`): what
+    :func:`jbo.decompose.evaluate` runs, nothing left to check.
 
     Attributes:
       potential: the :class:`~jbo.potential.Potential` (or host potential) to evaluate.
@@ -97,29 +98,18 @@ class Request:
             yield lo, part
 
 
-def prepare(energy_fn, positions, species=None, *, per_call: int | None = None,
-            orders: bool = True, **options) -> Request:
-    """Every host check of a decomposition, once: a :class:`Request` to evaluate.
-
-    Args:
-      energy_fn, positions, species, options: as :func:`jbo.decompose.body_orders` (its
-        signature is the one list of the options and their defaults).
-      per_call: clusters per evaluation (:meth:`Request.calls`): bounds the memory checked.
-      orders: False checks input and options for energies only (no subset memory or plan).
-    On tracers (under ``jit``/``grad``) shapes and options are checked, values cannot be.
-    Raises: ValueError/TypeError (input, options), ContractError, MemoryError naming the fix.
-    """
-    from jbo.decompose import body_orders  # the signature (a runtime import: no cycle)
-
-    args = inspect.signature(body_orders).bind(energy_fn, positions, species, **options)
-    args.apply_defaults()
-    return checked(**args.arguments, per_call=per_call, orders=orders)
-
-
 def checked(energy_fn, positions, species, *, max_order, cutoff, forces, atom_mask, terms,
             plan, chunk_size, min_distance, mesh, layout, check_contract, per_call, orders
             ) -> Request:
-    """:func:`prepare` with every argument given (what :func:`jbo.decompose.body_orders` calls)."""
+    """Every host check of a decomposition, once: a :class:`Request` to evaluate.
+
+    Arguments as :func:`jbo.decompose.body_orders` (all given: :func:`jbo.decompose.prepare`
+    fills in body_orders' defaults), plus ``per_call``, clusters per evaluation
+    (:meth:`Request.calls`), which bounds the memory checked, and ``orders``: False checks input
+    and options for energies only (no subset memory or plan). On tracers (under ``jit``/``grad``)
+    shapes and options are checked, values cannot be.
+    Raises: ValueError/TypeError (input, options), ContractError, MemoryError naming the fix.
+    """
     positions, species, atom_mask = adapters.structure_input(positions, species, atom_mask)
     pos, spec, amask, batched = geometry.validate(positions, species, atom_mask,
                                                   min_distance=min_distance)
@@ -227,11 +217,11 @@ def verify(req: Request, result) -> None:
 
 def stack(structures: Sequence[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``[(positions[n_i, 3], species[n_i]), ...]`` as one padded batch ``(positions[B, N, 3],
-    species[B, N], atom_mask[B, N])`` for :func:`prepare`, N = max n_i; padding atoms at the
+    species[B, N], atom_mask[B, N])`` for :func:`checked`, N = max n_i; padding atoms at the
     origin with species 0, masked.
 
     Each structure's shapes, dtypes and atomic numbers are checked first, by the same
-    :func:`jbo.geometry.as_batch` (same messages) as a single cluster given to ``prepare``,
+    :func:`jbo.geometry.as_batch` (same messages) as a single cluster given to ``body_orders``,
     so nothing is converted (float species, int positions) before it is checked.
     """
     parts = []

@@ -1,6 +1,7 @@
 """One engine path: body_orders, decompose_records and `jbo decompose` pass through the same
-check step (jbo.request.prepare), so each refuses what the others refuse, with the same error.
-The traced entry (prepare outside jit, evaluate inside) gives body_orders' numbers."""
+check step (jbo.decompose.prepare -> jbo.request.checked), so each refuses what the others
+refuse, with the same error. The traced entry (prepare outside jit, evaluate inside) gives
+body_orders' numbers."""
 
 from __future__ import annotations
 
@@ -148,6 +149,8 @@ def test_prepare_outside_jit_evaluate_inside_gives_body_orders_numbers():
     assert abs(float(g[1, 2]) - fd) < 1e-6 * (1 + abs(fd))
     with pytest.raises(ValueError, match="do not match the request"):
         evaluate(req, positions=POS[:4])
+    with pytest.raises(ValueError, match="not another potential"):
+        evaluate(req, potentials.axilrod_teller(0.5, cutoff=2.5))
 
 
 @pytest.mark.parametrize("case", ["overlapping atoms", "max_order > N"])

@@ -1,5 +1,5 @@
 """Spectra of a model: :func:`decompose_records`, E^(k) of a potential on labelled structures,
-through the engine's one path (:func:`jbo.request.prepare`, :func:`jbo.decompose.run`): the checks
+through the engine's one path (:func:`jbo.decompose.prepare`, :func:`jbo.decompose.run`): the checks
 and programs of :func:`jbo.decompose.body_orders` on the padded batch.
 
 The reference side (stored energies -> spectra: :func:`jbo.data.mbe.reference_spectra`,
@@ -17,10 +17,10 @@ import numpy as np
 from jbo import checks
 from jbo.data.mbe import eps_sq
 from jbo.data.spectra import Spectra
-from jbo.decompose import run
+from jbo.decompose import prepare, run
 from jbo.models.trained import Trained
 from jbo.potential import Potential, as_potential
-from jbo.request import Request, prepare, stack
+from jbo.request import Request, stack
 
 __all__ = ["decompose_records"]
 
@@ -42,7 +42,7 @@ def decompose_records(potential, records: Sequence, *, max_order: int | None = N
     """The spectra of ``potential`` on ``records`` (each a whole cluster), eV.
 
     The records are stacked (:func:`jbo.request.stack`, nothing converted before it is
-    checked) and go through the engine's one check step, :func:`jbo.request.prepare`, and
+    checked) and go through the engine's one check step, :func:`jbo.decompose.prepare`, and
     :func:`jbo.decompose.run`, exactly as a :func:`jbo.decompose.body_orders` call on that
     padded batch: whatever ``body_orders`` refuses is refused here with the same error.
 
