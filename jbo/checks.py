@@ -1,13 +1,14 @@
 """The engine's host-side checks: options, plans, the energy-function contract, results.
 
-:func:`jbo.decompose.body_orders` calls these once per call on concrete input, before and after
-its jitted work; nothing here runs inside ``jit`` or costs anything on the hot path.
+:func:`jbo.request.checked` (before the jitted work) and :func:`jbo.request.verify` (after it),
+the one check step of every decomposition, call these once per call on concrete input; nothing
+here runs inside ``jit`` or costs anything on the hot path.
 
 * :func:`options` — ``max_order`` a real int, ``chunk_size`` positive, ``layout`` known,
   ``plan=`` and ``cutoff=`` consistent, connected mode only for a function that *declares* itself
   local with a cutoff (``energy_fn.is_local = True``, ``energy_fn.cutoff`` in Å).
-* :func:`concrete_input` — the one step every decomposition path runs on concrete input:
-  the potential's validate, the contract once, the plan's geometry.
+* :func:`concrete_input` — the potential's part of :func:`jbo.request.checked` on concrete
+  input: the potential's validate, the contract once, the plan's geometry.
 * :func:`plan_matches` — a connected plan's cutoff graph is the one of the positions given.
 * :func:`check_contract` — masked evaluation equals evaluation of the extracted subcluster on a
   few random subsets of a few atoms; :func:`contract_once` runs it once per architecture.
@@ -199,8 +200,9 @@ def concrete_input(pot: Potential, pos, spec, amask, *, plan=None, contract: boo
                    ) -> None:
     """The engine's one host-side step on concrete input, before anything is compiled.
 
-    Every path that decomposes a potential (``body_orders``, ``decompose_records``, the CLI
-    and the study) passes through here: the potential's own ``validate`` (e.g. known species),
+    Called by :func:`jbo.request.checked`, which every path that decomposes a potential
+    (``body_orders``, ``decompose_records``, the CLI and the study) passes through: the
+    potential's own ``validate`` (e.g. known species),
     the masking contract once per architecture (:func:`contract_once`; skipped for host
     potentials, which evaluate real subclusters, or with ``contract=False``) and a connected
     plan's geometry (:func:`plan_matches`). Positions, species and mask are ``[B, N, ...]``

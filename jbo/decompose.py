@@ -15,10 +15,16 @@ All arithmetic after the model is float64, jittable and differentiable with resp
 parameters and positions. Batches: ``positions[B, N, 3]`` with ``atom_mask[B, N]``.
 Host potentials (ASE calculators, torch models: :mod:`jbo.adapters`) evaluate the same subsets
 on the host instead; :mod:`jbo.assembly` turns either path's subset energies into the result.
+
+One path: :func:`prepare` (:func:`jbo.request.checked`: every host check, once) →
+:func:`evaluate` (no checks; jittable) → :func:`jbo.request.verify` (the result).
+:func:`body_orders` is ``run(prepare(...))``; under ``jit``/``grad`` prepare outside and call
+:func:`evaluate` inside (docs/engine.md).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from functools import partial
 from typing import Callable
@@ -27,25 +33,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbo import adapters, checks, geometry, lattice, memory, tiers
+from jbo import geometry, lattice, tiers
 from jbo.assembly import BodyOrders, assemble_family, assemble_lattice
 from jbo.assembly import assemble_family_jit as _assemble_family_jit
 from jbo.assembly import assemble_lattice_jit as _assemble_lattice_jit
 from jbo.checks import check_contract, memory_limit
 from jbo.host import HostPotential
-from jbo.potential import Potential, as_potential
-from jbo.plans import SubsetPlan, connected_plan, plan_bytes, truncated_plan
+from jbo.plans import SubsetPlan, connected_plan, truncated_plan
+from jbo.potential import Potential
+from jbo.request import DEFAULT_CHUNK, Request, checked, verify
 
-__all__ = ["BodyOrders", "body_orders", "check_contract", "connected_plan", "SubsetPlan",
-           "memory_limit", "assemble_lattice", "assemble_family"]
+__all__ = ["BodyOrders", "body_orders", "prepare", "evaluate", "Request", "check_contract",
+           "connected_plan", "SubsetPlan", "memory_limit", "assemble_lattice", "assemble_family"]
 
 Array = jax.Array
 EnergyFn = Callable[[Array, Array, Array], Array]  # or a Potential (what the engine runs)
-
-#: Evaluations per vmapped chunk inside ``lax.map``.
-DEFAULT_CHUNK = 256
-
-
 
 
 def body_orders(
@@ -96,108 +98,112 @@ def body_orders(
       check_contract: on concrete input, the first time an energy function is seen, check that
         it treats masked atoms as absent (:func:`jbo.checks.check_contract`); False skips it.
 
-    Input, options and (on concrete input) plans and results are checked on the host by
-    :mod:`jbo.geometry` and :mod:`jbo.checks`; a bad one raises an error naming the fix.
+    :func:`prepare` (input, options, contract, memory, on the host) then
+    :func:`run` (:func:`evaluate`, then :func:`jbo.request.verify` of a concrete result); a bad
+    input or result raises an error naming the fix.
     """
-    positions, species, atom_mask = adapters.structure_input(positions, species, atom_mask)
-    pos, spec, amask, batched = geometry.validate(positions, species, atom_mask,
-                                                  min_distance=min_distance)
-    n_clusters, n = amask.shape
-    concrete = geometry.is_concrete(pos, spec, amask)
-    _check_host(energy_fn, concrete, mesh)
-    k, cutoff = checks.options(energy_fn, n, max_order=max_order, cutoff=cutoff, plan=plan,
-                               chunk_size=chunk_size, layout=layout)
-    host_pot = isinstance(energy_fn, HostPotential)
-    pot = energy_fn if host_pot else as_potential(energy_fn)
-    if concrete:
-        checks.concrete_input(pot, pos, spec, amask, plan=plan,
-                              contract=check_contract and not host_pot)
+    return run(checked(**locals(), per_call=None, orders=True))
 
-    # a single cluster is unbatched inside the jitted device program (no tiny extra programs)
-    squeeze = not batched and mesh is None and not host_pot
-    tier = None  # (key, layout) of a timed "auto" call (jbo.tiers)
-    if plan is None and cutoff is None and max_order is None:
-        if layout == "auto":
-            layout = "compact"
-            if concrete and mesh is None and not host_pot:
-                key = (pot.static, pos.shape, spec.dtype, forces, terms, chunk_size)
-                layout = tiers.choose(key)
-                if layout == "compact" and memory.exhaustive_bytes(
-                        n_clusters, n, forces, terms, layout) > memory_limit():
-                    layout = "masks"  # what fits beats what is fast
-                tier = key, layout
-        memory.check_exhaustive_fits(n_clusters, n, forces, terms, layout)
-        start = time.perf_counter()
 
-        def run(pot, p, s, a):
-            if host_pot:
+def prepare(energy_fn, positions, species=None, *, per_call: int | None = None,
+            orders: bool = True, **options) -> Request:
+    """Every host check of a decomposition, once (:func:`jbo.request.checked`): a
+    :class:`~jbo.request.Request` for :func:`evaluate` (under ``jit``/``grad``) or :func:`run`.
+
+    Args:
+      energy_fn, positions, species, options: as :func:`body_orders` (its signature is the
+        one list of the options and their defaults).
+      per_call: clusters per evaluation (:meth:`Request.calls`): bounds the memory checked.
+      orders: False checks input and options for energies only (no subset memory or plan).
+    """
+    args = inspect.signature(body_orders).bind(energy_fn, positions, species, **options)
+    args.apply_defaults()
+    return checked(**args.arguments, per_call=per_call, orders=orders)
+
+
+def run(req: Request, *, unbatch: bool = True) -> BodyOrders:
+    """Evaluate a checked request and verify its result (finite, Σ_k E^(k) = E when K = N);
+    a timed ``layout="auto"`` call books its time (:mod:`jbo.tiers`). ``unbatch=False`` keeps
+    the ``[B]`` axis of a single-cluster request."""
+    start = time.perf_counter()
+    squeeze = unbatch and _squeezable(req, req.potential)
+    result = _evaluate(req, req.potential, req.positions, squeeze)
+    if req.tier is not None:
+        jax.block_until_ready(result.per_order)
+        tiers.record(*req.tier, time.perf_counter() - start)
+    verify(req, result)
+    return _unbatch(result) if unbatch and not req.batched and not squeeze else result
+
+
+def evaluate(req: Request, potential=None, positions=None) -> BodyOrders:
+    """The traced part of a decomposition: no checks, jittable and differentiable.
+
+    Args:
+      req: a :class:`Request` from :func:`prepare`, whose checks ran on concrete data.
+      potential: the potential to evaluate (default ``req.potential``); another parameter
+        set of the same architecture (e.g. traced under ``jax.grad``) is not checked again.
+      positions: ``[N, 3]`` / ``[B, N, 3]`` like the request's (default: the checked ones),
+        e.g. traced under ``jax.grad``; a connected request keeps the subset graph of the
+        checked positions.
+    Returns: :class:`BodyOrders` like :func:`body_orders` (unchecked: see :func:`run`).
+    """
+    pot = req.potential if potential is None else potential
+    if pot is not req.potential and getattr(pot, "static", 0) != getattr(req.potential,
+                                                                         "static", 1):
+        raise ValueError("evaluate takes new parameters of the request's architecture, not "
+                         "another potential: prepare a request for this one")
+    pos = req.positions if positions is None else positions
+    if not req.batched and positions is not None:
+        pos = pos[None]
+    if tuple(pos.shape) != tuple(req.positions.shape):
+        raise ValueError(f"positions {tuple(pos.shape)} do not match the request's "
+                         f"{tuple(req.positions.shape)}; prepare a request for this shape")
+    squeeze = _squeezable(req, pot)
+    result = _evaluate(req, pot, pos, squeeze)
+    return result if req.batched or squeeze else _unbatch(result)
+
+
+def _squeezable(req: Request, pot) -> bool:
+    """Whether a single cluster is unbatched inside the jitted device program (saves the
+    tiny programs of an eager ``x[0]`` per result field on a first call)."""
+    return not req.batched and req.mesh is None and not isinstance(pot, HostPotential)
+
+
+def _evaluate(req: Request, pot, pos, squeeze: bool = False) -> BodyOrders:
+    """A request's subsets on device (or on the host), sharded over ``req.mesh`` if given;
+    ``squeeze``: the device programs drop the batch axis of a single cluster."""
+    forces, terms, chunk, layout, n = (req.forces, req.terms, req.chunk_size, req.layout,
+                                       req.atom_mask.shape[1])
+    if req.mode == "exhaustive":
+
+        def body(pot, p, s, a):
+            if isinstance(pot, HostPotential):
                 e, g = pot.lattice_energies(p, s, a, forces)
                 return _assemble_lattice_jit(jnp.asarray(e), _maybe(g), a, terms)
-            return _exhaustive(pot, p, s, a, forces, terms, chunk_size, layout, squeeze)
+            return _exhaustive(pot, p, s, a, forces, terms, chunk, layout, squeeze)
 
-    elif plan is None and cutoff is None:
-        need = plan_bytes(n_clusters * lattice.n_subsets_up_to(n, k), k, terms, forces)
-        if need > memory_limit():
-            raise MemoryError(memory.too_big(n_clusters, n, k, need, forces))
+    elif req.mode == "truncated":
 
-        def run(pot, p, s, a):
-            local = truncated_plan(p.shape[0], n, k)
-            return _run_family(pot, p, s, a, local, forces, terms, chunk_size, squeeze)
+        def body(pot, p, s, a):
+            local = truncated_plan(p.shape[0], n, req.max_order)
+            return _run_family(pot, p, s, a, local, forces, terms, chunk, squeeze)
+
+    elif req.mode == "connected":
+
+        def body(pot, p, s, a):
+            return _run_family(pot, p, s, a, req.plan, forces, terms, chunk, squeeze)
 
     else:
-        if plan is None:
-            if not concrete:
-                raise ValueError(
-                    "connected mode builds its subset graph from concrete positions; under "
-                    "jit/grad pass plan=connected_plan(positions, cutoff, max_order) built outside"
-                )
-            plan = connected_plan(pos, cutoff, k, amask, memory_limit(), with_operator=terms)
-        if plan.n_atoms != n or plan.n_clusters != n_clusters or plan.max_order != k:
-            raise ValueError(
-                f"plan was built for {plan.n_clusters} cluster(s) of {plan.n_atoms} atoms up to "
-                f"order {plan.max_order}, not {n_clusters} of {n} up to {k}; rebuild it"
-            )
-        if mesh is not None:
-            raise ValueError(
-                "mesh= shards the exhaustive and truncated modes; a connected plan is built per "
-                "geometry, so decompose each shard's clusters with their own plan instead"
-            )
-
-        def run(pot, p, s, a):
-            return _run_family(pot, p, s, a, plan, forces, terms, chunk_size, squeeze)
-
-    result = run(pot, pos, spec, amask) if mesh is None else \
-        _sharded(mesh, run, pot, pos, spec, amask)
-    if tier is not None:
-        jax.block_until_ready(result.per_order)
-        tiers.record(*tier, time.perf_counter() - start)
-    nan_allowed = host_pot and energy_fn.on_error == "nan"
-    if concrete and not isinstance(result.per_order, jax.core.Tracer):
-        if not nan_allowed:  # (on_error="nan" asked for NaN terms)
-            checks.finite_result(result, result.atoms)
-        if k == n:  # the whole expansion: Σ_k E^(k) must give the total
-            checks.full_expansion(result, cutoff, checks.model_eps(pot))
-    if not batched and not squeeze:  # (host potentials, meshes)
-        result = _unbatch(result)
-    return result
-
-
-def _check_host(energy_fn, concrete: bool, mesh) -> None:
-    if not isinstance(energy_fn, HostPotential):
-        return
-    if not concrete:
-        raise ValueError(f"{energy_fn} evaluates on the host, outside JAX: call body_orders "
-                         "without jit/grad (forces=True gives the per-order forces)")
-    if mesh is not None:
-        raise ValueError(f"mesh= shards JAX models over devices; {energy_fn} runs on the host: "
-                         "use its workers= for parallel evaluation instead")
+        raise ValueError(f"a {req.mode!r} request has no body orders to evaluate")
+    args = pot, pos, req.species, req.atom_mask
+    return body(*args) if req.mesh is None else _sharded(req.mesh, body, *args)
 
 
 def _maybe(x):
     return None if x is None else jnp.asarray(x)
 
 
-def _run_family(pot, pos, spec, amask, plan, forces, want_terms, chunk, squeeze
+def _run_family(pot, pos, spec, amask, plan, forces, want_terms, chunk, squeeze=False
                 ) -> BodyOrders:
     """A plan's family through the jitted device path, or evaluated on the host."""
     if not isinstance(pot, HostPotential):
