@@ -19,7 +19,7 @@ from jbo.data.batch import pad_records
 from jbo.data.mbe import eps_sq
 from jbo.data.spectra import Spectra
 from jbo.decompose import body_orders
-from jbo.models.trained import Trained
+from jbo.models.model import Model
 from jbo.potential import Potential, as_potential
 
 __all__ = ["decompose_records"]
@@ -76,7 +76,7 @@ def decompose_records(potential, records: Sequence, *, max_order: int | None = N
         return Spectra(*meta, [], np.zeros((0, 0)) if orders else None)
     n_max = max(meta[1])
     size = chunk or len(records)
-    if isinstance(potential, Trained):
+    if isinstance(potential, Model):
         potential = potential.potential
     per, tot, sq = [], [], []
     for i in range(0, len(records), size):
