@@ -26,8 +26,7 @@ N = 7
 
 @pytest.fixture(scope="module")
 def model():
-    module = models.create("mlip_mace", cutoff=3.0, species=(1, 8), atom_energies=(-0.5, -75.0),
-                           **SMALL)
+    module = models.create("mlip_mace", cutoff=3.0, species=(1, 8), **SMALL)
     params = models.init(module, 2)
     atomic = lambda x, z, m: module.apply(params, x, z, m, method="atomic_energies")  # noqa
     return module, params, quick_jit(jax.vmap(atomic, (None, None, 0))), quick_jit(atomic)

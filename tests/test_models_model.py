@@ -102,3 +102,32 @@ def test_shipped_model_files_load_as_models(path):
     e = float(model(x, z))
     raw_e = float(model.module.apply(model.params, x, z, np.ones(4, bool)))
     assert e == pytest.approx(4 * raw["baseline"][1] + raw["scale"] * raw_e, rel=1e-12)
+
+
+def test_isolated_atom_energy_is_its_baseline_exactly():
+    model = _model()
+    for z, c in ((1, -13.6), (8, -2041.3)):
+        assert float(model(np.zeros((1, 3)), np.array([z], np.int32))) == c
+
+
+@pytest.mark.parametrize("e0", [[], [0.0, 0.0], [-0.5, -75.0]])
+def test_files_of_zoo_models_with_the_removed_atom_energies_setting_load(e0, tmp_path):
+    """Before Model, zoo modules had an ``atom_energies`` hyperparameter (eV per species,
+    inside the module, so scaled by s); every file wrote it. Loading folds it into the
+    baseline: c_Z + s e_Z, the same energy to rounding."""
+    import json
+
+    import flax.serialization
+
+    model = _model()
+    path = models.save(tmp_path / "m.jbo", model)
+    raw = flax.serialization.msgpack_restore(path.read_bytes())
+    raw["hypers"] = json.dumps({**json.loads(raw["hypers"]), "atom_energies": e0})
+    path.write_bytes(flax.serialization.msgpack_serialize(raw))
+    loaded = models.load(path)
+    x, z = toy_cluster(4, 5), np.array([1, 8, 1, 1], np.int32)
+    shift = 0.37 * (3 * e0[0] + e0[1]) if e0 else 0.0
+    if not any(e0):
+        assert loaded.baseline == model.baseline and float(loaded(x, z)) == float(model(x, z))
+    assert float(loaded(x, z)) == pytest.approx(float(model(x, z)) + shift, rel=1e-14, abs=1e-11)
+    assert "atom_energies" not in loaded.meta["hypers"]

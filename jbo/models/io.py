@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from jbo.models import registry
-from jbo.models.model import UNITS, Model
+from jbo.models.model import UNITS, Model, baseline_table
 
 __all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
 
@@ -101,6 +101,25 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
+def legacy_atom_energies(hypers: dict[str, Any], scale: float, baseline
+                         ) -> tuple[dict[str, Any], tuple[float, ...]]:
+    """Hypers of a file or checkpoint written while zoo models had an ``atom_energies``
+    setting (eV per species, inside the module, so scaled by s), without it, and the baseline
+    ``[119]`` (eV by Z) with it folded in: c_Z + s · e_Z. Empty (the default): unchanged."""
+    hypers = dict(hypers)
+    e0 = hypers.pop("atom_energies", None) or ()
+    table = baseline_table(baseline)
+    if not any(e0):
+        return hypers, table
+    species = hypers.get("species") or ()
+    if len(e0) != len(species):
+        raise ValueError(f"atom_energies has {len(e0)} entries for {len(species)} species")
+    folded = list(table)
+    for z, e in zip(species, e0):
+        folded[int(z)] += scale * float(e)
+    return hypers, tuple(folded)
+
+
 def _check_finite(path: Path, params, baseline, scale) -> None:
     """Refuse a file whose scale, baseline or a parameter holds NaN/inf, naming which."""
     if not np.isfinite(np.asarray(scale, np.float64)).all():
@@ -138,7 +157,8 @@ def load(path: str | Path, model: str | None = None) -> Model:
     if name not in registry.available() or registry._cls(name).__name__ != data["class"]:
         raise ValueError(f"{path} holds model {name!r} of class {data['class']!r}, which this "
                          f"jbo does not have (available: {registry.available()})")
-    hypers = json.loads(data["hypers"])
+    scale = float(data["scale"])
+    hypers, baseline = legacy_atom_energies(json.loads(data["hypers"]), scale, data["baseline"])
     try:
         module = registry.create(name, **hypers)
     except (TypeError, ValueError) as err:
@@ -158,4 +178,4 @@ def load(path: str | Path, model: str | None = None) -> Model:
     meta = {k: data[k] for k in ("format_version", "jbo_version", "model", "scale")}
     meta.update(hypers=hypers, dtype=module.dtype, units=json.loads(data["units"]),
                 metadata=json.loads(data.get("metadata", "{}")), path=str(path))
-    return Model.of(module, params, data["baseline"], float(data["scale"]), meta=meta)
+    return Model.of(module, params, baseline, scale, meta=meta)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jbo import models
+from jbo.models.io import legacy_atom_energies
 from jbo.models.model import Model
 from jbo.potential import cast_tree
 from jbo.train.checkpoints import Checkpoints
@@ -70,8 +71,9 @@ def load_trained(directory: str | Path, which: str = "best", module=None) -> Mod
     state, meta, step = Checkpoints(directory).restore()
     if run_dir is not None:
         check_belongs(run_dir, meta["config"], step)
+    hypers, baseline = legacy_atom_energies(meta["hypers"], meta["scale"], meta["baseline"])
     if module is None:
-        module = create_module(meta["model"], meta["hypers"], meta["dtype"])
+        module = create_module(meta["model"], hypers, meta["dtype"])
     params = state["best_params" if which == "best" else "params"]
     params = jax.tree_util.tree_map(jnp.asarray, params)
-    return Model.of(module, params, meta["baseline"], meta["scale"], meta["dtype"], meta, step)
+    return Model.of(module, params, baseline, meta["scale"], meta["dtype"], meta, step)
