@@ -217,3 +217,11 @@ def test_no_module_is_over_400_lines():
     long = {m: n for m, p in _modules().items()
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}, f"split these modules (one job each, ~{MAX_LINES} lines max): {long}"
+
+
+def test_models_import_no_training_analysis_or_data():
+    """jbo.models (the zoo and its Model type) sits below training, analysis and data: they
+    take a Model; it never imports them, not even inside a function."""
+    _, packages = _every_import_graphs()
+    higher = packages["jbo.models"] & {"jbo.train", "jbo.analysis", "jbo.data"}
+    assert not higher, f"jbo.models imports {sorted(higher)}: move the shared piece down"
