@@ -131,3 +131,13 @@ def test_files_of_zoo_models_with_the_removed_atom_energies_setting_load(e0, tmp
         assert loaded.baseline == model.baseline and float(loaded(x, z)) == float(model(x, z))
     assert float(loaded(x, z)) == pytest.approx(float(model(x, z)) + shift, rel=1e-14, abs=1e-11)
     assert "atom_energies" not in loaded.meta["hypers"]
+
+
+def test_save_names_the_model_of_a_training_result(tmp_path):
+    class Result:  # what a TrainResult looks like to save(): not a Model
+        model = None
+
+    with pytest.raises(TypeError, match=r"result\.model"):
+        models.save(tmp_path / "m.jbo", Result())
+    with pytest.raises(TypeError, match=r"replace\(params="):
+        models.save(tmp_path / "m.jbo", _model(), {"params": {}})
