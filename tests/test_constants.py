@@ -75,7 +75,7 @@ def test_resolved_constants_travel_with_the_model(toy_db, tmp_path):
     res = train(cfg)
     scale = res.model.module.feature_scale
     assert scale != 1.0
-    path = models.save(tmp_path / "m.jbo", res)
+    path = models.save(tmp_path / "m.jbo", res.model)
     loaded, resumed = models.load(path), load_trained(tmp_path / "run", which="best")
     assert loaded.module.feature_scale == scale == resumed.module.feature_scale
     r = res.data.val[0]
