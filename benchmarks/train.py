@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import jbo  # noqa: E402,F401
 from jbo.data.batch import pad_records  # noqa: E402
 from jbo.data.records import Record, read_records  # noqa: E402
-from jbo.models.trained import energy_model  # noqa: E402
+from jbo.models import Model  # noqa: E402
 from jbo.train import RegularizerConfig, TrainConfig  # noqa: E402
 from jbo.train import dataset as ds  # noqa: E402
 from jbo.train.step import OptSpec, StepSpec, init_opt as _init_opt, train_step  # noqa: E402
@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
     reg_batch = pad_records(reg_rows[:args.reg_batch_size], size=args.reg_batch_size)
     base, scale = ds.normalization(TrainConfig(), train_rows)
     params = init_params(module, batch, 0, jnp.float64)
-    model = energy_model(module, params, base, scale, jnp.float64)
+    model = Model.of(module, None, base, scale, jnp.float64)  # the step's static part
     opt = OptSpec.of(TrainConfig(), 1000)
     opt_state = _init_opt(opt, params)
     key = jax.random.PRNGKey(0)

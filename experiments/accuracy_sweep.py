@@ -55,9 +55,9 @@ def run(name: str, over: dict) -> dict:
         val = [r for r in res.data.val if r.regime == regime]
         if val:
             train_rows = [r for r in res.data.train if r.regime == regime and r.n_atoms == 8]
-            out[regime] = round(evaluate(res.model, res.best_params, val)["mae"], 2)
+            out[regime] = round(evaluate(res.model, val)["mae"], 2)
             out[f"train_{regime}"] = round(
-                evaluate(res.model, res.best_params, train_rows[:400])["mae"], 2)
+                evaluate(res.model, train_rows[:400])["mae"], 2)
     out["all"] = round(min(out["curve"]), 2)
     return out
 

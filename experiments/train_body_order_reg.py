@@ -145,8 +145,8 @@ def _stats(s: analysis.Spectra, order: int) -> dict:
             "by_regime": {reg: analysis.summarize(g, order) for reg, g in s.by_regime().items()}}
 
 
-def _spectra(res, params, rows, order: int) -> dict:
-    s = analysis.decompose_records(res.trained(params), rows, chunk=8)
+def _spectra(model, rows, order: int) -> dict:
+    s = analysis.decompose_records(model, rows, chunk=8)
     return {**_stats(s, order),
             "per_cluster": [{"cluster": c, "regime": reg, "n": int(k), "per_order_ev": p}
                             for c, reg, k, p in zip(s.clusters, s.regimes, s.n,
@@ -178,9 +178,9 @@ def run(args) -> dict:
     val_rows = [r for r in val_full if r.cluster in ref]
     for name, res in runs.items():
         t1 = time.perf_counter()
-        val = evaluate(res.model, res.best_params, data.val, forces=True)
-        tst = evaluate(res.model, res.best_params, test, forces=True)
-        models.save(out / f"{name}.jbo", res, metadata={"run": name, "db": _rel(args.db)})
+        val = evaluate(res.model, data.val, forces=True)
+        tst = evaluate(res.model, test, forces=True)
+        models.save(out / f"{name}.jbo", res.model, metadata={"run": name, "db": _rel(args.db)})
         entry = {"val_mae_mev_per_atom": val.get("mae"), "val_rmse_mev_per_atom": val.get("rmse"),
                  "test_mae_mev_per_atom": tst.get("mae"),
                  "test_rmse_mev_per_atom": tst.get("rmse"),
@@ -196,9 +196,9 @@ def run(args) -> dict:
                                       "lr": [h["lr"] for h in res.history]}}
         # "auto": the first decomposition compiles one model instance (the plain run's pays
         # for it, the regularised run's reuses it) and moves to the compact layout once that pays
-        entry["test"] = _spectra(res, res.best_params, test, args.order) if test else None
-        entry["val"] = _spectra(res, res.best_params, val_rows, args.order) if val_rows else None
-        rot = analysis.learned_rotational_error(res.trained(), data.val)  # PET: learned
+        entry["test"] = _spectra(res.model, test, args.order) if test else None
+        entry["val"] = _spectra(res.model, val_rows, args.order) if val_rows else None
+        rot = analysis.learned_rotational_error(res.model, data.val)  # PET: learned
         if rot is not None:
             entry["val_rotational_error_mev_per_atom"] = rot["mean_std_mev_per_atom"]
             entry["val_rotational_error"] = rot

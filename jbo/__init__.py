@@ -12,7 +12,7 @@ Float64 policy: importing jbo enables JAX float64 for the whole process
   (``1 << arange(n, dtype=int64)``) would also be int32.
 * A scoped switch (``jax.experimental.enable_x64()`` around the engine's entry points) cannot
   give the same numbers: arrays and parameters the caller built before the call (positions,
-  ``with_baseline`` tables, model parameters from ``models.init``) would already be float32,
+  model baselines, parameters from ``models.init``) would already be float32,
   and the same jitted function would compile differently inside and outside the scope.
 
 What it means for you: import jbo before creating JAX arrays; JAX defaults (``jnp.zeros(3)``,

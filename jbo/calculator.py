@@ -16,7 +16,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from jbo import compilation_cache
-from jbo.models.trained import Trained
+from jbo.models.model import Model
 from jbo.train.model import load_trained
 
 __all__ = ["JboCalculator", "load_checkpoint", "WHICH"]
@@ -30,8 +30,8 @@ def _check_which(which) -> None:
         raise ValueError(f"which must be one of {list(WHICH)}, got {which!r}")
 
 
-def load_checkpoint(checkpoint: str | Path, which: str = "best", module=None) -> Trained:
-    """A run folder (or its ``checkpoints/``) or a model file as a :class:`Trained`.
+def load_checkpoint(checkpoint: str | Path, which: str = "best", module=None) -> Model:
+    """A run folder (or its ``checkpoints/``) or a model file as a :class:`jbo.models.Model`.
 
     ``which`` must be one of :data:`WHICH`; a model file holds one parameter set (those
     ``jbo.models.save`` was given), so only ``"best"``, the default, is accepted for it.
@@ -49,7 +49,7 @@ class JboCalculator(Calculator):
 
     Args:
       checkpoint: run folder (``out_dir`` of training) or its ``checkpoints/`` folder, a model
-        file of ``jbo.models.save``, or an already loaded :class:`jbo.models.Trained`.
+        file of ``jbo.models.save``, or a :class:`jbo.models.Model` (loaded or trained).
       which: ``"best"`` (lowest validation MAE) or ``"latest"`` parameters of a run folder
         (checked by :func:`load_checkpoint`; a model file has only one set).
       module: the flax module, only for models outside the ``jbo.models`` zoo.
@@ -57,14 +57,14 @@ class JboCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces"]
 
-    def __init__(self, checkpoint: str | Path | Trained, which: str = "best", module=None,
+    def __init__(self, checkpoint: str | Path | Model, which: str = "best", module=None,
                  **kwargs):
         _check_which(which)
         super().__init__(**kwargs)
         compilation_cache.enable()  # a second process loads its compiled programs from disk
-        self.trained = checkpoint if isinstance(checkpoint, Trained) else \
+        self.model = checkpoint if isinstance(checkpoint, Model) else \
             load_checkpoint(checkpoint, which=which, module=module)
-        self._known = {z for z, c in enumerate(self.trained.model.baseline) if c != 0.0}
+        self._known = {z for z, c in enumerate(self.model.baseline) if c != 0.0}
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -77,7 +77,7 @@ class JboCalculator(Calculator):
         if unknown:
             raise ValueError(f"elements {unknown} were not in the training data of this model "
                              f"(known: {sorted(self._known)})")
-        e, f = self.trained.potential.energy_and_forces(
+        e, f = self.model.energy_and_forces(
             np.asarray(atoms.positions, np.float64), np.asarray(atoms.numbers, np.int32))
         self.results = {"energy": float(e), "free_energy": float(e),
                         "forces": np.asarray(f, dtype=np.float64)}

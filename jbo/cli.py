@@ -126,13 +126,13 @@ def _train(args) -> int:
     res = train(args.config)
     best = min((h["val_mae"] for h in res.history), default=float("nan"))
     rot, meta = "", {}
-    err = learned_rotational_error(res.trained(), res.data.val)  # PET: invariance is learned
+    err = learned_rotational_error(res.model, res.data.val)  # PET: invariance is learned
     if err is not None:
         meta["val_rotational_error"] = err
         rot = (f"; rotational error {err['mean_std_mev_per_atom']:.3g} meV/atom (std of E/n "
                f"over {err['n_rotations']} random rotations, validation clusters)")
-    path = models.save(f"{args.out}/model.jbo", res, metadata=meta) \
-        if res.module.__module__.startswith("jbo.models") else None
+    path = models.save(f"{args.out}/model.jbo", res.model, metadata=meta) \
+        if res.model.module.__module__.startswith("jbo.models") else None
     score = (f"best val MAE {best:.2f} meV/atom" if res.data.val else
              "no validation data, final parameters kept")
     print(f"{res.stop_reason}: {len(res.steps)} steps in {res.seconds:.1f} s; {score}{rot}; "

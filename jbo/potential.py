@@ -11,7 +11,7 @@ reuses the compiled program, and parameters are never baked in as constants.
     pot = Potential(apply, params, cutoff=2.5, is_local=True)   # apply(params, pos, z, mask)
     pot(positions, species)                                     # eV (host check + jitted call)
     pot.energy(positions, species, mask)                        # traced: inside jit/vmap/grad
-    with_baseline(scaled(pot, 0.5), {1: -13.6})                 # Σ_i c_Z + s · pot, a Potential
+    scaled(pot, 0.5)                                            # s · pot, a Potential
     as_potential(any_callable)                                  # wrapped, non-local unless told
 
 ``apply`` must be hashable and compare by value (a module-level function, or :class:`Bound`:
@@ -21,20 +21,18 @@ a function with static constants, e.g. a flax module) so equal architectures sha
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Hashable, Mapping
+from typing import Any, Callable, Hashable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jbo import geometry
 
-__all__ = ["Potential", "Bound", "as_potential", "from_module", "with_baseline", "scaled",
-           "combine", "cast_tree", "atom_energy_table", "contract_tested", "is_contract_tested"]
+__all__ = ["Potential", "Bound", "as_potential", "from_module", "scaled", "combine", "cast_tree",
+           "contract_tested", "is_contract_tested"]
 
 Array = jax.Array
 Params = Any
-N_ELEMENTS = 119  # atomic numbers 0..118 index the baseline table
 
 
 #: ``apply`` functions and zoo module classes whose masking contract the test suite establishes
@@ -188,8 +186,8 @@ class _Plain:
 def as_potential(fn, cutoff: float | None = None, is_local: bool | None = None) -> Potential:
     """``fn`` as a :class:`Potential`.
 
-    A Potential is returned as is; an object with a ``potential`` attribute (a trained model)
-    gives that; any other callable ``fn(positions, species, mask) -> eV`` is wrapped (static,
+    A Potential is returned as is; an object with a ``potential`` attribute (a
+    :class:`jbo.models.Model`) gives that; any other callable ``fn(positions, species, mask) -> eV`` is wrapped (static,
     hashed as ``fn`` is, so the same function reuses its programs), with ``cutoff`` and
     ``is_local`` from the arguments or else ``fn``'s attributes, and non-local by default.
     """
@@ -248,34 +246,6 @@ def from_module(module, params, dtype: str | None = None) -> Potential:
 
 
 # ------------------------------------------------------------------ wrappers
-
-def atom_energy_table(atom_energies: Mapping[int, float] | Any) -> np.ndarray:
-    """``[119]`` eV per atom indexed by atomic number from ``{Z: eV}`` or an array."""
-    table = np.zeros(N_ELEMENTS)
-    if isinstance(atom_energies, Mapping):
-        for z, c in atom_energies.items():
-            table[int(z)] = float(c)
-        return table
-    arr = np.asarray(atom_energies, np.float64).ravel()
-    if arr.size > N_ELEMENTS:
-        raise ValueError(f"atom energies cover {arr.size} atomic numbers; at most {N_ELEMENTS}")
-    table[:arr.size] = arr
-    return table
-
-
-@contract_tested
-def _baseline(params, positions, species, mask, *, inner):
-    base = jnp.sum(jnp.where(mask, params["atom_energies"][species], 0.0))
-    return base + inner(params["inner"], positions, species, mask)
-
-
-def with_baseline(pot: Potential, atom_energies) -> Potential:
-    """``E = Σ_{present i} c[Z_i] + pot`` (eV, float64): ``atom_energies`` ``{Z: eV}`` or an
-    array by atomic number; the table is a leaf (``params["atom_energies"]``)."""
-    pot = as_potential(pot)
-    params = {"inner": pot.params, "atom_energies": jnp.asarray(atom_energy_table(atom_energies))}
-    return dataclasses.replace(pot, apply=Bound.of(_baseline, inner=pot.apply), params=params)
-
 
 @contract_tested
 def _scaled(params, positions, species, mask, *, inner):

@@ -233,20 +233,20 @@ def test_a_trained_model_runs_as_one_program_for_every_parameter_set():
 
     from jbo import models
     from jbo.decompose import _exhaustive
-    from jbo.models.trained import Trained, energy_model
+    from jbo.models import Model
 
     module = models.create("soap_bpnn", max_radial=2, max_angular=1, hidden=(4,))
     recs = _clusters([4, 3], seed=2)
     x = (jnp.asarray(recs[0].positions), jnp.asarray(recs[0].species), jnp.ones(4, bool))
     p1 = jax.jit(module.init)(jax.random.PRNGKey(0), *x)
     p2 = jax.tree.map(lambda a: 1.5 * a, p1)  # another parameter set, same structure
-    model = energy_model(module, p1, {1: -13.6}, 0.5, "float64")
-    first = analysis.decompose_records(Trained(module, p1, model, {}, -1), recs, layout="masks")
+    model = Model.of(module, p1, {1: -13.6}, 0.5)
+    first = analysis.decompose_records(model, recs, layout="masks")
     size = _exhaustive._cache_size()
-    second = analysis.decompose_records(Trained(module, p2, model, {}, -1), recs, layout="masks")
+    second = analysis.decompose_records(model.replace(params=p2), recs, layout="masks")
     assert _exhaustive._cache_size() == size  # no new compilation for new parameters
     assert np.nanmax(np.abs(first.orders - second.orders)) > 1e-6
-    pot = Trained(module, p2, model, {}, -1).potential  # the engine's own jit, eagerly
+    pot = model.replace(params=p2).potential  # the engine's own jit, eagerly
     eager = analysis.decompose_records(lambda *a: pot.energy(*a), recs, layout="masks")
     np.testing.assert_allclose(second.orders, eager.orders, rtol=0, atol=1e-10)
     np.testing.assert_allclose(second.eps_sq, eager.eps_sq, rtol=1e-10, atol=1e-16)

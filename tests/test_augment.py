@@ -13,7 +13,7 @@ import numpy as np
 from jbo import analysis, models, potentials
 from jbo.data.batch import pad_records
 from jbo.data.records import Record
-from jbo.models.trained import energy_model
+from jbo.models import Model
 from jbo.rotations import quaternion_matrix, random_rotations
 from jbo.train import TrainConfig, train
 from jbo.train.config import RegularizerConfig
@@ -116,7 +116,7 @@ def test_augmentation_is_exact_for_an_invariant_model():
     with the structure (left unturned, the loss changes)."""
     recs = _records((3, 4, 4, 5), 60, _morse_labels)
     module = models.create("soap_bpnn", **_SOAP)
-    model = energy_model(module, models.init(module, 0), {1: -13.6}, 0.7, "float64")
+    model = Model.of(module, None, {1: -13.6}, 0.7)
     reg = RegularizerConfig(lam=0.1, order=2, batch_size=2, backend="masks")
     spec = StepSpec(model, OptSpec.of(TrainConfig(), 1), reg, 1.0, 1.0)
     key = jax.random.PRNGKey(0)
@@ -171,7 +171,7 @@ def test_pet_trained_with_rotations_is_more_nearly_invariant(toy_db):
 
     res = runs[False]
     clusters = [r for r in res.data.train if r.is_full] + res.data.val
-    err = {rot: analysis.rotational_error(r.trained(r.params),
+    err = {rot: analysis.rotational_error(r.model.replace(params=r.params),
                                           clusters)["mean_std_mev_per_atom"]
            for rot, r in runs.items()}
     assert err[True] < 0.6 * err[False], err

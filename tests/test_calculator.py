@@ -31,7 +31,7 @@ def test_energy_and_forces_match_model_and_finite_differences(run_dir):
     atoms = Atoms("H5", positions=toy_cluster(5, 77))
     atoms.calc = calc
     e = atoms.get_potential_energy()
-    want = structure_energy(res.model, res.best_params, jnp.asarray(atoms.positions),
+    want = structure_energy(res.model, jnp.asarray(atoms.positions),
                             jnp.ones(5, jnp.int32), jnp.ones(5, bool))
     np.testing.assert_allclose(e, float(want), rtol=1e-12)
     f = atoms.get_forces()

@@ -73,11 +73,11 @@ def test_resolved_constants_travel_with_the_model(toy_db, tmp_path):
                       hypers={"max_radial": 2, "max_angular": 1, "hidden": [4]},
                       out_dir=str(tmp_path / "run"), progress=False, tensorboard=False)
     res = train(cfg)
-    scale = res.module.feature_scale
+    scale = res.model.module.feature_scale
     assert scale != 1.0
-    path = models.save(tmp_path / "m.jbo", res)
+    path = models.save(tmp_path / "m.jbo", res.model)
     loaded, resumed = models.load(path), load_trained(tmp_path / "run", which="best")
-    assert loaded.model.module.feature_scale == scale == resumed.module.feature_scale
+    assert loaded.module.feature_scale == scale == resumed.module.feature_scale
     r = res.data.val[0]
     e = [float(m(r.positions, r.species)) for m in (loaded, resumed)]
     assert e[0] == pytest.approx(e[1], abs=1e-10)

@@ -16,7 +16,8 @@ import pytest
 import jbo  # noqa: F401  (float64)
 from jbo import checks, models, potential, potentials
 from jbo.decompose import body_orders
-from jbo.potential import as_potential, is_contract_tested, scaled, with_baseline
+from jbo.models import model as model_type
+from jbo.potential import as_potential, is_contract_tested, scaled
 
 
 def _analytic():
@@ -28,10 +29,16 @@ def _analytic():
     }
 
 
+def _trained():
+    """A zoo model with a composition baseline and a scale (a :class:`jbo.models.Model`)."""
+    module = models.create("soap_bpnn", max_radial=2, max_angular=1, hidden=(4,))
+    return models.Model.of(module, models.init(module, 0), {1: -13.6}, 0.5).potential
+
+
 def _wrappers():
     m, at = potentials.morse(cutoff=4.0), potentials.axilrod_teller(c9=2.0)
     return {
-        potential._baseline: with_baseline(m, {1: -13.6}),
+        model_type._model_energy: _trained(),
         potential._scaled: scaled(at, 0.5),
         potential._sum: potential.combine(m, at),
     }
@@ -73,7 +80,7 @@ def test_zoo_models_and_their_wrappers_are_trusted_but_subclasses_and_user_code_
     params = models.init(module, 0)
     zoo = models.energy_fn(module, params)
     assert is_contract_tested(zoo.apply)
-    assert is_contract_tested(with_baseline(scaled(zoo, 2.0), {1: -1.0}).apply)
+    assert is_contract_tested(scaled(potential.combine(zoo, _trained()), 2.0).apply)
 
     class Mine(type(module)):  # a user's subclass may change what masks do
         pass

@@ -216,7 +216,7 @@ def test_training_without_validation_says_so(toy_db, tmp_path, capsys, monkeypat
     assert res.data.val == [] and len(res.data.train_parents) == 6
     assert "no validation data" in res.stop_reason and "MAE" not in res.stop_reason
     assert all(np.isnan(h["val_mae"]) for h in res.history)
-    for a, b in zip(jax.tree_util.tree_leaves(res.best_params),
+    for a, b in zip(jax.tree_util.tree_leaves(res.model.params),
                     jax.tree_util.tree_leaves(res.params)):
         np.testing.assert_array_equal(a, b)
     real = jbo.train.train

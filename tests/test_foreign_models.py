@@ -340,7 +340,7 @@ def test_load_potential_recognises_files_by_content(tmp_path, mace_file, pet_fil
     from jbo import models
     from jbo.foreign import load_potential
     from jbo.foreign import identify
-    from jbo.models.trained import Trained
+    from jbo.models import Model
 
     jbo_file = tmp_path / "plain.weights"
     shutil.copy(ROOT / "results/train_body_order_reg/plain.jbo", jbo_file)
@@ -349,7 +349,7 @@ def test_load_potential_recognises_files_by_content(tmp_path, mace_file, pet_fil
         shutil.copy(path, renamed)
         assert identify(renamed) == kind
     trained = load_potential(tmp_path / "jbo.pt")
-    assert isinstance(trained, Trained)
+    assert isinstance(trained, Model)
     h3 = Atoms("H3", positions=[[0, 0, 0], [0.9, 0, 0], [0.2, 0.8, 0]])
     np.testing.assert_array_equal(np.asarray(body_orders(trained, h3).per_order), np.asarray(
         body_orders(models.load(ROOT / "results/train_body_order_reg/plain.jbo"), h3).per_order))

@@ -227,3 +227,11 @@ def test_only_the_command_line_imports_the_study_layer():
     assert set(users) <= {"jbo.cli"}, f"{users} import jbo.study"
     assert packages["jbo.study"] <= {"jbo.train", "jbo.analysis", "jbo.data", "jbo.models"}, \
         packages["jbo.study"]
+
+
+def test_models_import_no_training_analysis_or_data():
+    """jbo.models (the zoo and its Model type) sits below training, analysis and data: they
+    take a Model; it never imports them, not even inside a function."""
+    _, packages = _every_import_graphs()
+    higher = packages["jbo.models"] & {"jbo.train", "jbo.analysis", "jbo.data"}
+    assert not higher, f"jbo.models imports {sorted(higher)}: move the shared piece down"

@@ -58,7 +58,7 @@ def test_importing_jbo_loads_no_heavy_package(probe):
 
 
 def test_zoo_registry_imports_an_architecture_on_first_use_only(probe):
-    core = ["jbo.models.io", "jbo.models.registry", "jbo.models.trained"]  # no architecture
+    core = ["jbo.models.io", "jbo.models.model", "jbo.models.registry"]  # no architecture
     assert probe["available"] == core  # available()/installed(): names only
     assert probe["create"] == sorted(core + ["jbo.models.base", "jbo.models.layers",
                                              "jbo.models.soap_bpnn"])  # no jax-md, no PET

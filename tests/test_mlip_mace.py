@@ -15,7 +15,7 @@ import jax.numpy as jnp  # noqa: E402
 import jbo  # noqa: E402,F401  (float64)
 from jbo import models  # noqa: E402
 from jbo.decompose import body_orders  # noqa: E402
-from jbo.models.trained import Trained, energy_model  # noqa: E402
+from jbo.models import Model  # noqa: E402
 from tests.test_engine_with_models import two_fragments  # noqa: E402
 from tests.test_models import quick_jit, random_cluster, random_rotation  # noqa: E402
 
@@ -26,8 +26,7 @@ N = 7
 
 @pytest.fixture(scope="module")
 def model():
-    module = models.create("mlip_mace", cutoff=3.0, species=(1, 8), atom_energies=(-0.5, -75.0),
-                           **SMALL)
+    module = models.create("mlip_mace", cutoff=3.0, species=(1, 8), **SMALL)
     params = models.init(module, 2)
     atomic = lambda x, z, m: module.apply(params, x, z, m, method="atomic_energies")  # noqa
     return module, params, quick_jit(jax.vmap(atomic, (None, None, 0))), quick_jit(atomic)
@@ -84,8 +83,7 @@ def test_engine_orders_sum_to_total_and_vanish_between_fragments():
 
 def test_model_file_round_trip(model, tmp_path):
     module, params, _, _ = model
-    trained = Trained(module, params, energy_model(module, params, {1: -13.6, 8: -2041.3}, 0.37,
-                                                   jnp.float64), {}, 0)
+    trained = Model.of(module, params, {1: -13.6, 8: -2041.3}, 0.37, step=0)
     pot = models.load(models.save(tmp_path / "m.jbo", trained))
     x, z = random_cluster(5, seed=23)
     e0, f0 = trained.energy_and_forces(x, z)
@@ -105,9 +103,9 @@ def test_trains_with_avg_num_neighbors_from_the_data(toy_db):
     assert len(res.steps) == 4 and np.all(np.isfinite([s["loss"] for s in res.steps]))
     # MACE's normalisation is taken from the training structures, not the default 4
     expected = avg_num_neighbors(res.data.train, 3.0)
-    assert res.module.avg_num_neighbors == pytest.approx(expected, rel=1e-5) and expected != 4.0
+    assert res.model.module.avg_num_neighbors == pytest.approx(expected, rel=1e-5) and expected != 4.0
     change = lambda a, b: float(jnp.max(jnp.abs(a - b), initial=0.0))  # noqa: E731
-    moved = jax.tree_util.tree_map(change, res.params, models.init(res.module, cfg.seed))
+    moved = jax.tree_util.tree_map(change, res.params, models.init(res.model.module, cfg.seed))
     assert max(jax.tree_util.tree_leaves(moved)) > 0.0
 
 

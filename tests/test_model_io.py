@@ -12,7 +12,7 @@ import pytest
 from jbo import models
 from jbo.calculator import JboCalculator
 from jbo.decompose import body_orders
-from jbo.models.trained import Trained, energy_model
+from jbo.models import Model
 from jbo.train.model import load_trained
 from tests.test_train_forces import SLOW, SMALL
 from tests.toy import toy_cluster
@@ -20,10 +20,10 @@ from tests.toy import toy_cluster
 BASE = {1: -13.6, 8: -2041.3}
 
 
-def _trained(name: str) -> Trained:
+def _trained(name: str) -> Model:
     module = models.create(name, cutoff=3.0, species=(1, 8), **SMALL[name])
     params = models.init(module, 3)
-    return Trained(module, params, energy_model(module, params, BASE, 0.37, jnp.float64), {}, 0)
+    return Model.of(module, params, BASE, 0.37, step=0)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n

@@ -19,7 +19,6 @@ from jbo.decompose import body_orders
 
 CUTOFF = 3.0
 SPECIES = (1, 8)
-E0 = (-0.5, -75.0)
 SMALL = {
     "soap_bpnn": dict(max_radial=4, max_angular=3, hidden=(16, 16)),
     "linear_ace": dict(correlation=2, max_radial=3, max_angular=2),
@@ -37,7 +36,7 @@ ALL_MASKS = ((np.arange(64)[:, None] >> np.arange(6)) & 1).astype(bool)
 
 
 def small(name: str, **extra):
-    hypers = dict(cutoff=CUTOFF, species=SPECIES, atom_energies=E0, **SMALL[name])
+    hypers = dict(cutoff=CUTOFF, species=SPECIES, **SMALL[name])
     hypers.update(extra)
     return models.create(name, **hypers)
 
@@ -216,14 +215,14 @@ def test_smooth_at_cutoff(zoo):
 # ----------------------------------------------------------------------------- baseline
 
 
-def test_isolated_atom_is_baseline(zoo):
+def test_isolated_atom_is_zero(zoo):
+    """An isolated atom's energy is the model's composition baseline alone (jbo.models.Model)."""
     x, z = random_cluster(6, seed=10)
     for i in range(6):
         m = np.arange(6) == i
-        assert zoo.E(x, z, m) == pytest.approx(E0[SPECIES.index(int(z[i]))], abs=1e-12)
+        assert zoo.E(x, z, m) == pytest.approx(0.0, abs=1e-12)
     far = x * (3 * zoo.module.receptive_field)  # every atom isolated from all others
-    expected = sum(E0[SPECIES.index(int(zi))] for zi in z)
-    assert zoo.E(far, z) == pytest.approx(expected, abs=1e-10)
+    assert zoo.E(far, z) == pytest.approx(0.0, abs=1e-10)
 
 
 def test_soap_bias_option_breaks_isolated_baseline():
@@ -231,7 +230,7 @@ def test_soap_bias_option_breaks_isolated_baseline():
     params = perturb(models.init(module, 0))
     f = models.energy_fn(module, params)
     e = float(f(np.zeros((1, 3)), np.array([1], np.int32)))
-    assert abs(e - E0[0]) > 1e-6
+    assert abs(e) > 1e-6
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -336,11 +335,11 @@ def test_registry_and_errors():
         models.create("schnet")
     with pytest.raises(ValueError, match="valid"):
         models.create("soap_bpnn", max_radail=4)
-    with pytest.raises(ValueError, match="atom_energies"):
-        models.create("mace", species=(1, 8), atom_energies=(0.0,))
+    with pytest.raises(ValueError, match="baseline is the model's"):
+        models.create("mace", species=(1, 8), atom_energies=(0.0, 0.0))
     for name in models.available():
         hy = models.default_hypers(name)
-        assert {"cutoff", "species", "atom_energies", "use_bias", "dtype"} <= set(hy)
+        assert {"cutoff", "species", "use_bias", "dtype"} <= set(hy) and "atom_energies" not in hy
         module = models.create(name)
         assert module.is_local is True
         assert module.receptive_field >= module.cutoff

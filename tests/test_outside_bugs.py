@@ -25,7 +25,7 @@ from jbo.checks import ExpansionError
 from jbo.cli import main
 from jbo.decompose import body_orders, connected_plan
 from jbo.potential import Potential, as_potential
-from jbo.models.trained import Trained, energy_model
+from jbo.models import Model
 from tests.test_train_forces import SMALL
 from tests.toy import toy_cluster
 
@@ -48,8 +48,7 @@ def model_file(tmp_path_factory):
     """A small SOAP-BPNN model file (H and O, cutoff 3 Å, is_local)."""
     module = models.create("soap_bpnn", cutoff=3.0, species=(1, 8), **SMALL["soap_bpnn"])
     params = models.init(module, 3)
-    trained = Trained(module, params, energy_model(module, params, {1: -13.6, 8: -2041.3},
-                                                   0.37, jnp.float64), {}, 0)
+    trained = Model.of(module, params, {1: -13.6, 8: -2041.3}, 0.37, step=0)
     return models.save(tmp_path_factory.mktemp("model") / "m.jbo", trained)
 
 

@@ -1,15 +1,14 @@
 """jbo.potential: one Potential pytree; the engine takes it traced (new params, no recompile)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jbo  # noqa: F401
 from jbo import checks, decompose, models, potentials, testing
 from jbo.decompose import body_orders
-from jbo.potential import Potential, as_potential, scaled, with_baseline
-from jbo.models.trained import Trained, energy_model
+from jbo.potential import Potential, as_potential, scaled
+from jbo.models import Model
 from tests.toy import unvetted
 
 SMALL = dict(max_radial=3, max_angular=2, hidden=(8,))
@@ -78,27 +77,22 @@ def test_plain_callables_are_wrapped_and_non_local_unless_declared():
     assert as_potential(morse) is morse
 
 
-def test_baseline_and_scale_wrappers_are_exact():
+def test_scale_wrapper_is_exact():
     model = potentials.morse(cutoff=2.5)
     species = np.array([1, 8, 1, 8, 1], np.int32)
     mask = np.array([True, True, False, True, True])
-    wrapped = with_baseline(scaled(model, 0.25), {1: -0.5, 8: -2.125})
+    wrapped = scaled(model, 0.25)
     assert wrapped.cutoff == 2.5 and wrapped.is_local
-    assert isinstance(jax.tree_util.tree_leaves(wrapped)[0], jax.Array)  # table and s are leaves
-    e_model = float(model(POS, species, mask))
-    present = -0.5 * 2 + -2.125 * 2  # atoms 0, 1, 3, 4: H, O, O, H (atom 2 is masked)
-    assert float(wrapped(POS, species, mask)) == present + 0.25 * e_model
-    plain, shifted = (body_orders(f, POS, species) for f in (scaled(model, 0.25), wrapped))
-    np.testing.assert_allclose(shifted.per_order[0] - plain.per_order[0], -0.5 * 3 + -2.125 * 2,
-                               rtol=0, atol=1e-12)  # a pure one-body shift
-    np.testing.assert_allclose(shifted.per_order[1:], plain.per_order[1:], rtol=0, atol=1e-12)
+    assert isinstance(wrapped.params["scale"], jax.Array)  # s is a leaf (traced, not static)
+    assert float(wrapped(POS, species, mask)) == 0.25 * float(model(POS, species, mask))
+    plain, half = (body_orders(f, POS, species) for f in (model, wrapped))
+    np.testing.assert_allclose(half.per_order, 0.25 * plain.per_order, rtol=1e-15, atol=1e-15)
 
 
 def test_trained_and_loaded_models_refuse_unknown_species(tmp_path):
     module = models.create("soap_bpnn", cutoff=3.0, species=(1, 8), **SMALL)
     params = models.init(module, 0)
-    trained = Trained(module, params, energy_model(module, params, {1: -13.6, 8: -2041.3}, 0.37,
-                                                   jnp.float64), {}, 0)
+    trained = Model.of(module, params, {1: -13.6, 8: -2041.3}, 0.37, step=0)
     loaded = models.load(models.save(tmp_path / "m.jbo", trained))
     bad = np.array([1, 8, 6, 1], np.int32)
     for model in (trained, trained.potential, loaded, loaded.potential):

@@ -75,7 +75,7 @@ def _tiny_model():
 def test_nan_positions_are_refused_at_every_entry_point(tmp_path):  # item 5
     from jbo.calculator import JboCalculator
     from jbo.data.records import read_records
-    from jbo.models.trained import Trained, energy_model
+    from jbo.models import Model
 
     module, params = _tiny_model()
     nan = np.full((4, 3), np.nan)
@@ -85,8 +85,7 @@ def test_nan_positions_are_refused_at_every_entry_point(tmp_path):  # item 5
                  lambda: module.apply(params, nan, z, m)):
         with pytest.raises(ValueError, match="not finite"):
             call()
-    model = energy_model(module, params, {1: -13.6}, 1.0, "float64")
-    calc = JboCalculator(Trained(module, params, model, {}, 0))
+    calc = JboCalculator(Model.of(module, params, {1: -13.6}, 1.0, step=0))
     atoms = Atoms("H4", positions=POS)
     atoms.calc = calc
     assert np.isfinite(atoms.get_potential_energy())
@@ -196,10 +195,9 @@ def _api_cases(tmp_path):
     from jbo.calculator import JboCalculator
     from jbo.data.records import read_records
     from jbo.data.store import StoreError, connect
-    from jbo.models.trained import Trained, energy_model
+    from jbo.models import Model
 
-    calc = JboCalculator(Trained(module, params, energy_model(module, params, {1: -13.6}, 1.0,
-                                                              "float64"), {}, 0))
+    calc = JboCalculator(Model.of(module, params, {1: -13.6}, 1.0, step=0))
 
     def energy(atoms):
         atoms.calc = calc

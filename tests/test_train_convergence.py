@@ -86,7 +86,7 @@ def test_ema_parameters_are_the_evaluated_ones(toy_db):
     diff = max(float(np.abs(a - b).max()) for a, b in
                zip(jax_leaves(s.ema), jax_leaves(s.params)))
     assert diff > 1e-6
-    val = evaluate(res.model, s.ema, res.data.val)["mae"]
+    val = evaluate(res.model.replace(params=s.ema), res.data.val)["mae"]
     np.testing.assert_allclose(res.history[-1]["val_mae"], val, rtol=1e-10)
 
 

@@ -55,7 +55,7 @@ def test_main_job_quick_on_tiny_db(tmp_path):
         assert len(r["validation_curve"]["step"]) == len(r["validation_curve"]["lr"])
         pot = models.load(out / r["model_file"])
         val = [x for x in read_records(db) if x.cluster in set(summary["val_parents"]) and x.is_full]
-        assert abs(evaluate(pot.model, pot.params, val)["mae"] - r["val_mae_mev_per_atom"]) < 1e-9
+        assert abs(evaluate(pot, val)["mae"] - r["val_mae_mev_per_atom"]) < 1e-9
 
 
 def _digests(folder: Path) -> dict[str, str]:

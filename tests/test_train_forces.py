@@ -11,7 +11,7 @@ import pytest
 from jbo import models
 from jbo.data.batch import pad_records
 from jbo.data.records import Record
-from jbo.models.trained import energy_model
+from jbo.models import Model
 from jbo.train import TrainConfig, train
 from jbo.train import dataset as ds
 from jbo.train.losses import energy_force_loss
@@ -49,12 +49,13 @@ def test_force_loss_gradient_matches_finite_differences(name):
     energy + force loss; the force term changes the gradient (it is really in the loss)."""
     module = models.create(name, cutoff=3.0, **SMALL[name])
     params = models.init(module, 0)
-    model = energy_model(module, params, {1: -13.6}, 0.7, jnp.float64)
+    model = Model.of(module, params, {1: -13.6}, 0.7)
     batch = jax.tree_util.tree_map(jnp.asarray, _batch())
-    loss = jax.jit(lambda p, wf: energy_force_loss(p, batch, model, 1.0, wf)[0],
-                   static_argnums=1)
-    grad = jax.jit(jax.grad(lambda p, wf: energy_force_loss(p, batch, model, 1.0, wf)[0]),
-                   static_argnums=1)
+
+    def loss_of(p, wf):
+        return energy_force_loss(model.replace(params=p), batch, 1.0, wf)[0]
+    loss = jax.jit(loss_of, static_argnums=1)
+    grad = jax.jit(jax.grad(loss_of), static_argnums=1)
     leaves, tree = jax.tree_util.tree_flatten(params)
     rng = np.random.default_rng(0)
     v = jax.tree_util.tree_unflatten(tree, [rng.normal(size=np.shape(x)) for x in leaves])
@@ -85,8 +86,7 @@ def test_force_training_reports_force_errors_and_uses_subcluster_forces(tmp_path
     # the validation force MAE is the mean |ΔF| component of the validation clusters (meV/Å)
     from jbo.train.losses import batch_energy_forces
     b = pad_records(data.val)
-    _, f = batch_energy_forces(res.model, res.best_params, b.positions, b.species,
-                               b.mask, True)
+    _, f = batch_energy_forces(res.model, b.positions, b.species, b.mask, True)
     err = np.abs(np.asarray(f) - b.forces)[b.mask]
     best = min(range(len(h)), key=lambda i: h[i]["val_mae"])
     np.testing.assert_allclose(h[best]["val_force_mae"], 1e3 * err.mean(), rtol=1e-9)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jbo.models.trained import EnergyModel
+from jbo.models import Model
 from jbo.train.losses import cast_tree
 from jbo.train.regularizers import (body_order_penalty, exact_penalty, exhaustive_terms,
                                     penalty_from_terms, truncation_penalty)
@@ -30,13 +30,13 @@ def _setup(sizes=(4, 5), seed=0):
     params = module.init(jax.random.PRNGKey(seed), jnp.asarray(pos[0]), jnp.asarray(species[0]),
                          jnp.asarray(mask[0]))
     params = cast_tree(params, jnp.float64)
-    model = EnergyModel(module=module, baseline=(0.0, -13.6), scale=SCALE)
+    model = Model(module, params, baseline={1: -13.6}, scale=SCALE)
     return model, params, jnp.asarray(pos), jnp.asarray(species), jnp.asarray(mask)
 
 
 def _explicit_terms(model, params, pos, species, n):
     """ε(S) for every non-empty S ⊆ {0..n-1} by explicit inclusion–exclusion (no lattice code)."""
-    efn = jax.jit(model.potential(params))
+    efn = jax.jit(model.replace(params=params).potential)
     energy = {}
     for k in range(1, n + 1):
         for s in combinations(range(n), k):
@@ -52,7 +52,7 @@ def _explicit_terms(model, params, pos, species, n):
 
 def test_exact_penalty_equals_explicit_sum():
     model, params, pos, species, mask = _setup()
-    efn = model.potential(params)
+    efn = model.replace(params=params).potential
     weights = (1.0, 0.5, 2.0)
     terms = exhaustive_terms(efn, pos, species, mask, backend="masks")
     explicit = [_explicit_terms(model, params, pos[b], species[b], int(mask[b].sum()))
@@ -85,7 +85,7 @@ def test_penalty_gradient_matches_finite_differences():
 
     @jax.jit
     def f(p):
-        efn = model.potential(p)
+        efn = model.replace(params=p).potential
         return (jnp.mean(body_order_penalty(efn, pos, species, mask, order=2, scale=SCALE,
                                             backend="masks"))
                 + jnp.mean(body_order_penalty(efn, pos, species, mask, order=3,
@@ -110,7 +110,7 @@ def test_stochastic_estimator_is_unbiased():
     matches the exact value within 4 standard errors (orders 3..5; a 4-atom cluster in the
     batch has no 5-subsets and must contribute 0 there)."""
     model, params, pos, species, mask = _setup(sizes=(6, 4, 7), seed=3)
-    efn = model.potential(params)
+    efn = model.replace(params=params).potential
     weights = (1.0, 1.0, 1.0, 0.0, 0.0)  # orders 3, 4, 5 only
     exact = exact_penalty(efn, pos, species, mask, order=2, weights=weights, scale=SCALE,
                           backend="masks")
@@ -133,19 +133,21 @@ def test_subset_energies_are_float64_when_training_float32():
     (and the engine) sees: same parameters, float64 arithmetic."""
     from jbo import models
     from jbo.train.losses import structure_energy
-    from jbo.models.trained import energy_model
 
     module = models.create("soap_bpnn", max_radial=3, max_angular=2, hidden=(8,),
                            dtype="float32")
     _, _, pos, species, mask = _setup(sizes=(4,))
     params = models.init(module, jax.random.PRNGKey(0))
-    m32 = energy_model(module, params, {1: -13.6}, SCALE, "float32")
-    assert m32.module64 is not None and m32.module64.dtype == "float64"
-    m64 = energy_model(module.clone(dtype="float64"), params, {1: -13.6}, SCALE, "float64")
+    m32 = Model.of(module, params, {1: -13.6}, SCALE)
+    assert m32.dtype == "float32"
+    assert m32.potential.apply.static == (("dtype", "float64"),
+                                          ("module", module.clone(dtype="float64")))
+    m64 = Model.of(module.clone(dtype="float64"), cast_tree(params, jnp.float64), {1: -13.6},
+                   SCALE)
     args = (pos[0], species[0], mask[0])
-    e_reg = jax.jit(m32.potential(params))(*args)
-    e_64 = jax.jit(m64.potential(cast_tree(params, jnp.float64)))(*args)
-    e_32 = jax.jit(lambda *a: structure_energy(m32, params, *a))(*args)  # training dtype
+    e_reg = jax.jit(m32.potential)(*args)
+    e_64 = jax.jit(m64.potential)(*args)
+    e_32 = jax.jit(lambda *a: structure_energy(m32, *a))(*args)  # training dtype
     assert e_reg.dtype == jnp.float64
     assert float(e_reg) == float(e_64)
     assert abs(float(e_32) - float(e_64)) < 1e-3  # same model, float32 rounding

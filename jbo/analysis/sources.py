@@ -18,7 +18,7 @@ from jbo import checks
 from jbo.data.mbe import eps_sq
 from jbo.data.spectra import Spectra
 from jbo.decompose import prepare, run
-from jbo.models.trained import Trained
+from jbo.models.model import Model
 from jbo.potential import Potential, as_potential
 from jbo.request import Request, stack
 
@@ -64,7 +64,7 @@ def decompose_records(potential, records: Sequence, *, max_order: int | None = N
         return Spectra(*meta, [], np.zeros((0, 0)) if orders else None)
     if chunk is not None:
         checks.as_int("chunk", chunk)
-    if isinstance(potential, Trained):
+    if isinstance(potential, Model):
         potential = potential.potential
     pos, spec, mask = stack([(r.positions, r.species) for r in records])
     req = prepare(potential, pos, spec, atom_mask=mask, max_order=max_order, mesh=mesh,

@@ -113,7 +113,7 @@ def _not_a_model(path: Path, what: str) -> str:
 def load_potential(path: str | Path, **options):
     """Load any model file jbo decomposes, recognised by content (see :func:`identify`).
 
-    Returns: for a ``.jbo`` file, :func:`jbo.models.load`'s ``Trained`` (a JAX model,
+    Returns: for a ``.jbo`` file, :func:`jbo.models.load`'s ``Model`` (a JAX model,
     ``options`` not accepted); for a metatomic export, :func:`from_metatomic` (options:
     cutoff, device, variant, batch, cache, progress, on_error, tag); for a MACE file,
     :func:`from_mace` (options: cutoff, device, dtype, head, batch, cache, progress,

@@ -12,6 +12,9 @@ Example::
     params = models.init(module, 0)
     f = models.energy_fn(module, params)       # a jbo.potential.Potential: f(positions, species)
     f.cutoff, f.is_local                       # static; f.params are its (traced) leaves
+    model = models.Model.of(module, params, baseline={1: -13.6}, scale=0.5)
+    model(positions, species)                  # Σ_i c_Z + s · module: what training returns,
+                                               # models.save/load write/read, the engine takes
 
 The registry is lazy: a name maps to ``"module:Class"``, imported on first use (``create``,
 ``default_hypers``, ``load``, or the attribute, e.g. ``models.NequIP``), so ``import jbo.models``
@@ -25,7 +28,7 @@ from typing import Any
 from jbo.models.io import load, save
 from jbo.models.registry import (_LAZY, _REGISTRY, OPTIONAL, _cls, _resolve, available, create,
                                  default_hypers, energy_fn, init, installed, num_parameters)
-from jbo.models.trained import Trained
+from jbo.models.model import Model
 
 __all__ = [
     "ZooModel",
@@ -38,7 +41,7 @@ __all__ = [
     "num_parameters",
     "save",
     "load",
-    "Trained",
+    "Model",
 ]
 
 

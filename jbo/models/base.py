@@ -24,9 +24,8 @@ class ZooModel(nn.Module):
     Attributes:
         cutoff: radial cutoff of every edge (Å).
         species: atomic numbers the model handles; position in the tuple = species index.
-        atom_energies: isolated-atom (composition) energy of each species (eV), added per
-            present atom; empty = zeros.
-        use_bias: when False, an isolated atom predicts exactly its ``atom_energies`` entry.
+        use_bias: when False, an isolated atom predicts exactly 0 (its energy is then the
+            composition baseline of :class:`jbo.models.Model`, the one place it lives).
         dtype: ``"float64"`` or ``"float32"``, for parameters and compute.
         is_local: class constant; True when interactions travel only along cutoff edges
             between present atoms (so ε(S) = 0 for S disconnected in the cutoff graph).
@@ -41,7 +40,6 @@ class ZooModel(nn.Module):
 
     cutoff: float = 5.0
     species: tuple[int, ...] = (1,)
-    atom_energies: tuple[float, ...] = ()
     use_bias: bool = False
     dtype: str = "float64"
 
@@ -69,7 +67,7 @@ class ZooModel(nn.Module):
         """Cast inputs and compute the quantities every model needs.
 
         Returns:
-            ``(positions[N,3] in dtype, species_idx[N], mask[N] bool, Pairs, baseline[N])``.
+            ``(positions[N,3] in dtype, species_idx[N], mask[N] bool, Pairs)``.
         """
         # shapes and dtypes always (trace time); values only on concrete input (never in jit)
         geometry.validate(positions, species, mask, known_species=self.species)
@@ -77,13 +75,12 @@ class ZooModel(nn.Module):
         positions = jnp.asarray(positions, dt)
         idx = layers.species_index(species, self.species)
         pairs = layers.pair_geometry(positions, mask, self.cutoff)
-        base = layers.composition_baseline(idx, mask, self.atom_energies, self.n_species, dt)
-        return positions, idx, mask, pairs, base
+        return positions, idx, mask, pairs
 
     @staticmethod
-    def _finish(mask: jax.Array, baseline: jax.Array, learned: jax.Array) -> jax.Array:
-        """Per-atom energy = baseline + learned part, exactly 0 on masked atoms."""
-        return jnp.where(mask, baseline + learned, jnp.zeros((), baseline.dtype))
+    def _finish(mask: jax.Array, learned: jax.Array) -> jax.Array:
+        """Per-atom energies, exactly 0 on masked atoms."""
+        return jnp.where(mask, learned, jnp.zeros((), learned.dtype))
 
     def atomic_energies(self, positions, species, mask) -> jax.Array:  # pragma: no cover
         raise NotImplementedError

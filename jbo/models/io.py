@@ -1,9 +1,9 @@
 """Save a zoo model as one small portable file, and load it back as a ready potential.
 
     from jbo import models
-    models.save("soap.jbo", result)                 # a TrainResult / Trained, or module+params
-    pot = models.load("soap.jbo")                   # no training config or database needed
-    pot(positions, species)                         # eV; pot.energy_and_forces(...), pot.cutoff
+    models.save("soap.jbo", result.model)           # a jbo.models.Model, or module + params
+    model = models.load("soap.jbo")                 # no training config or database needed
+    model(positions, species)                       # eV; model.energy_and_forces(...), .cutoff
 
 The file is msgpack (``flax.serialization``): format name and version, jbo version, registry
 name and class of the architecture, its hyperparameters (JSON), the parameters, the
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from jbo.models import registry
-from jbo.models.trained import Trained, baseline_array, energy_model
+from jbo.models.model import UNITS, Model, baseline_table
 
 __all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
 
@@ -44,37 +44,32 @@ def _hypers(module, name: str) -> dict[str, Any]:
     return {k: getattr(module, k) for k in registry.default_hypers(name)}
 
 
-def save(path: str | Path, model, params=None, *, baseline: dict[int, float] | None = None,
-         scale: float | None = None, metadata: dict[str, Any] | None = None) -> Path:
+def save(path: str | Path, model: Model | Any, params=None, *,
+         metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``path`` (one file) and return the path.
 
-    model: a :class:`jbo.train.TrainResult` (its best parameters), a :class:`jbo.models.Trained`,
-      or a zoo module with ``params``. baseline (eV/atom by atomic number) and scale (eV)
-      default to the trained ones, or to 0 and 1 for a bare module. metadata: JSON-able extras.
+    model: a :class:`jbo.models.Model` (e.g. ``TrainResult.model``: the best parameters), or a
+      zoo module with ``params`` (baseline 0, scale 1). metadata: JSON-able extras.
     """
     import jbo
-    if hasattr(model, "model") and hasattr(model, "module"):  # TrainResult or Trained
-        params = getattr(model, "best_params", None) if params is None else params
-        params = model.params if params is None else params
-        base = np.asarray(model.model.baseline, np.float64)
-        scale = model.model.scale if scale is None else scale
-        module = model.module
-    else:
+    if not isinstance(model, Model):
         if params is None:
-            raise ValueError("save(path, module, params): params are required for a module")
-        module = model
-        base = baseline_array(baseline or {})
-    if baseline is not None:
-        base = baseline_array(baseline)
+            raise TypeError(f"save(path, model) takes a jbo.models.Model (a training result's "
+                            f"is result.model), or save(path, module, params); got "
+                            f"{type(model).__name__} without params")
+        model = Model.of(model, params)
+    elif params is not None:
+        raise TypeError("save(path, model, params): a Model holds its params; pass "
+                        "model.replace(params=...) instead")
+    module = model.module
     name = _registry_name(module)
     payload = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "jbo_version": jbo.__version__,
         "model": name, "class": type(module).__name__,
         "hypers": json.dumps(_hypers(module, name)),
-        "params": flax.serialization.to_state_dict(jax.device_get(params)),
-        "baseline": base, "scale": float(1.0 if scale is None else scale),
-        "species": np.asarray(module.species, np.int64),
-        "units": json.dumps({"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"}),
+        "params": flax.serialization.to_state_dict(jax.device_get(model.params)),
+        "baseline": np.asarray(model.baseline, np.float64), "scale": model.scale,
+        "species": np.asarray(module.species, np.int64), "units": json.dumps(UNITS),
         "metadata": json.dumps(metadata or {}),
     }
     path = Path(path)
@@ -106,6 +101,25 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
+def legacy_atom_energies(hypers: dict[str, Any], scale: float, baseline
+                         ) -> tuple[dict[str, Any], tuple[float, ...]]:
+    """Hypers of a file or checkpoint written while zoo models had an ``atom_energies``
+    setting (eV per species, inside the module, so scaled by s), without it, and the baseline
+    ``[119]`` (eV by Z) with it folded in: c_Z + s · e_Z. Empty (the default): unchanged."""
+    hypers = dict(hypers)
+    e0 = hypers.pop("atom_energies", None) or ()
+    table = baseline_table(baseline)
+    if not any(e0):
+        return hypers, table
+    species = hypers.get("species") or ()
+    if len(e0) != len(species):
+        raise ValueError(f"atom_energies has {len(e0)} entries for {len(species)} species")
+    folded = list(table)
+    for z, e in zip(species, e0):
+        folded[int(z)] += scale * float(e)
+    return hypers, tuple(folded)
+
+
 def _check_finite(path: Path, params, baseline, scale) -> None:
     """Refuse a file whose scale, baseline or a parameter holds NaN/inf, naming which."""
     if not np.isfinite(np.asarray(scale, np.float64)).all():
@@ -125,11 +139,10 @@ def _check_finite(path: Path, params, baseline, scale) -> None:
                              "or the file is damaged; save a finite model")
 
 
-def load(path: str | Path, model: str | None = None) -> Trained:
-    """Load a file written by :func:`save` as a :class:`jbo.models.Trained`: its ``potential``
-    is the :class:`jbo.potential.Potential` (Σ_i c_Z + s · module, float64, species checked),
-    and it is itself callable ``(positions[N,3], species[N], mask[N]=None) -> eV`` with
-    ``cutoff``, ``is_local``, ``validate``, ``energy_and_forces`` and ``meta``.
+def load(path: str | Path, model: str | None = None) -> Model:
+    """Load a file written by :func:`save` as a :class:`jbo.models.Model` (Σ_i c_Z + s · module;
+    callable ``(positions[N,3], species[N], mask[N]=None) -> eV``, float64, species checked;
+    its ``meta`` holds the file's header, ``step`` is -1).
 
     model: the registry name the file must hold (e.g. ``"soap_bpnn"``), or None for any.
     Raises ValueError for a foreign, truncated or newer-format file, a different model than
@@ -144,7 +157,8 @@ def load(path: str | Path, model: str | None = None) -> Trained:
     if name not in registry.available() or registry._cls(name).__name__ != data["class"]:
         raise ValueError(f"{path} holds model {name!r} of class {data['class']!r}, which this "
                          f"jbo does not have (available: {registry.available()})")
-    hypers = json.loads(data["hypers"])
+    scale = float(data["scale"])
+    hypers, baseline = legacy_atom_energies(json.loads(data["hypers"]), scale, data["baseline"])
     try:
         module = registry.create(name, **hypers)
     except (TypeError, ValueError) as err:
@@ -161,9 +175,7 @@ def load(path: str | Path, model: str | None = None) -> Trained:
     params = jax.tree_util.tree_map(
         lambda a, t: np.asarray(a, t.dtype), data["params"], template)
     _check_finite(path, params, data["baseline"], data["scale"])
-    base = {z: float(c) for z, c in enumerate(np.asarray(data["baseline"])) if c != 0.0}
-    em = energy_model(module, params, base, float(data["scale"]), module.dtype)
     meta = {k: data[k] for k in ("format_version", "jbo_version", "model", "scale")}
     meta.update(hypers=hypers, dtype=module.dtype, units=json.loads(data["units"]),
                 metadata=json.loads(data.get("metadata", "{}")), path=str(path))
-    return Trained(module, params, em, meta, -1)
+    return Model.of(module, params, baseline, scale, meta=meta)

@@ -65,26 +65,6 @@ def one_hot_species(index: jax.Array, n_species: int, dtype) -> jax.Array:
     return jax.nn.one_hot(index, n_species, dtype=dtype)
 
 
-def composition_baseline(
-    index: jax.Array, mask: jax.Array, atom_energies: Sequence[float] | None, n_species: int, dtype
-) -> jax.Array:
-    """Per-atom isolated-atom (composition) energies, eV.
-
-    Args:
-        index: ``[N]`` species indices (see :func:`species_index`).
-        mask: ``[N]`` bool, present atoms.
-        atom_energies: one energy per species of the table, or ``None`` for zeros.
-
-    Returns:
-        ``[N]`` baseline energy of each present atom, exactly 0 for masked atoms.
-    """
-    if atom_energies is None or len(atom_energies) == 0:
-        e0 = jnp.zeros((n_species,), dtype)
-    else:
-        e0 = jnp.asarray(atom_energies, dtype)
-    return jnp.where(mask, e0[index], jnp.zeros((), dtype))
-
-
 # ----------------------------------------------------------------------------- geometry
 
 

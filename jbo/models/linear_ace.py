@@ -76,7 +76,7 @@ class LinearACE(ZooModel):
         max_angular: largest ``l``.
         avg_num_neighbors: fixed constant dividing the density (keeps the basis O(1)).
         use_bias: add a learned per-species constant (a trainable one-body term); when False
-            an isolated atom predicts exactly ``atom_energies``.
+            an isolated atom predicts exactly 0.
     """
 
     cutoff: float = 5.0
@@ -101,7 +101,7 @@ class LinearACE(ZooModel):
         if not 1 <= self.correlation <= MAX_CORRELATION:
             raise ValueError(f"correlation must be in 1..{MAX_CORRELATION}, got {self.correlation}")
         dt = jnp.dtype(self.dtype)
-        _, idx, mask, pairs, base = self._prepare(positions, species, mask)
+        _, idx, mask, pairs = self._prepare(positions, species, mask)
         dens = layers.neighbour_density(
             pairs, idx, self.n_species, self.max_radial, self.max_angular, self.cutoff,
             scale=1.0 / self.avg_num_neighbors,
@@ -114,4 +114,4 @@ class LinearACE(ZooModel):
         e = jnp.sum(w[idx] * b, axis=-1)
         if self.use_bias:
             e = e + self.param("bias", nn.initializers.zeros, (self.n_species,), dt)[idx]
-        return self._finish(mask, base, e)
+        return self._finish(mask, e)

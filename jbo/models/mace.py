@@ -11,8 +11,8 @@ Per layer ``t`` (Batatia et al., NeurIPS 2022), on dense pair arrays with e3nn-j
    layer, as in MACE), and a readout per layer: linear for inner layers, an MLP for the last.
 
 Every weight acting on zero input gives zero (no biases, ``silu(0) = 0``), so an atom without
-neighbours has ``h = 0`` at every layer and predicts exactly its ``atom_energies`` baseline
-unless ``use_bias=True`` (biases in the final readout MLP).
+neighbours has ``h = 0`` at every layer and predicts exactly 0 (its energy is the model's
+composition baseline) unless ``use_bias=True`` (biases in the final readout MLP).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ class MACE(MACEHypers):
     @nn.compact
     def atomic_energies(self, positions, species, mask) -> jax.Array:
         """``[N]`` per-atom energies (eV); exactly 0 for masked atoms."""
-        _, idx, mask, pairs, base = self._prepare(positions, species, mask)
+        _, idx, mask, pairs = self._prepare(positions, species, mask)
         dt = pairs.vec.dtype
         sh = layers.spherical_harmonics(pairs.vec, self.max_ell)
         radial = layers.radial_basis(pairs.r, self.num_radial, self.cutoff)
@@ -192,4 +192,4 @@ class MACE(MACEHypers):
             else:
                 e_t = layers.MLP((1,), use_bias=False, dtype=self.dtype, name=f"readout_{t}")(scalars)
             energy = energy + e_t[:, 0]
-        return self._finish(mask, base, energy)
+        return self._finish(mask, energy)

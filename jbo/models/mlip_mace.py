@@ -26,7 +26,7 @@ Absent atoms still run through the per-node layers (their outputs are discarded)
 energy equals that of the extracted subcluster to rounding. mlip's network gives an isolated
 atom a non-zero energy (species embedding -> linear -> residual -> readout). With
 ``use_bias=False`` (default) we subtract it, read off ``S`` edgeless "ghost" nodes (one per
-species) in the same graph, so an isolated atom predicts exactly ``atom_energies``;
+species) in the same graph, so an isolated atom predicts exactly 0;
 ``use_bias=True`` keeps it (a learned per-species shift), as :mod:`jbo.models.nequip` does.
 
 ``mlip`` is an optional dependency (``pip install 'jbo[mlip]'``), imported when the model is
@@ -87,7 +87,7 @@ class MlipMACE(MACEHypers):
         radial_hidden: hidden widths of the radial MLP (mlip ``radial_mlp_hidden``).
         readout_hidden: scalars in the last layer's readout MLP (mlip ``readout_irreps[0]``).
         avg_num_neighbors: normalisation of the neighbour sum (mlip ``DatasetInfo``).
-        use_bias: keep the network's isolated-atom output (False: isolated atom = baseline).
+        use_bias: keep the network's isolated-atom output (False: an isolated atom gives 0).
     """
 
 
@@ -121,7 +121,7 @@ class MlipMACE(MACEHypers):
     def atomic_energies(self, positions, species, mask) -> jax.Array:
         """``[N]`` per-atom energies (eV); exactly 0 for masked atoms."""
         *_, Graph, GraphNodes, GraphEdges, GraphGlobals, EdgeOrdering = _mlip()
-        _, idx, mask, pairs, base = self._prepare(positions, species, mask)
+        _, idx, mask, pairs = self._prepare(positions, species, mask)
         dt = pairs.vec.dtype
         n, s = mask.shape[0], self.n_species
         senders, receivers = _dense_edges(n)
@@ -153,4 +153,4 @@ class MlipMACE(MACEHypers):
         e = out[:n]
         if not self.use_bias:
             e = e - out[n:][idx]
-        return self._finish(mask, base, e)
+        return self._finish(mask, e)

@@ -20,7 +20,7 @@ energy equals that of the extracted subcluster to rounding. jax-md's ``shift``/`
 jax-md's network gives an isolated atom a non-zero energy (node embedding -> self-connection
 -> gate -> linear readout all act without neighbours). With ``use_bias=False`` (default) we
 subtract that per-species constant, read off ``S`` extra edgeless "ghost" nodes (one per
-species) evaluated in the same graph, so an isolated atom predicts exactly ``atom_energies``; ``use_bias=True``
+species) evaluated in the same graph, so an isolated atom predicts exactly 0; ``use_bias=True``
 keeps it (it then acts as a learned per-species shift).
 """
 
@@ -65,7 +65,7 @@ class NequIP(ZooModel):
         num_basis: Bessel basis functions.
         radial_hidden, radial_layers: radial MLP width and depth.
         avg_num_neighbors: jax-md's ``n_neighbors`` normalisation constant.
-        use_bias: keep the network's isolated-atom output (False: isolated atom = baseline).
+        use_bias: keep the network's isolated-atom output (False: an isolated atom gives 0).
     """
 
     cutoff: float = 5.0
@@ -103,7 +103,7 @@ class NequIP(ZooModel):
 
     def atomic_energies(self, positions, species, mask) -> jax.Array:
         """``[N]`` per-atom energies (eV); exactly 0 for masked atoms."""
-        _, idx, mask, pairs, base = self._prepare(positions, species, mask)
+        _, idx, mask, pairs = self._prepare(positions, species, mask)
         dt = pairs.vec.dtype
         n, s = mask.shape[0], self.n_species
         senders, receivers = _dense_edges(n)
@@ -129,4 +129,4 @@ class NequIP(ZooModel):
         e = out[:n]
         if not self.use_bias:
             e = e - out[n:][idx]
-        return self._finish(mask, base, e)
+        return self._finish(mask, e)

@@ -107,7 +107,7 @@ class PET(ZooModel):
         """``[N]`` per-atom energies (eV); exactly 0 for masked atoms."""
         if self.d_model % self.num_heads:
             raise ValueError("d_model must be a multiple of num_heads")
-        _, idx, mask, pairs, base = self._prepare(positions, species, mask)
+        _, idx, mask, pairs = self._prepare(positions, species, mask)
         dt = pairs.vec.dtype
         n = mask.shape[0]
         zero = jnp.zeros((), dt)
@@ -148,4 +148,4 @@ class PET(ZooModel):
                 name=f"readout_{t}",
             )(edges)[..., 0]  # [N, N]
             energy = energy + jnp.sum(pairs.fc * e_edge, axis=1)
-        return self._finish(mask, base, energy)
+        return self._finish(mask, energy)

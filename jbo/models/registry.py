@@ -101,6 +101,10 @@ def create(name: str, **hypers) -> ZooModel:
     cls = _cls(name)
     valid = default_hypers(name)
     unknown = sorted(set(hypers) - set(valid))
+    if "atom_energies" in unknown:
+        raise ValueError("atom_energies is no zoo hyperparameter: the composition baseline is the "
+                         "model's (jbo.models.Model.of(module, params, baseline={Z: eV}); "
+                         "training fits it: TrainConfig.baseline, baseline_from_atoms)")
     if unknown:
         raise ValueError(f"unknown hyperparameters {unknown} for {name!r}; valid: {sorted(valid)}")
     hypers = {k: _normalise(k, v) for k, v in hypers.items()}
@@ -108,11 +112,7 @@ def create(name: str, **hypers) -> ZooModel:
     if len(species) == 0 or len(set(species)) != len(species) or min(species) < 1:
         raise ValueError(f"species must be distinct atomic numbers >= 1, got {species}")
     hypers["species"] = species
-    e0 = tuple(float(e) for e in hypers.get("atom_energies", valid["atom_energies"]))
-    if e0 and len(e0) != len(species):
-        raise ValueError(f"atom_energies has {len(e0)} entries for {len(species)} species")
-    hypers["atom_energies"] = e0
-    for key in sorted(set(valid) - {"species", "atom_energies", "dtype"}):
+    for key in sorted(set(valid) - {"species", "dtype"}):
         _check_hyper(name, key, hypers.get(key, valid[key]), valid[key], cls.choices.get(key))
     return cls(**hypers)
 

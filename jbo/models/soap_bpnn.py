@@ -9,7 +9,8 @@ contribute), and the rotation-invariant power spectrum is
 
 An MLP chosen by the centre's species maps ``p[i]`` to the learned part of its energy. With
 ``use_bias=False`` (the default) and ``silu(0) = 0`` an isolated atom (``p = 0``) predicts
-exactly its composition energy ``atom_energies[species]``, as the reference study required.
+exactly 0, so its energy is the model's composition baseline c_Z, as the reference study
+required.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class SoapBPNN(ZooModel):
 
     def features(self, positions, species, mask) -> jax.Array:
         """``[N, F]`` scaled power spectrum of each atom (0 for masked or isolated atoms)."""
-        _, idx, _, pairs, _ = self._prepare(positions, species, mask)
+        _, idx, _, pairs = self._prepare(positions, species, mask)
         return self.descriptor(pairs, idx)
 
     @property
@@ -100,7 +101,7 @@ class SoapBPNN(ZooModel):
 
     def atomic_energies(self, positions, species, mask) -> jax.Array:
         """``[N]`` per-atom energies (eV); exactly 0 for masked atoms."""
-        _, idx, mask, pairs, base = self._prepare(positions, species, mask)
+        _, idx, mask, pairs = self._prepare(positions, species, mask)
         p = self.descriptor(pairs, idx)
         e = self.readout(p, idx)[:, 0]
-        return self._finish(mask, base, e)
+        return self._finish(mask, e)

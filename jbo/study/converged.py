@@ -110,8 +110,8 @@ def train_cell(cell: Cell, data: RegimeData, path: Path) -> None:
         val_curve=dict(step=[int(h["step"]) for h in res.history], mae=curve,
                        force_mae=[h["val_force_mae"] for h in res.history]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    models.save(path, res, metadata=dict(key=key, cell=cell.to_json(),
-                                         stop_reason=res.stop_reason, training=training))
+    models.save(path, res.model, metadata=dict(key=key, cell=cell.to_json(),
+                                               stop_reason=res.stop_reason, training=training))
     if path.stat().st_size > MAX_MODEL_BYTES:
         raise ValueError(f"{path} is {path.stat().st_size} bytes, over the {MAX_MODEL_BYTES} "
                          "a shipped study model may take (issue 15: <= 20 MB for all of them); "

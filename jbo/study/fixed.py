@@ -160,7 +160,8 @@ def cached(cell: Cell, data: Data, cache: CellCache) -> dict | None:
 
 
 def train_cell(cell: Cell, data: Data):
-    """Train ``cell``; returns (the trained model, :class:`jbo.models.Trained`; info dict)."""
+    """Train ``cell``; returns (the trained :class:`jbo.models.Model`, with the parameters of
+    the last step; info dict)."""
     import jax
 
     from jbo.train.config import parse_makeup
@@ -192,7 +193,7 @@ def train_cell(cell: Cell, data: Data):
                 hypers=cell.hypers(), baseline_from_atoms=atoms,
                 baseline={str(z): res.model.baseline[z]  # eV per atom
                           for z in sorted({int(z) for r in rows for z in r.species})})
-    return res.trained(res.params), info
+    return res.model.replace(params=res.params), info
 
 
 def device_mesh():

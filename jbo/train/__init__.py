@@ -9,7 +9,6 @@ See :mod:`jbo.train.loop` (loop, exact resume), :mod:`jbo.train.regularizers` (p
 the unbiased stochastic estimator), :mod:`jbo.train.sharding` (data parallelism, TPUs).
 """
 
-from jbo.models.trained import Trained  # the type of jbo.models.load, re-exported
 from jbo.train.checkpoints import CheckpointError, Checkpoints
 from jbo.train.config import RegularizerConfig, TrainConfig
 from jbo.train.loop import TrainingDiverged, TrainResult, evaluate, train
@@ -18,5 +17,5 @@ from jbo.train.model import load_trained
 from jbo.train.regularizers import body_order_penalty
 
 __all__ = ["TrainConfig", "RegularizerConfig", "train", "TrainResult", "TrainingDiverged",
-           "evaluate", "TrainState", "load_trained", "Trained", "Checkpoints", "CheckpointError",
+           "evaluate", "TrainState", "load_trained", "Checkpoints", "CheckpointError",
            "body_order_penalty"]

@@ -25,7 +25,7 @@ import numpy as np
 
 from jbo.data.batch import Batch, pad_records
 from jbo.data.records import Record, check_records
-from jbo.models.trained import EnergyModel, Trained, energy_model
+from jbo.models.model import Model
 from jbo.train import dataset as ds
 from jbo.train import sharding
 from jbo.train.checkpoints import Checkpoints
@@ -48,10 +48,13 @@ class TrainingDiverged(RuntimeError):
 
 @dataclasses.dataclass
 class TrainResult:
+    """What :func:`train` returns; ``model`` is the trained :class:`jbo.models.Model` with the
+    parameters of the lowest validation MAE (the final ones without validation data), ready for
+    the engine, ``jbo.analysis`` and ``jbo.models.save``; ``model.replace(params=params)`` is
+    the one after the last step."""
+
     params: Any  # parameters after the last step
-    best_params: Any  # lowest validation MAE (the final ones without validation data)
-    model: EnergyModel
-    module: Any
+    model: Model  # the best parameters (meta {}, step -1)
     config: TrainConfig
     history: list[dict[str, float]]  # one row per evaluation (see MetricsLog.EPOCH_FIELDS)
     steps: list[dict[str, float]]  # one row per optimizer step
@@ -60,11 +63,13 @@ class TrainResult:
     seconds: float
     state: TrainState | None = None  # the final training state (host arrays)
 
-    def trained(self, params=None) -> Trained:
-        """The model with ``params`` (default: the best ones) as a :class:`Trained` potential,
-        ready for the engine, ``jbo.analysis`` and ``jbo.models.save`` (meta {}, step -1)."""
-        return Trained(self.module, self.best_params if params is None else params,
-                       self.model, {}, -1)
+    def trained(self, params=None) -> Model:
+        """Deprecated: ``result.model`` (``.replace(params=...)`` for other parameters)."""
+        import warnings
+        warnings.warn("TrainResult.trained() is deprecated: use result.model (the best "
+                      "parameters) or result.model.replace(params=...)", DeprecationWarning,
+                      stacklevel=2)
+        return self.model if params is None else self.model.replace(params=params)
 
 
 @dataclasses.dataclass
@@ -73,8 +78,7 @@ class Run:
 
     config: TrainConfig
     data: ds.Datasets
-    module: Any
-    model: EnergyModel
+    model: Model  # the initial parameters; the step's spec holds it without them
     spec: StepSpec
     mesh: Any
     state: TrainState
@@ -145,11 +149,11 @@ def _setup(config: TrainConfig, module, records: list[Record] | None) -> Run:
                   known_species=None if known is None else tuple(int(z) for z in known),
                   where=f"{config.db}: " if records is None else "records=: ")
     params = init_params(module, pad_records(data.train[:1], n_max), config.seed, dtype)
-    model = energy_model(module, params, base, scale, dtype)
+    model = Model.of(module, params, base, scale, dtype)
     # the schedule spans all epochs, not ``max_steps``: a run stopped early and resumed sees
     # the same learning rates as one that never stopped
     opt = OptSpec.of(config, config.epochs * n_batches)
-    spec = StepSpec(model, opt, rc, config.energy_weight, config.force_weight,
+    spec = StepSpec(model.replace(params=None), opt, rc, config.energy_weight, config.force_weight,
                     config.ema_decay, mesh, config.rotate)
     state = TrainState.initial(params, init_opt(opt, params), config.seed)
     meta = run_meta(config, base, scale, n_batches, hypers)
@@ -165,7 +169,7 @@ def _setup(config: TrainConfig, module, records: list[Record] | None) -> Run:
         state = state.replace(**{k: put(getattr(state, k)) for k in ("params", "opt_state",
                                                                       "ema", "key")})
     has_f = any(r.forces is not None for r in data.val)
-    return Run(config, data, module, model, spec, mesh, state, train_dev, reg_dev, val_dev, bsz,
+    return Run(config, data, model, spec, mesh, state, train_dev, reg_dev, val_dev, bsz,
                sharding.round_up(bsz, mesh), min(rc.batch_size, max(len(data.reg), 1)),
                n_batches, total, ckpt, meta, has_f)
 
@@ -198,8 +202,8 @@ def train(config: TrainConfig, *, module=None, records: list[Record] | None = No
     state = run.state.to_host()
     # without validation data (or before the first validation) the best are the last ones
     best = state.best_params if run.data.val and int(state.evals) else _evaluated(run, state)
-    return TrainResult(state.params, best, run.model, run.module, config, log.epochs, log.steps,
-                       run.data, reason, time.perf_counter() - t_start, state)
+    return TrainResult(state.params, run.model.replace(params=best), config, log.epochs,
+                       log.steps, run.data, reason, time.perf_counter() - t_start, state)
 
 
 def _loop(run: Run, log: MetricsLog, pbar, on_step, t0: float) -> str:
@@ -260,7 +264,7 @@ def _loop(run: Run, log: MetricsLog, pbar, on_step, t0: float) -> str:
 def _evaluate_and_decide(run: Run, state: TrainState, log: MetricsLog, t0: float):
     cfg = run.config
     params = state.ema if cfg.ema_decay > 0 else state.params
-    val = evaluate_device(run.model, params, run.val_dev, run.has_forces)
+    val = evaluate_device(run.model.replace(params=params), run.val_dev, run.has_forces)
     step = int(state.step)
     reason = None
     if val:  # without validation data nothing is scored: the last parameters are kept
@@ -346,15 +350,15 @@ def _val_chunks(records: list[Record], mesh, size: int = 64) -> list[Batch]:
             for i in range(0, len(records), size)]
 
 
-def evaluate_device(model: EnergyModel, params, chunks: list[Batch], forces: bool = False
+def evaluate_device(model: Model, chunks: list[Batch], forces: bool = False
                     ) -> dict[str, float]:
-    """Energy MAE/RMSE (meV/atom) and, with ``forces``, force MAE/RMSE (meV/Å) of padded
-    device-resident chunks; one host transfer. ``{}`` without chunks."""
+    """Energy MAE/RMSE (meV/atom) and, with ``forces``, force MAE/RMSE (meV/Å) of ``model`` on
+    padded device-resident chunks; one host transfer. ``{}`` without chunks."""
     if not chunks:
         return {}
     tot = None
     for c in chunks:
-        s = eval_sums(model, params, c, forces)
+        s = eval_sums(model, c, forces)
         tot = s if tot is None else jax.tree_util.tree_map(jnp.add, tot, s)
     tot = {k: float(v) for k, v in jax.device_get(tot).items()}
     out = {"mae": 1e3 * tot["abs_e"] / tot["n"], "rmse": 1e3 * np.sqrt(tot["sq_e"] / tot["n"])}
@@ -364,13 +368,13 @@ def evaluate_device(model: EnergyModel, params, chunks: list[Batch], forces: boo
     return out
 
 
-def evaluate(model: EnergyModel, params, records: list[Record], batch_size: int = 64,
-             mesh=None, forces: bool = False) -> dict[str, float]:
-    """Energy MAE/RMSE (meV/atom) of ``records`` (and force MAE/RMSE in meV/Å with
-    ``forces``); ``{}`` when there are none."""
-    params = sharding.replicate(jax.tree_util.tree_map(jnp.asarray, params), mesh)
+def evaluate(model: Model, records: list[Record], batch_size: int = 64, mesh=None,
+             forces: bool = False) -> dict[str, float]:
+    """Energy MAE/RMSE (meV/atom) of ``model`` on ``records`` (and force MAE/RMSE in meV/Å
+    with ``forces``); ``{}`` when there are none."""
+    model = sharding.replicate(jax.tree_util.tree_map(jnp.asarray, model), mesh)
     forces = forces and any(r.forces is not None for r in records)
-    return evaluate_device(model, params, _val_chunks(records, mesh, batch_size), forces)
+    return evaluate_device(model, _val_chunks(records, mesh, batch_size), forces)
 
 
 def _progress(enabled: bool, total: int, initial: int):

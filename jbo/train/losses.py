@@ -1,4 +1,4 @@
-"""Pure energy/force losses of a trained model (:class:`jbo.models.trained.EnergyModel`).
+"""Pure energy/force losses of a model (:class:`jbo.models.Model`, its params the leaves).
 
 The trained energy of a structure is
 
@@ -11,40 +11,35 @@ units of s per atom, so λ and the loss weights are dimensionless.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
-from jbo.models.trained import EnergyModel
+from jbo.models.model import Model
 from jbo.potential import cast_tree
 
 __all__ = ["structure_energy", "batch_energy_forces", "energy_force_loss", "cast_tree"]
 
-Params = Any
+
+def structure_energy(model: Model, positions, species, mask, dtype=None) -> jnp.ndarray:
+    """Energy (eV, float64) of one structure ``positions[N,3]`` where ``mask[N]`` is True; the
+    module computes in ``dtype`` (default: the model's training dtype)."""
+    return model.potential_in(dtype or model.dtype).energy(positions, species, mask)
 
 
-def structure_energy(model: EnergyModel, params: Params, positions, species, mask,
-                     dtype=None) -> jnp.ndarray:
-    """Energy (eV, float64) of one structure ``positions[N,3]`` where ``mask[N]`` is True."""
-    return model.potential(params, dtype or model.dtype).energy(positions, species, mask)
-
-
-def batch_energy_forces(model: EnergyModel, params: Params, positions, species, mask,
-                        forces: bool = False):
+def batch_energy_forces(model: Model, positions, species, mask, forces: bool = False):
     """Energies ``[B]`` (eV) and, if ``forces``, forces ``[B,N,3]`` (eV/Å) of a padded batch."""
     def one(pos, sp, m):
-        return structure_energy(model, params, pos, sp, m)
+        return structure_energy(model, pos, sp, m)
     if not forces:
         return jax.vmap(one)(positions, species, mask), None
     e, g = jax.vmap(jax.value_and_grad(one))(positions, species, mask)
     return e, -jnp.where(mask[..., None], g, 0.0)
 
 
-def energy_force_loss(params: Params, batch: dict[str, jnp.ndarray], model: EnergyModel,
-                      energy_weight: float = 1.0, force_weight: float = 0.0
+def energy_force_loss(model: Model, batch, energy_weight: float = 1.0, force_weight: float = 0.0
                       ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
-    """Weighted MSE of per-atom energies (and forces), in units of the scale s.
+    """Weighted MSE of per-atom energies (and forces) of ``model`` (its params) on a padded
+    :class:`jbo.data.batch.Batch`, in units of the scale s.
 
     loss = w_E Σ_b w_b ((E_b − Ê_b)/(n_b s))² / Σ_b w_b
          + w_F Σ_{b,i} w_b |F_bi − F̂_bi|² / (3 s² Σ_b w_b n_b [b has forces])
@@ -58,7 +53,7 @@ def energy_force_loss(params: Params, batch: dict[str, jnp.ndarray], model: Ener
     """
     use_f = force_weight > 0
     mask = batch.mask
-    e, f = batch_energy_forces(model, params, batch.positions, batch.species, mask, use_f)
+    e, f = batch_energy_forces(model, batch.positions, batch.species, mask, use_f)
     w = batch.weight
     n = jnp.maximum(jnp.sum(mask, -1), 1)
     de = (e - batch.energy) / n

@@ -1,5 +1,5 @@
 """Build a zoo model for training, and load a trained one back from its checkpoints (as a
-:class:`jbo.models.Trained`, the type :func:`jbo.models.load` returns)."""
+:class:`jbo.models.Model`, the type :func:`jbo.models.load` returns)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from jbo import models
-from jbo.models.trained import Trained, energy_model
+from jbo.models.io import legacy_atom_energies
+from jbo.models.model import Model
 from jbo.potential import cast_tree
 from jbo.train.checkpoints import Checkpoints
 from jbo.train.runs import check_belongs
@@ -44,7 +45,7 @@ def init_params(module, sample, seed: int, dtype) -> Any:
                  jnp.asarray(sample.species[0]), jnp.asarray(sample.mask[0]), dtype)
 
 
-def load_trained(directory: str | Path, which: str = "best", module=None) -> Trained:
+def load_trained(directory: str | Path, which: str = "best", module=None) -> Model:
     """Load ``<run>/checkpoints`` (or a checkpoint folder itself), or a model file written
     by :func:`jbo.models.save`.
 
@@ -70,11 +71,9 @@ def load_trained(directory: str | Path, which: str = "best", module=None) -> Tra
     state, meta, step = Checkpoints(directory).restore()
     if run_dir is not None:
         check_belongs(run_dir, meta["config"], step)
+    hypers, baseline = legacy_atom_energies(meta["hypers"], meta["scale"], meta["baseline"])
     if module is None:
-        module = create_module(meta["model"], meta["hypers"], meta["dtype"])
-    dtype = jnp.dtype(meta["dtype"])
+        module = create_module(meta["model"], hypers, meta["dtype"])
     params = state["best_params" if which == "best" else "params"]
     params = jax.tree_util.tree_map(jnp.asarray, params)
-    base = {int(z): float(c) for z, c in meta["baseline"].items()}
-    return Trained(module, params, energy_model(module, params, base, meta["scale"], dtype),
-                   meta, step)
+    return Model.of(module, params, baseline, meta["scale"], meta["dtype"], meta, step)

@@ -19,7 +19,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jbo.data.batch import Batch
-from jbo.models.trained import EnergyModel
+from jbo.models.model import Model
 from jbo.rotations import random_rotations, rotate
 from jbo.train.config import RegularizerConfig, TrainConfig
 from jbo.train.losses import batch_energy_forces, energy_force_loss
@@ -73,7 +73,7 @@ class StepSpec:
     rotate: rotational augmentation of every step's structures (:func:`augment`).
     """
 
-    model: EnergyModel
+    model: Model  # with params=None: the architecture, baseline and scale (static)
     opt: OptSpec
     reg: RegularizerConfig
     energy_weight: float = 1.0
@@ -89,13 +89,13 @@ def objective(spec: StepSpec, params, batch, reg_batch, key, step=0):
     With ``reg.every = n > 1`` the penalty is evaluated (``lax.cond``) only when
     ``step % n == 0`` and weighted by n; on the other steps it is reported as 0.
     """
-    rc, model = spec.reg, spec.model
-    loss, sums = energy_force_loss(params, batch, model, spec.energy_weight, spec.force_weight)
+    rc, model = spec.reg, spec.model.replace(params=params)
+    loss, sums = energy_force_loss(model, batch, spec.energy_weight, spec.force_weight)
     reg = jnp.zeros((), jnp.float64)
     if rc.lam > 0:
         def penalty(p):
             pen = body_order_penalty(
-                model.potential(p, jnp.float64), reg_batch.positions,
+                model.replace(params=p).potential, reg_batch.positions,
                 reg_batch.species, reg_batch.mask, key, order=rc.order, mode=rc.mode,
                 weights=rc.weights, scale=model.scale, exact_max_atoms=rc.exact_max_atoms,
                 samples=rc.samples, max_order=rc.max_order, backend=rc.backend)
@@ -218,12 +218,13 @@ def run_steps(spec: StepSpec, params, opt_state, ema, data, reg_data, key, plan,
     return params, opt_state, ema, i, bufs
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def eval_sums(model: EnergyModel, params, batch: Batch, forces: bool = False):
-    """Additive error sums of a padded batch: ``n`` structures, ``abs_e``/``sq_e`` (eV/atom
-    per structure), ``n_f`` force components, ``abs_f``/``sq_f`` (eV/Å)."""
+@functools.partial(jax.jit, static_argnums=2)
+def eval_sums(model: Model, batch: Batch, forces: bool = False):
+    """Additive error sums of ``model`` on a padded batch: ``n`` structures, ``abs_e``/``sq_e``
+    (eV/atom per structure), ``n_f`` force components, ``abs_f``/``sq_f`` (eV/Å). The model is
+    traced (its params): new params of the same model reuse the program."""
     w = batch.weight
-    e, f = batch_energy_forces(model, params, batch.positions, batch.species, batch.mask, forces)
+    e, f = batch_energy_forces(model, batch.positions, batch.species, batch.mask, forces)
     de = (e - batch.energy) / jnp.maximum(jnp.sum(batch.mask, -1), 1)
     out = {"n": jnp.sum(w), "abs_e": jnp.sum(w * jnp.abs(de)), "sq_e": jnp.sum(w * de**2)}
     if forces:
