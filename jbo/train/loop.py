@@ -63,14 +63,6 @@ class TrainResult:
     seconds: float
     state: TrainState | None = None  # the final training state (host arrays)
 
-    def trained(self, params=None) -> Model:
-        """Deprecated: ``result.model`` (``.replace(params=...)`` for other parameters)."""
-        import warnings
-        warnings.warn("TrainResult.trained() is deprecated: use result.model (the best "
-                      "parameters) or result.model.replace(params=...)", DeprecationWarning,
-                      stacklevel=2)
-        return self.model if params is None else self.model.replace(params=params)
-
 
 @dataclasses.dataclass
 class Run:
