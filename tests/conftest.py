@@ -52,7 +52,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     assert jax.device_count() == 8, jax.devices()
     out = {{}}
 
-    # data-parallel training of the toy run (tests/test_train.py)
+    # data-parallel training of the toy run (tests/train/test_train.py)
     from jbo.train import TrainConfig, train
     from tests.toy import ToyEAM
     r = train(TrainConfig.from_dict(json.loads({cfg!r})), module=ToyEAM())

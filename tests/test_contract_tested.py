@@ -3,7 +3,7 @@
 ``jbo.potential.contract_tested`` marks apply functions and zoo classes; the engine then skips
 its (compile-heavy) check for potentials built only of marked parts. Here every marked function
 is shown to keep the contract exactly (masked == extracted alone, several subsets), the zoo
-classes are covered by tests/test_models.py (``test_mask_equals_extracted_subcluster`` runs on
+classes are covered by tests/models/test_models.py (``test_mask_equals_extracted_subcluster`` runs on
 every registry model), and a mark nobody covers fails :func:`test_every_mark_is_covered`.
 """
 

@@ -235,3 +235,15 @@ def test_models_import_no_training_analysis_or_data():
     _, packages = _every_import_graphs()
     higher = packages["jbo.models"] & {"jbo.train", "jbo.analysis", "jbo.data"}
     assert not higher, f"jbo.models imports {sorted(higher)}: move the shared piece down"
+
+
+def test_tests_mirror_the_package_tree():
+    """tests/ mirrors jbo/: a test folder per subpackage (tests/models for jbo.models, ...) plus
+    tests/experiments for the studies; the engine's top-level modules are tested in tests/."""
+    tests = PKG.parent / "tests"
+    folders = {p.name for p in tests.iterdir() if (p / "__init__.py").is_file()}
+    packages = {p.name for p in PKG.iterdir() if (p / "__init__.py").is_file()}
+    assert folders - packages <= {"experiments"}, f"test folders without a package: {folders}"
+    assert packages <= folders, f"packages without a test folder: {sorted(packages - folders)}"
+    empty = [f for f in folders if not list((tests / f).glob("test_*.py"))]
+    assert not empty, f"test folders without tests: {empty}"

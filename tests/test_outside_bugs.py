@@ -26,7 +26,7 @@ from jbo.cli import main
 from jbo.decompose import body_orders, connected_plan
 from jbo.potential import Potential, as_potential
 from jbo.models import Model
-from tests.test_train_forces import SMALL
+from tests.train.test_train_forces import SMALL
 from tests.toy import toy_cluster
 
 

@@ -66,7 +66,7 @@ def ace_basis(density, max_l: int, correlation: int) -> jax.Array:
     return jnp.concatenate(feats, axis=-1)
 
 
-@contract_tested  # tests/test_models.py: masked == extracted, every zoo model
+@contract_tested  # tests/models/test_models.py: masked == extracted, every zoo model
 class LinearACE(ZooModel):
     """Linear atomic cluster expansion of correlation order ``correlation`` (body order nu+1).
 

@@ -137,7 +137,7 @@ class MACEHypers(ZooModel):
     data_constants: ClassVar[tuple[str, ...]] = ("avg_num_neighbors",)
 
 
-@contract_tested  # tests/test_models.py: masked == extracted, every zoo model
+@contract_tested  # tests/models/test_models.py: masked == extracted, every zoo model
 class MACE(MACEHypers):
     """MACE-like model.
 

@@ -73,7 +73,7 @@ def _given_vectors(vectors, senders_pos, receivers_pos, cell):
     return vectors
 
 
-@contract_tested  # tests/test_models.py: masked == extracted, every zoo model
+@contract_tested  # tests/models/test_models.py: masked == extracted, every zoo model
 class MlipMACE(MACEHypers):
     """MACE (mlip implementation) on a dense masked graph; hypers named as :class:`jbo.models.MACE`.
 

@@ -54,7 +54,7 @@ def _dense_edges(n: int) -> tuple[np.ndarray, np.ndarray]:
     return j.astype(np.int32), i.astype(np.int32)
 
 
-@contract_tested  # tests/test_models.py: masked == extracted, every zoo model
+@contract_tested  # tests/models/test_models.py: masked == extracted, every zoo model
 class NequIP(ZooModel):
     """NequIP (jax-md implementation) on a dense masked graph.
 

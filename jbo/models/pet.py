@@ -74,7 +74,7 @@ class TransformerBlock(nn.Module):
         return jnp.where(valid[..., None], tokens, jnp.zeros((), tokens.dtype))
 
 
-@contract_tested  # tests/test_models.py: masked == extracted, every zoo model
+@contract_tested  # tests/models/test_models.py: masked == extracted, every zoo model
 class PET(ZooModel):
     """PET-like transformer.
 

@@ -45,7 +45,7 @@ def power_spectrum(density, max_l: int) -> jax.Array:
     return jnp.concatenate(feats, axis=-1)
 
 
-@contract_tested  # tests/test_models.py: masked == extracted, every zoo model
+@contract_tested  # tests/models/test_models.py: masked == extracted, every zoo model
 class SoapBPNN(ZooModel):
     """SOAP power spectrum + per-species MLP.
 

@@ -60,7 +60,7 @@ def test_davidson_keeps_the_lower_of_two_near_degenerate_doublets():
     give the dense ground state of the whole M_S = 1/2 sector."""
     from jbo.data.records import read_parents
 
-    shipped = Path(__file__).resolve().parents[1] / "data" / "h_clusters.npz"
+    shipped = Path(__file__).resolve().parents[2] / "data" / "h_clusters.npz"
     p = read_parents(shipped, cluster="low-n10-s30003")[0]
     idx = [i for i in range(p.n) if 762 >> i & 1]
     at = Atoms(numbers=p.numbers[idx], positions=p.positions[idx])

@@ -17,7 +17,7 @@ import pytest
 from jbo.study import Cell, CellCache, CellResult, Grid, StopReason, axis, fingerprint
 from jbo.study.fixed import cached
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
 CELLS = sorted(RESULTS.glob("*/cells/*.json"))
 FIXED_STUDIES = ("body_order_trends", "body_order_trends_bias", "learning_curves",

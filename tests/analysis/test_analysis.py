@@ -14,7 +14,7 @@ import pytest
 from jbo import analysis, potentials, testing
 from jbo.data.records import Record, read_parents
 
-SHIPPED = Path(__file__).resolve().parents[1] / "data" / "h_clusters.npz"
+SHIPPED = Path(__file__).resolve().parents[2] / "data" / "h_clusters.npz"
 needs_data = pytest.mark.skipif(not SHIPPED.exists(), reason="data/h_clusters.npz not built")
 
 # E^(1..n) (eV) of shipped parents, computed by the pre-analysis-layer code (jbo.data.mbe at

@@ -19,7 +19,7 @@ from jbo.train import TrainConfig, train
 from jbo.train.config import RegularizerConfig
 from jbo.train.runs import config_diff
 from jbo.train.step import OptSpec, StepSpec, augment, objective
-from tests.test_train import OLD_LOOP_LOSS, OLD_LOOP_VAL, roundoff_rtol
+from tests.train.test_train import OLD_LOOP_LOSS, OLD_LOOP_VAL, roundoff_rtol
 from tests.toy import ToyEAM, reference_energy, reference_forces, toy_cluster, toy_config
 
 

@@ -13,7 +13,7 @@ from jbo.data import clusters
 from jbo.data.records import read_parents, write_compact
 from jbo.data.validate import relabel
 
-SHIPPED = Path(__file__).resolve().parents[1] / "data" / "h_clusters.npz"
+SHIPPED = Path(__file__).resolve().parents[2] / "data" / "h_clusters.npz"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from jbo.decompose import body_orders
 from jbo.models import Model
 from tests.toy import toy_cluster
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOAP = dict(max_radial=2, max_angular=1, hidden=(4,))
 
 

@@ -14,7 +14,7 @@ from jbo.calculator import JboCalculator
 from jbo.decompose import body_orders
 from jbo.models import Model
 from jbo.train.model import load_trained
-from tests.test_train_forces import SLOW, SMALL
+from tests.train.test_train_forces import SLOW, SMALL
 from tests.toy import toy_cluster
 
 BASE = {1: -13.6, 8: -2041.3}

@@ -19,7 +19,7 @@ from jbo.data import clusters, fci, pyscf_tools, reference
 from jbo.data.reference import HARTREE_EV, LabelError, compute
 from tests.backends import count as _count_rows, db_url, rows as _db_rows  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 def _have_block2() -> bool:
     try:
         import block2  # noqa: F401
@@ -246,11 +246,11 @@ def test_label_store_mbe_serial(tmp_path):
     again = label(db_path, parents, n_workers=0, progress=False)
     assert again.written_ok == 0 and again.skipped == 22
     db = connect(db_path)
-    full = db.get(cluster=parents[1].info["cluster"], subset=15)
-    assert full.energy == pytest.approx(reference.energy(parents[1]), abs=1e-7)
+    full = db.get(cluster=parents[2].info["cluster"], subset=15)
+    assert full.energy == pytest.approx(reference.energy(parents[2]), abs=1e-7)
     assert full.forces.shape == (4, 3)
     stored = read_parents(db_path)
-    m = reference_mbe(next(p for p in stored if p.cluster == parents[1].info["cluster"]))
+    m = reference_mbe(next(p for p in stored if p.cluster == parents[2].info["cluster"]))
     assert m.truncated[-1] == pytest.approx(m.total, abs=1e-9)
     assert m.per_order[0] == pytest.approx(4 * reference.energy(atom()), abs=1e-7)
     res, skipped = all_mbe(stored)

@@ -35,7 +35,7 @@ def _load(path: Path) -> dict:
 # ---------------------------------------------------------------- pure helpers
 def test_a_cells_test_set_reads_back_as_spectra():
     """A cell's JSON (model and ref_ entries, None where the reference has no MBE) gives the
-    spectra the metrics of jbo.analysis take (metrics by hand: tests/test_analysis.py)."""
+    spectra the metrics of jbo.analysis take (metrics by hand: tests/analysis/test_analysis.py)."""
     t = dict(cluster=["a", "b"], n=[2, 4], regime=["low", "high"], total=[-1.0, -2.0],
              ref_total=[-1.002, -2.0], per_order=[[-1.0, 0.0], [-2.5, 0.4, 0.1, 0.0]],
              ref_per_order=[[-0.9, -0.102], None])

@@ -27,7 +27,7 @@ import jbo  # noqa: F401
 from jbo.decompose import body_orders
 
 CI = os.environ.get("CI") == "true"
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 TOL = 1e-6  # eV per order (eV/Å for forces), float64 everywhere
 
 

@@ -16,8 +16,8 @@ import jbo  # noqa: E402,F401  (float64)
 from jbo import models  # noqa: E402
 from jbo.decompose import body_orders  # noqa: E402
 from jbo.models import Model  # noqa: E402
-from tests.test_engine_with_models import two_fragments  # noqa: E402
-from tests.test_models import quick_jit, random_cluster, random_rotation  # noqa: E402
+from tests.models.test_engine_with_models import two_fragments  # noqa: E402
+from tests.models.test_models import quick_jit, random_cluster, random_rotation  # noqa: E402
 
 SMALL = dict(num_channels=4, max_ell=1, hidden_ell=1, num_radial=4, radial_hidden=(8,),
              readout_hidden=8)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 DB = ROOT / "data" / "h_clusters.npz"
 RESULTS = ROOT / "results" / "genuine"
 EXTRA = {"pet": ("metatomic.torch", "metatrain"), "soap_bpnn": ("metatomic.torch", "metatrain"),

@@ -14,7 +14,7 @@ from jbo.data.mbe import reference_mbe
 from jbo.data.records import read_parents
 from jbo.data.validate import validate
 
-SHIPPED = Path(__file__).resolve().parents[1] / "data" / "h_clusters.npz"
+SHIPPED = Path(__file__).resolve().parents[2] / "data" / "h_clusters.npz"
 pytestmark = pytest.mark.skipif(not SHIPPED.exists(), reason="data/h_clusters.npz not built")
 
 

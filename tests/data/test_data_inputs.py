@@ -19,7 +19,7 @@ from jbo.data.records import read_parents, read_records, write_compact
 from jbo.data.validate import validate
 from tests.toy import ToyEAM, toy_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
