@@ -17,8 +17,9 @@ the body-order structure of the network untouched apart from the order-1 shift. 
     jax.tree.map(f, model)                       # maps over the params only
 
 As a pytree, ``params`` are the only leaves; the flax module, the baseline (a ``[119]`` tuple,
-eV by atomic number), s, the compute dtype and the provenance (``meta``, ``step``) are static,
-compared by value. The engine takes ``model.potential`` (a :class:`jbo.potential.Potential`
+eV by atomic number), s and the compute dtype are static, compared by value. The provenance
+(``meta``, ``step``) rides along but is no part of that comparison: two files of one
+architecture and baseline share every compiled program. The engine takes ``model.potential`` (a :class:`jbo.potential.Potential`
 that carries c and s as leaves), so its programs are keyed on the architecture alone.
 """
 
@@ -140,8 +141,8 @@ class Model:
         dtype = getattr(module, "dtype", "float64") if dtype is None else dtype
         return cls(module, params, baseline, scale, dtype, meta, step)
 
-    def _key(self) -> tuple:
-        return (self.module, self.baseline, self.scale, self.dtype, self.meta, self.step)
+    def _key(self) -> tuple:  # what computing depends on (not the provenance)
+        return (self.module, self.baseline, self.scale, self.dtype)
 
     def __eq__(self, other) -> bool:  # the same static part and the very same params
         return type(other) is Model and self._key() == other._key() \
@@ -216,6 +217,30 @@ class Model:
                 f", dtype={self.dtype}, step={self.step})")
 
 
-jax.tree_util.register_dataclass(
-    Model, data_fields=["params"], meta_fields=["module", "baseline", "scale", "dtype", "meta",
-                                                "step"])
+class _Provenance:
+    """``(meta, step)`` in a model's treedef, equal to every other: provenance never keys a
+    compiled program (inside a trace a model may carry the first traced model's provenance;
+    nothing computed reads it)."""
+
+    __slots__ = ("meta", "step")
+
+    def __init__(self, meta: Meta, step: int):
+        self.meta, self.step = meta, step
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Provenance)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def _flatten(m: Model):
+    return (m.params,), (m.module, m.baseline, m.scale, m.dtype, _Provenance(m.meta, m.step))
+
+
+def _unflatten(aux, children) -> Model:
+    module, baseline, scale, dtype, prov = aux
+    return Model(module, children[0], baseline, scale, dtype, prov.meta, prov.step)
+
+
+jax.tree_util.register_pytree_node(Model, _flatten, _unflatten)

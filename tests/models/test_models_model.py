@@ -55,6 +55,11 @@ def test_jit_is_not_retraced_for_new_params_of_the_same_model():
     energy(second.replace(scale=0.5), x, z)
     assert len(traces) == 2
     assert first.potential.static == second.replace(scale=0.5, meta={"a": 1}).potential.static
+    # provenance is no part of a program's key: two files of one architecture share it
+    filed = second.replace(meta={"run": "regularized", "db": "x.npz"}, step=1200)
+    assert float(energy(filed, x, z)) == float(e2) and len(traces) == 2
+    assert filed.static == second.static and filed == second.replace(step=-1)
+    assert jax.tree.map(lambda p: p, filed).meta["run"] == "regularized"  # kept on the host
 
 
 def test_energy_is_baseline_plus_scaled_module_and_only_order_one_moves():
