@@ -15,19 +15,14 @@ from jbo.models import Model
 from jbo.train import TrainConfig, train
 from jbo.train import dataset as ds
 from jbo.train.losses import energy_force_loss
+from tests.models.test_models import SMALL as MODEL_SMALL
 from tests.toy import (ToyEAM, reference_energy, reference_forces, toy_cluster,
                        write_toy_db)
 
-SMALL = {  # tiny hypers: compile time dominates
+SMALL = {  # tiny hypers (compile time dominates): the model tests' sizes, smaller for two
+    **MODEL_SMALL,
     "soap_bpnn": dict(max_radial=3, max_angular=2, hidden=(8,)),
-    "linear_ace": dict(correlation=2, max_radial=3, max_angular=2),
     "pet": dict(d_model=8, num_heads=2, ffn_dim=8, num_radial=4, readout_hidden=8),
-    "mace": dict(num_channels=4, max_ell=1, hidden_ell=1, num_radial=4, radial_hidden=(8,),
-                 readout_hidden=8),
-    "nequip": dict(hidden_irreps="4x0e + 2x1o", sh_irreps="0e + 1o", num_basis=4,
-                   radial_hidden=8),
-    "mlip_mace": dict(num_channels=4, max_ell=1, hidden_ell=1, num_radial=4, radial_hidden=(8,),
-                      readout_hidden=8),
 }
 SLOW = {"mace", "nequip", "mlip_mace"}  # second derivatives of equivariant nets compile for ~a minute
 
