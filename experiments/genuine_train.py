@@ -6,6 +6,9 @@ A run folder ``RUNS/<regime>/<model>/`` holds ``train/valid/test.extxyz`` (energ
 names of each part), the trainer's input (``options.yaml`` / ``mace.args``, made from the
 committed templates in ``experiments/genuine_inputs/`` with the isolated-H energy filled in),
 and the trainer's own output. The exported model is copied to ``results/genuine/<regime>/``.
+A makeup other than ``full`` (the converged study's ``jbo.train.dataset.select_makeup``: e.g.
+``up_to:4+atoms`` adds the 1-4-atom subclusters of the training parents) changes the training
+part only, and the folder: ``<model>-<makeup made path-safe>`` (:func:`cell_name`).
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import numpy as np
 
 from jbo.study.regimes import RegimeData, test_records, training_rows
 
-__all__ = ["MODELS", "INPUTS", "isolated_h", "split_of", "export_split", "prepare", "train"]
+__all__ = ["MODELS", "INPUTS", "isolated_h", "cell_name", "split_of", "export_split", "prepare",
+           "train"]
 
 INPUTS = Path(__file__).with_name("genuine_inputs")
 MODELS = ("pet", "mace", "soap_bpnn")
-#: the converged study's defaults for makeup `full`, seed 0 (experiments/converged.py)
-SPLIT = dict(makeup="full", val_fraction=0.1, split_seed=0, n_train=None, seed=0)
+#: the converged study's defaults, seed 0 (experiments/converged.py); the makeup is an argument
+SPLIT = dict(val_fraction=0.1, split_seed=0, n_train=None, seed=0)
 BIN = Path(sys.executable).parent
 
 
@@ -41,9 +45,23 @@ def isolated_h(data: RegimeData) -> float:
     return float(np.mean(sorted(e)))
 
 
-def split_of(data: RegimeData, regime: str) -> dict[str, list]:
-    """Full-cluster records of the converged study's train / validation / test parts."""
-    rows, val, _, _ = training_rows(data, regime, SPLIT["makeup"], SPLIT["val_fraction"],
+def cell_name(model: str, makeup: str = "full") -> str:
+    """Folder of a (model, makeup) under ``<regime>/``: ``model`` for ``full``, else
+    ``model-<makeup>`` with ':' dropped and '+' as '_' (``up_to:4+atoms`` -> ``up_to4_atoms``).
+    Raises ValueError for an unknown model or makeup."""
+    from jbo.train.config import parse_makeup
+
+    if model not in MODELS:
+        raise ValueError(f"unknown genuine model {model!r}: one of {', '.join(MODELS)}")
+    parse_makeup(makeup)  # one clear error for a makeup jbo does not know
+    key = "".join(makeup.split())
+    return model if key == "full" else f"{model}-{key.replace(':', '').replace('+', '_')}"
+
+
+def split_of(data: RegimeData, regime: str, makeup: str = "full") -> dict[str, list]:
+    """Records of the converged study's train (the makeup's rows of the training parents) /
+    validation (full clusters) / test (full clusters of the test parents) parts."""
+    rows, val, _, _ = training_rows(data, regime, makeup, SPLIT["val_fraction"],
                                     SPLIT["split_seed"], SPLIT["n_train"], SPLIT["seed"])
     return dict(train=rows, valid=val, test=test_records(data, regime, None)["test"])
 
@@ -61,10 +79,12 @@ def _write(records: list, path: Path) -> None:
     write(str(path), frames, format="extxyz")
 
 
-def export_split(data: RegimeData, regime: str, folder: Path) -> dict[str, list[str]]:
-    """Write ``folder/{train,valid,test}.extxyz`` and ``split.json``; return the names."""
+def export_split(data: RegimeData, regime: str, folder: Path, makeup: str = "full"
+                 ) -> dict[str, list[str]]:
+    """Write ``folder/{train,valid,test}.extxyz`` and ``split.json``; return the cluster names
+    of each part (a parent repeats in ``train`` once per subcluster row of the makeup)."""
     folder.mkdir(parents=True, exist_ok=True)
-    parts = split_of(data, regime)
+    parts = split_of(data, regime, makeup)
     names = {k: [r.cluster for r in v] for k, v in parts.items()}
     for k, v in parts.items():
         if any(r.forces is None for r in v):
@@ -74,15 +94,35 @@ def export_split(data: RegimeData, regime: str, folder: Path) -> dict[str, list[
     return names
 
 
-def prepare(data: RegimeData, regime: str, model: str, folder: Path) -> Path:
-    """Export the split and write the trainer input into ``folder``; returns the input."""
-    export_split(data, regime, folder)
+def _set_epochs(text: str, model: str, epochs: int) -> str:
+    """The trainer input with its epoch count replaced (comments kept; metatrain: also a
+    checkpoint every epoch, so a wall-cut run of few long epochs keeps its newest one)."""
+    import re
+
+    if epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {epochs}")
+    subs = ([(r"^--max_num_epochs=\d+", f"--max_num_epochs={epochs}")] if model == "mace" else
+            [(r"^(\s*num_epochs:\s*)\d+", rf"\g<1>{epochs}"),
+             (r"^(\s*checkpoint_interval:\s*)\d+", r"\g<1>1")])
+    for pattern, new in subs:
+        text, n = re.subn(pattern, new, text, count=1, flags=re.M)
+        if n != 1:
+            raise ValueError(f"{model} input template: no line matching {pattern!r}")
+    return text
+
+
+def prepare(data: RegimeData, regime: str, model: str, folder: Path, makeup: str = "full",
+            epochs: int | None = None) -> Path:
+    """Export the split (``makeup``'s training rows) and write the trainer input into
+    ``folder`` (``epochs``: instead of the template's); returns the input."""
+    export_split(data, regime, folder, makeup)
     e_h = repr(isolated_h(data))
     if model == "mace":
         src, dst = INPUTS / "mace.args", folder / "mace.args"
     else:
         src, dst = INPUTS / f"{model}.yaml", folder / "options.yaml"
-    dst.write_text(src.read_text().replace("ISOLATED_H", e_h))
+    text = src.read_text().replace("ISOLATED_H", e_h)
+    dst.write_text(text if epochs is None else _set_epochs(text, model, epochs))
     return dst
 
 
