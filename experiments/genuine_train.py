@@ -150,9 +150,11 @@ def _exported(model: str, folder: Path) -> Path | None:
     return folder / "model.pt" if (folder / "model.pt").exists() else None
 
 
-def _export_latest_checkpoint(folder: Path) -> Path | None:
-    """metatrain run cut by the wall budget: export its newest checkpoint (``mtt export``)."""
-    ckpts = sorted(folder.glob("outputs/**/*.ckpt"), key=lambda p: p.stat().st_mtime)
+def _export_latest_checkpoint(folder: Path, since: float = 0.0) -> Path | None:
+    """metatrain run cut by the wall budget: export its newest checkpoint (``mtt export``),
+    one written at or after ``since`` (epoch s; an earlier run's checkpoints are not this run)."""
+    ckpts = sorted((p for p in folder.glob("outputs/**/*.ckpt") if p.stat().st_mtime >= since),
+                   key=lambda p: p.stat().st_mtime)
     if not ckpts:
         return None
     subprocess.run([str(BIN / "mtt"), "export", str(ckpts[-1]), "-o", "model.pt"],
@@ -174,12 +176,15 @@ def _finish_mace(folder: Path, log) -> None:
                    stderr=subprocess.STDOUT, check=True)
 
 
-def epochs_done(model: str, folder: Path) -> int:
-    """Epochs the trainer logged in ``folder/train.log`` (the last logged epoch + 1; metatrain
-    logs every ``log_interval`` epochs)."""
+def epochs_done(model: str, folder: Path, start: int = 0) -> int:
+    """Epochs the trainer logged in ``folder/train.log`` from byte ``start`` on (this run's
+    part of the appended log; the last logged epoch + 1; metatrain logs every
+    ``log_interval`` epochs)."""
     import re
 
-    text = (folder / "train.log").read_text(errors="replace")
+    with open(folder / "train.log", "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
     pattern = r"INFO: Epoch (\d+):" if model == "mace" else r"Epoch:\s+(\d+) \|"
     found = [int(m) for m in re.findall(pattern, text)]
     return max(found) + 1 if found else 0
@@ -190,9 +195,13 @@ def train(model: str, folder: Path, dest: Path, wall: float) -> dict:
     exported model to ``dest``; returns the run record (seconds, stop, command)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     cmd = _command(model, folder)
+    for name in ("model.pt", "mace.model", "mace_stagetwo.model"):  # an earlier run's export
+        (folder / name).unlink(missing_ok=True)  # must not be shipped as this run's (--redo)
+    log_path = folder / "train.log"
+    start = log_path.stat().st_size if log_path.exists() else 0
     t0 = time.time()
     stop = "trainer finished (its own epoch/patience rule)"
-    with open(folder / "train.log", "a") as log:
+    with open(log_path, "a") as log:
         proc = subprocess.Popen(["nice", "-n", "19", *cmd], cwd=folder, env=_env(),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -208,11 +217,11 @@ def train(model: str, folder: Path, dest: Path, wall: float) -> dict:
         raise RuntimeError(f"{' '.join(cmd)} failed (rc {rc}); see {folder / 'train.log'}")
     out = _exported(model, folder)
     if out is None and model != "mace":
-        out = _export_latest_checkpoint(folder)
+        out = _export_latest_checkpoint(folder, t0)
     if out is None:
         raise RuntimeError(f"{model}: no exported model in {folder} (see train.log)")
     shutil.copy(out, dest)
-    epochs = epochs_done(model, folder)
+    epochs = epochs_done(model, folder, start)
     if model != "mace" and stop.startswith("trainer finished"):  # logs every log_interval
         import yaml  # epochs only: the schedule ran to its end
         epochs = int(yaml.safe_load((folder / "options.yaml").read_text())

@@ -242,3 +242,24 @@ def test_shipped_cells_read_the_makeup_and_pair_it_with_the_same_flax_makeup(tmp
     (tmp_path / "low" / "pet" / "training.json").write_text(json.dumps({"makeup": "up_to:2"}))
     with pytest.raises(ValueError, match="whose folder is 'pet-up_to2'"):
         shipped_cells(tmp_path)
+
+
+def test_a_redone_run_cut_by_the_wall_never_ships_an_earlier_runs_model(tmp_path, monkeypatch):
+    """``--redo`` in a used run folder: a trainer cut by the wall before it wrote anything must
+    not ship the earlier run's model.pt or checkpoint as its own (one clear error instead),
+    and its epoch count is read from its own part of train.log only."""
+    import sys
+
+    from experiments import genuine_train as gt
+
+    (tmp_path / "model.pt").write_bytes(b"earlier run")
+    (tmp_path / "outputs" / "old").mkdir(parents=True)
+    (tmp_path / "outputs" / "old" / "model.ckpt").write_bytes(b"earlier run")
+    (tmp_path / "train.log").write_text("Epoch:   11 | earlier run\n")
+    monkeypatch.setattr(gt, "_command", lambda model, folder: [
+        sys.executable, "-c", "print('Epoch:    0 |', flush=True); import time; time.sleep(60)"])
+    dest = tmp_path / "shipped" / "model.pt"
+    with pytest.raises(RuntimeError, match="pet: no exported model"):
+        gt.train("pet", tmp_path, dest, wall=3.0)
+    assert not dest.exists()
+    assert gt.epochs_done("pet", tmp_path, len("Epoch:   11 | earlier run\n")) == 1
