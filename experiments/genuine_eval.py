@@ -4,9 +4,12 @@ Per shipped model ``results/genuine/<regime>/<model>/<file>``: the test parents 
 converged study (every subcluster labelled, so the reference MBE per order is known) are
 decomposed exhaustively by :func:`jbo.decompose.body_orders` through
 :func:`jbo.foreign.load_potential`; the train and validation MAEs are of the total energy of
-the full clusters (the model's own batched evaluator). ``summary.json`` per model, one
-``results/genuine/summary.json`` and ``SIDE_BY_SIDE.md`` with the Flax rows of
-``results/converged/converged.json`` (makeup ``full``, seed 0). MAEs meV/atom, energies eV.
+the full clusters (the model's own batched evaluator; train: the full clusters among the
+makeup's training rows, as the converged study's ``train_mae``). ``summary.json`` per model,
+one ``results/genuine/summary.json`` and ``SIDE_BY_SIDE.md`` with the Flax rows of
+``results/converged/converged.json`` (same makeup, seed 0). A model folder is
+``<regime>/<model>`` (makeup ``full``) or ``<regime>/<model>-<makeup>``, the makeup read from
+its ``training.json``. MAEs meV/atom, energies eV.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ def total_mae(pot, records) -> float:
     return float(1e3 * np.mean(np.abs(e - np.array([r.energy for r in records])) / n))
 
 
-def evaluate(path: Path, regime: str, model: str, data) -> dict:
+def evaluate(path: Path, regime: str, model: str, data, makeup: str = "full") -> dict:
     """The numbers of one shipped model (see the module docstring)."""
     from jbo.foreign import load_potential
 
     t0 = time.perf_counter()
     pot = load_potential(path)
-    parts = split_of(data, regime)
+    parts = split_of(data, regime, makeup)
+    full_train = [r for r in parts["train"] if r.is_full]
     test = parts["test"]
     got = analysis.decompose_records(pot, test)  # exhaustive, on the host evaluator
     ref = data.ref.take(list(got.clusters))
@@ -50,14 +54,16 @@ def evaluate(path: Path, regime: str, model: str, data) -> dict:
     training = json.loads((path.parent / "training.json").read_text()) \
         if (path.parent / "training.json").exists() else {}
     return dict(
-        regime=regime, model=model, file=f"{regime}/{model}/{path.name}",
+        regime=regime, model=model, makeup=makeup,
+        file=f"{regime}/{path.parent.name}/{path.name}",
         bytes=path.stat().st_size, dtype=pot.dtype, cutoff=pot.cutoff,
         # pinned composition baseline vs what the model gives an isolated H (E^(1)/n): the
         # learned single-atom output of the network on top of the pinned baseline
         isolated_h_ev=e_h, e1_per_atom_minus_isolated_h_mev=float(1e3 * np.mean(e1 - e_h)),
         e1_per_atom_spread_mev=float(1e3 * np.ptp(e1)),
         n_train=len(parts["train"]), n_valid=len(parts["valid"]), n_test=len(test),
-        train_mae=total_mae(pot, parts["train"]), valid_mae=total_mae(pot, parts["valid"]),
+        n_train_full=len(full_train),
+        train_mae=total_mae(pot, full_train), valid_mae=total_mae(pot, parts["valid"]),
         test_mae=analysis.total_mae(got, ref), test_order_mae=analysis.order_mae(got, ref, K_ERR),
         spectrum=spec, effective_order=effective_order(spec),
         ref_effective_order=effective_order(
@@ -67,12 +73,44 @@ def evaluate(path: Path, regime: str, model: str, data) -> dict:
         training=training, eval_seconds=time.perf_counter() - t0)
 
 
-def flax_rows(converged: Path, regime: str, model: str) -> dict | None:
-    """The Flax zoo cell of the same class (makeup ``full``, seed 0, no regularizer)."""
+def flax_rows(converged: Path, regime: str, model: str, makeup: str = "full") -> dict | None:
+    """The Flax zoo cell of the same class and makeup (seed 0, no regularizer, all rows)."""
     rows = json.loads(converged.read_text())["rows"]
     hit = [r for r in rows if r["model"] == model and r["regime"] == regime and
-           r["makeup"] == "full" and r["seed"] == 0 and not r["lam"] and r["n_train"] is None]
+           r["makeup"] == makeup and r["seed"] == 0 and not r["lam"] and r["n_train"] is None]
     return hit[0] if hit else None
+
+
+def label(s: dict, flax: bool = False) -> str:
+    """Row name of a genuine summary (or of its Flax counterpart), with a makeup not ``full``."""
+    mk = s.get("makeup", "full")
+    name = f"Flax zoo `{s['model']}`" if flax else f"genuine {LABEL[s['model']]}"
+    return name if mk == "full" else f"{name} on `{mk}`"
+
+
+def shipped_cells(results: Path) -> list[tuple[str, str, str, Path]]:
+    """(regime, model, makeup, model file) of every shipped model under ``results``, in
+    (regime, model, full first, folder name) order. A folder whose name disagrees with the
+    makeup in its training.json is an error (it would be set beside the wrong Flax cell)."""
+    from experiments.genuine import FILE
+    from experiments.genuine_train import MODELS, cell_name
+
+    out = []
+    for regime in ("low", "high"):
+        for model in MODELS:
+            for d in sorted((results / regime).glob(f"{model}*"), key=lambda d: d.name != model):
+                if d.name != model and not d.name.startswith(model + "-"):
+                    continue
+                path = d / FILE[model]
+                if not path.exists():
+                    continue
+                tj = d / "training.json"
+                mk = json.loads(tj.read_text()).get("makeup", "full") if tj.exists() else "full"
+                if cell_name(model, mk) != d.name:
+                    raise ValueError(f"{d}: training.json says makeup {mk!r}, whose folder is "
+                                     f"{cell_name(model, mk)!r}; rename the folder")
+                out.append((regime, model, mk, path))
+    return out
 
 
 def _fmt(v) -> str:
@@ -86,14 +124,14 @@ def table(summaries: list[dict], converged: Path) -> str:
     lines = []
     for s in summaries:
         t = s["training"]
-        lines.append(f"| {s['regime']} | genuine {LABEL[s['model']]} | {_fmt(s['train_mae'])} "
+        lines.append(f"| {s['regime']} | {label(s)} | {_fmt(s['train_mae'])} "
                      f"| {_fmt(s['valid_mae'])} | **{_fmt(s['test_mae'])}** | "
                      + " | ".join(_fmt(v) for v in s["test_order_mae"])
                      + f" | {s['effective_order']} | {t.get('epochs', '–')} ep | "
                      f"{_fmt(t.get('seconds'))} | {s['bytes'] / 1e3:.0f} |")
-        f = flax_rows(converged, s["regime"], s["model"])
+        f = flax_rows(converged, s["regime"], s["model"], s.get("makeup", "full"))
         if f:
-            lines.append(f"| {s['regime']} | Flax zoo `{s['model']}` | {_fmt(f['train_mae'])} | "
+            lines.append(f"| {s['regime']} | {label(s, True)} | {_fmt(f['train_mae'])} | "
                          f"{_fmt(f['best_val_mae'])} | **{_fmt(f['test_mae'])}** | "
                          + " | ".join(_fmt(v) for v in f["test_order_mae"])
                          + f" | {f['effective_order']} | {f['steps']} steps | "
@@ -101,7 +139,8 @@ def table(summaries: list[dict], converged: Path) -> str:
     return ("# Genuine models (their own trainers) vs jbo's Flax zoo, same split\n\n"
             "Written by `python -m experiments.genuine evaluate`. MAEs in meV/atom: total "
             "energy on the full H_8 clusters (train, validation = the converged study's split, "
-            "makeup `full`, seed 0) and on the regime's test parents; E^(k): MAE of E^(k)/n "
+            "makeup `full` unless the row names another, seed 0; train: the full clusters of "
+            "the training rows) and on the regime's test parents; E^(k): MAE of E^(k)/n "
             "against the reference MBE of the test parents. Flax rows: "
             "`results/converged/converged.json` (validation = best validation MAE).\n\n"
             + head + "\n".join(lines) + "\n")
@@ -109,26 +148,22 @@ def table(summaries: list[dict], converged: Path) -> str:
 
 def evaluate_all(results: Path, db: Path) -> list[dict]:
     """Evaluate every shipped model under ``results``; write the summaries and the table."""
-    from experiments.genuine import FILE
     from jbo.study.regimes import load_regimes
 
     data = load_regimes(str(db))
     out = []
-    for regime in ("low", "high"):
-        for model in ("pet", "mace", "soap_bpnn"):
-            path = results / regime / model / FILE[model]
-            if not path.exists():
-                continue
-            done = path.parent / "summary.json"
-            if done.exists() and done.stat().st_mtime > max(
-                    path.stat().st_mtime, (path.parent / "training.json").stat().st_mtime):
-                out.append(json.loads(done.read_text()))  # up to date: not decomposed again
-                continue
-            s = evaluate(path, regime, model, data)
-            done.write_text(json.dumps(s, indent=1))
-            print(f"{regime}/{model}: test {s['test_mae']:.1f}, train {s['train_mae']:.1f}, "
-                  f"valid {s['valid_mae']:.1f} meV/atom; orders {s['test_order_mae']}")
-            out.append(s)
+    for regime, model, makeup, path in shipped_cells(results):
+        done = path.parent / "summary.json"
+        if done.exists() and done.stat().st_mtime > max(
+                path.stat().st_mtime, (path.parent / "training.json").stat().st_mtime):
+            out.append(json.loads(done.read_text()))  # up to date: not decomposed again
+            continue
+        s = evaluate(path, regime, model, data, makeup)
+        done.write_text(json.dumps(s, indent=1))
+        print(f"{regime}/{path.parent.name}: test {s['test_mae']:.1f}, train "
+              f"{s['train_mae']:.1f}, valid {s['valid_mae']:.1f} meV/atom; "
+              f"orders {s['test_order_mae']}")
+        out.append(s)
     (results / "summary.json").write_text(json.dumps(out, indent=1))
     converged = results.parent / "converged" / "converged.json"
     (results / "SIDE_BY_SIDE.md").write_text(table(out, converged))

@@ -6,6 +6,9 @@ A run folder ``RUNS/<regime>/<model>/`` holds ``train/valid/test.extxyz`` (energ
 names of each part), the trainer's input (``options.yaml`` / ``mace.args``, made from the
 committed templates in ``experiments/genuine_inputs/`` with the isolated-H energy filled in),
 and the trainer's own output. The exported model is copied to ``results/genuine/<regime>/``.
+A makeup other than ``full`` (the converged study's ``jbo.train.dataset.select_makeup``: e.g.
+``up_to:4+atoms`` adds the 1-4-atom subclusters of the training parents) changes the training
+part only, and the folder: ``<model>-<makeup made path-safe>`` (:func:`cell_name`).
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import numpy as np
 
 from jbo.study.regimes import RegimeData, test_records, training_rows
 
-__all__ = ["MODELS", "INPUTS", "isolated_h", "split_of", "export_split", "prepare", "train"]
+__all__ = ["MODELS", "INPUTS", "isolated_h", "cell_name", "split_of", "export_split", "prepare",
+           "train"]
 
 INPUTS = Path(__file__).with_name("genuine_inputs")
 MODELS = ("pet", "mace", "soap_bpnn")
-#: the converged study's defaults for makeup `full`, seed 0 (experiments/converged.py)
-SPLIT = dict(makeup="full", val_fraction=0.1, split_seed=0, n_train=None, seed=0)
+#: the converged study's defaults, seed 0 (experiments/converged.py); the makeup is an argument
+SPLIT = dict(val_fraction=0.1, split_seed=0, n_train=None, seed=0)
 BIN = Path(sys.executable).parent
 
 
@@ -41,9 +45,23 @@ def isolated_h(data: RegimeData) -> float:
     return float(np.mean(sorted(e)))
 
 
-def split_of(data: RegimeData, regime: str) -> dict[str, list]:
-    """Full-cluster records of the converged study's train / validation / test parts."""
-    rows, val, _, _ = training_rows(data, regime, SPLIT["makeup"], SPLIT["val_fraction"],
+def cell_name(model: str, makeup: str = "full") -> str:
+    """Folder of a (model, makeup) under ``<regime>/``: ``model`` for ``full``, else
+    ``model-<makeup>`` with ':' dropped and '+' as '_' (``up_to:4+atoms`` -> ``up_to4_atoms``).
+    Raises ValueError for an unknown model or makeup."""
+    from jbo.train.config import parse_makeup
+
+    if model not in MODELS:
+        raise ValueError(f"unknown genuine model {model!r}: one of {', '.join(MODELS)}")
+    parse_makeup(makeup)  # one clear error for a makeup jbo does not know
+    key = "".join(makeup.split())
+    return model if key == "full" else f"{model}-{key.replace(':', '').replace('+', '_')}"
+
+
+def split_of(data: RegimeData, regime: str, makeup: str = "full") -> dict[str, list]:
+    """Records of the converged study's train (the makeup's rows of the training parents) /
+    validation (full clusters) / test (full clusters of the test parents) parts."""
+    rows, val, _, _ = training_rows(data, regime, makeup, SPLIT["val_fraction"],
                                     SPLIT["split_seed"], SPLIT["n_train"], SPLIT["seed"])
     return dict(train=rows, valid=val, test=test_records(data, regime, None)["test"])
 
@@ -61,10 +79,12 @@ def _write(records: list, path: Path) -> None:
     write(str(path), frames, format="extxyz")
 
 
-def export_split(data: RegimeData, regime: str, folder: Path) -> dict[str, list[str]]:
-    """Write ``folder/{train,valid,test}.extxyz`` and ``split.json``; return the names."""
+def export_split(data: RegimeData, regime: str, folder: Path, makeup: str = "full"
+                 ) -> dict[str, list[str]]:
+    """Write ``folder/{train,valid,test}.extxyz`` and ``split.json``; return the cluster names
+    of each part (a parent repeats in ``train`` once per subcluster row of the makeup)."""
     folder.mkdir(parents=True, exist_ok=True)
-    parts = split_of(data, regime)
+    parts = split_of(data, regime, makeup)
     names = {k: [r.cluster for r in v] for k, v in parts.items()}
     for k, v in parts.items():
         if any(r.forces is None for r in v):
@@ -74,15 +94,35 @@ def export_split(data: RegimeData, regime: str, folder: Path) -> dict[str, list[
     return names
 
 
-def prepare(data: RegimeData, regime: str, model: str, folder: Path) -> Path:
-    """Export the split and write the trainer input into ``folder``; returns the input."""
-    export_split(data, regime, folder)
+def _set_epochs(text: str, model: str, epochs: int) -> str:
+    """The trainer input with its epoch count replaced (comments kept; metatrain: also a
+    checkpoint every epoch, so a wall-cut run of few long epochs keeps its newest one)."""
+    import re
+
+    if epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {epochs}")
+    subs = ([(r"^--max_num_epochs=\d+", f"--max_num_epochs={epochs}")] if model == "mace" else
+            [(r"^(\s*num_epochs:\s*)\d+", rf"\g<1>{epochs}"),
+             (r"^(\s*checkpoint_interval:\s*)\d+", r"\g<1>1")])
+    for pattern, new in subs:
+        text, n = re.subn(pattern, new, text, count=1, flags=re.M)
+        if n != 1:
+            raise ValueError(f"{model} input template: no line matching {pattern!r}")
+    return text
+
+
+def prepare(data: RegimeData, regime: str, model: str, folder: Path, makeup: str = "full",
+            epochs: int | None = None) -> Path:
+    """Export the split (``makeup``'s training rows) and write the trainer input into
+    ``folder`` (``epochs``: instead of the template's); returns the input."""
+    export_split(data, regime, folder, makeup)
     e_h = repr(isolated_h(data))
     if model == "mace":
         src, dst = INPUTS / "mace.args", folder / "mace.args"
     else:
         src, dst = INPUTS / f"{model}.yaml", folder / "options.yaml"
-    dst.write_text(src.read_text().replace("ISOLATED_H", e_h))
+    text = src.read_text().replace("ISOLATED_H", e_h)
+    dst.write_text(text if epochs is None else _set_epochs(text, model, epochs))
     return dst
 
 
@@ -110,9 +150,11 @@ def _exported(model: str, folder: Path) -> Path | None:
     return folder / "model.pt" if (folder / "model.pt").exists() else None
 
 
-def _export_latest_checkpoint(folder: Path) -> Path | None:
-    """metatrain run cut by the wall budget: export its newest checkpoint (``mtt export``)."""
-    ckpts = sorted(folder.glob("outputs/**/*.ckpt"), key=lambda p: p.stat().st_mtime)
+def _export_latest_checkpoint(folder: Path, since: float = 0.0) -> Path | None:
+    """metatrain run cut by the wall budget: export its newest checkpoint (``mtt export``),
+    one written at or after ``since`` (epoch s; an earlier run's checkpoints are not this run)."""
+    ckpts = sorted((p for p in folder.glob("outputs/**/*.ckpt") if p.stat().st_mtime >= since),
+                   key=lambda p: p.stat().st_mtime)
     if not ckpts:
         return None
     subprocess.run([str(BIN / "mtt"), "export", str(ckpts[-1]), "-o", "model.pt"],
@@ -134,12 +176,15 @@ def _finish_mace(folder: Path, log) -> None:
                    stderr=subprocess.STDOUT, check=True)
 
 
-def epochs_done(model: str, folder: Path) -> int:
-    """Epochs the trainer logged in ``folder/train.log`` (the last logged epoch + 1; metatrain
-    logs every ``log_interval`` epochs)."""
+def epochs_done(model: str, folder: Path, start: int = 0) -> int:
+    """Epochs the trainer logged in ``folder/train.log`` from byte ``start`` on (this run's
+    part of the appended log; the last logged epoch + 1; metatrain logs every
+    ``log_interval`` epochs)."""
     import re
 
-    text = (folder / "train.log").read_text(errors="replace")
+    with open(folder / "train.log", "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
     pattern = r"INFO: Epoch (\d+):" if model == "mace" else r"Epoch:\s+(\d+) \|"
     found = [int(m) for m in re.findall(pattern, text)]
     return max(found) + 1 if found else 0
@@ -150,9 +195,13 @@ def train(model: str, folder: Path, dest: Path, wall: float) -> dict:
     exported model to ``dest``; returns the run record (seconds, stop, command)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     cmd = _command(model, folder)
+    for name in ("model.pt", "mace.model", "mace_stagetwo.model"):  # an earlier run's export
+        (folder / name).unlink(missing_ok=True)  # must not be shipped as this run's (--redo)
+    log_path = folder / "train.log"
+    start = log_path.stat().st_size if log_path.exists() else 0
     t0 = time.time()
     stop = "trainer finished (its own epoch/patience rule)"
-    with open(folder / "train.log", "a") as log:
+    with open(log_path, "a") as log:
         proc = subprocess.Popen(["nice", "-n", "19", *cmd], cwd=folder, env=_env(),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -168,11 +217,11 @@ def train(model: str, folder: Path, dest: Path, wall: float) -> dict:
         raise RuntimeError(f"{' '.join(cmd)} failed (rc {rc}); see {folder / 'train.log'}")
     out = _exported(model, folder)
     if out is None and model != "mace":
-        out = _export_latest_checkpoint(folder)
+        out = _export_latest_checkpoint(folder, t0)
     if out is None:
         raise RuntimeError(f"{model}: no exported model in {folder} (see train.log)")
     shutil.copy(out, dest)
-    epochs = epochs_done(model, folder)
+    epochs = epochs_done(model, folder, start)
     if model != "mace" and stop.startswith("trainer finished"):  # logs every log_interval
         import yaml  # epochs only: the schedule ran to its end
         epochs = int(yaml.safe_load((folder / "options.yaml").read_text())

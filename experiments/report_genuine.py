@@ -1,8 +1,9 @@
 """The report's "Genuine models" section: the paper's own architectures (metatrain PET and
 SOAP-BPNN, mace-torch MACE; :mod:`experiments.genuine`) beside the Flax zoo model of the same
 class from the converged study, from ``results/genuine/summary.json`` (and any
-``results/genuine/<regime>/<model>/summary.json`` not yet collected there) and
-``results/converged/converged.json``. MAEs meV/atom; one figure of the spectra.
+``results/genuine/<regime>/<model>[-<makeup>]/summary.json`` not yet collected there) and
+``results/converged/converged.json`` (the Flax cell of the same makeup). MAEs meV/atom; one
+figure of the spectra.
 """
 
 from __future__ import annotations
@@ -22,19 +23,28 @@ def _f(x, d: int = 1) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:.{d}f}"
 
 
+def _key(s: dict) -> tuple[str, str, str]:
+    return s["regime"], s["model"], s.get("makeup", "full")
+
+
 def summaries(folder: Path) -> list[dict]:
-    """Every evaluated (regime, model): ``summary.json``'s list, then per-model summaries that
-    are not in it yet (evaluated after it was written), in (regime, model) order."""
+    """Every evaluated (regime, model, makeup): ``summary.json``'s list, then per-model
+    summaries that are not in it yet (evaluated after it was written), in (regime, model,
+    folder) order."""
     from experiments.genuine_train import MODELS
 
     top = folder / "summary.json"
     out = json.loads(top.read_text()) if top.exists() else []
-    have = {(s["regime"], s["model"]) for s in out}
+    have = {_key(s) for s in out}
     for reg in REGIMES:
         for m in MODELS:
-            p = folder / reg / m / "summary.json"
-            if (reg, m) not in have and p.exists():
-                out.append(json.loads(p.read_text()))
+            for p in sorted((folder / reg).glob(f"{m}*/summary.json"),
+                            key=lambda p: p.parent.name != m):
+                if p.parent.name != m and not p.parent.name.startswith(m + "-"):
+                    continue
+                s = json.loads(p.read_text())
+                if _key(s) not in have:
+                    out.append(s)
     return out
 
 
@@ -43,17 +53,18 @@ def pairs(results: Path) -> list[tuple[dict, dict | None]]:
     from experiments.genuine_eval import flax_rows
 
     conv = results / "converged" / "converged.json"
-    return [(s, flax_rows(conv, s["regime"], s["model"]) if conv.exists() else None)
+    return [(s, flax_rows(conv, *_key(s)) if conv.exists() else None)
             for s in summaries(results / "genuine")]
 
 
 def table(rows: list[tuple[dict, dict | None]]) -> str:
-    """Genuine and Flax rows per (regime, model): test MAE, E^(1..4) MAE, effective order."""
-    from experiments.genuine_eval import LABEL
+    """Genuine and Flax rows per (regime, model, makeup): test MAE, E^(1..4) MAE, effective
+    order (a makeup other than ``full`` named in the model column)."""
+    from experiments.genuine_eval import label
 
     out = []
     for s, f in rows:
-        for name, r in ((f"genuine {LABEL[s['model']]}", s), (f"Flax zoo `{s['model']}`", f)):
+        for name, r in ((label(s), s), (label(s, True), f)):
             if r is not None:
                 out.append([s["regime"], name, _f(r["test_mae"]),
                             *[_f(x) for x in r["test_order_mae"]], r["effective_order"],
@@ -63,17 +74,18 @@ def table(rows: list[tuple[dict, dict | None]]) -> str:
 
 
 def missing(rows: list[tuple[dict, dict | None]]) -> str:
-    """The (regime, model) cells of the grid with no evaluated genuine model."""
+    """The (regime, model) cells of the makeup-``full`` grid with no evaluated genuine model."""
     from experiments.genuine_train import MODELS
 
-    have = {(s["regime"], s["model"]) for s, _ in rows}
+    have = {(s["regime"], s["model"]) for s, _ in rows if s.get("makeup", "full") == "full"}
     gone = [f"{r}/{m}" for r in REGIMES for m in MODELS if (r, m) not in have]
     return ", ".join(gone) if gone else "none"
 
 
 def draw(rows: list[tuple[dict, dict | None]], path: Path) -> None:
     """Spectra mean |E^(k)|/n (meV/atom, log) per regime: genuine solid, Flax dashed,
-    reference grey. PNG metadata without the matplotlib version, so the bytes are stable."""
+    reference grey; a makeup other than ``full`` dotted, its Flax cell dash-dotted. PNG
+    metadata without the matplotlib version, so the bytes are stable."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,10 +98,13 @@ def draw(rows: list[tuple[dict, dict | None]], path: Path) -> None:
         for s, f in (p for p in rows if p[0]["regime"] == g):
             k = range(1, len(s["spectrum"]) + 1)
             c = COLOR.get(s["model"])
-            ax.semilogy(k, s["spectrum"], "o-", color=c, label=f"genuine {s['model']}")
+            mk = s.get("makeup", "full")
+            tag, (g_ls, f_ls) = ((s["model"], ("o-", "s--")) if mk == "full" else
+                                 (f"{s['model']} {mk}", ("^:", "v-.")))
+            ax.semilogy(k, s["spectrum"], g_ls, color=c, label=f"genuine {tag}")
             if f is not None:
-                ax.semilogy(range(1, len(f["spectrum"]) + 1), f["spectrum"], "s--", color=c,
-                            label=f"Flax {s['model']}")
+                ax.semilogy(range(1, len(f["spectrum"]) + 1), f["spectrum"], f_ls, color=c,
+                            label=f"Flax {tag}")
                 ref = f["ref_spectrum"]
         if ref is not None:
             ax.semilogy(range(1, len(ref) + 1), ref, "-", color="0.5", lw=3, alpha=0.5,

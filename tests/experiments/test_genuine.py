@@ -1,6 +1,7 @@
 """The genuine models of issue 23 (experiments/genuine*.py, results/genuine/).
 
-(b) the split exported for a regime is the converged study's split (cluster names, disjoint);
+(b) the split exported for a regime is the converged study's split (cluster names, disjoint),
+also for a makeup other than `full` (its training rows; validation and test unchanged);
 (c) each shipped model file loads with :func:`jbo.foreign.load_potential` and its decomposition
 of one shipped test cluster equals the number in its summary.json;
 (a) E^(1) of each shipped model against the pinned isolated-H energy: the composition
@@ -155,3 +156,110 @@ def test_e1_is_the_pinned_baseline_plus_the_models_isolated_atom_output(summary,
     assert 1e3 * (e_iso - e_h) == pytest.approx(s["e1_per_atom_minus_isolated_h_mev"], abs=1e-6)
     if s["model"] == "mace":  # no edges: zero messages, bias-free readouts, shift 0 (rms scaling)
         assert abs(e1 - n * e_h) <= 1e-6
+
+
+def test_a_makeup_ships_under_a_path_safe_folder():
+    """``--makeup``: full keeps ``<model>``; another makeup gets ``<model>-<makeup>`` with ':'
+    dropped and '+' as '_'; an unknown makeup or model is one clear error."""
+    from experiments.genuine import RESULTS as RES, shipped
+    from experiments.genuine_train import cell_name
+
+    assert cell_name("pet") == cell_name("pet", "full") == "pet"
+    assert cell_name("pet", "up_to:4+atoms") == "pet-up_to4_atoms"
+    assert cell_name("mace", "up_to:2") == "mace-up_to2" and cell_name("pet", "all") == "pet-all"
+    assert shipped("low", "pet", "up_to:4+atoms") == RES / "low" / "pet-up_to4_atoms" / "model.pt"
+    assert shipped("high", "mace") == RES / "high" / "mace" / "mace.model"
+    with pytest.raises(ValueError, match="unknown dataset makeup 'up_to4'"):
+        cell_name("pet", "up_to4")
+    with pytest.raises(ValueError, match="unknown genuine model 'nequip'"):
+        cell_name("nequip")
+
+
+def test_makeup_split_adds_subclusters_and_keeps_validation_and_test(data, tmp_path):
+    """up_to:4+atoms on low: the training part is every row of 1-4 atoms and every full
+    cluster of the full makeup's training parents (counted here from the records), the
+    validation and test parts are the full makeup's, identical; 1-atom rows carry E_H."""
+    from ase.io import read
+
+    from experiments.genuine_train import export_split, isolated_h, split_of
+
+    full = split_of(data, "low")
+    parents = {r.cluster for r in full["train"]}
+    want = [r for r in data.records["low"] if r.cluster in parents and (r.is_full or r.n_atoms <= 4)]
+    names = export_split(data, "low", tmp_path, "up_to:4+atoms")
+    assert len(names["train"]) == len(want) > 7 * len(full["train"])  # 14180 vs 1868 rows
+    assert set(names["train"]) == parents
+    assert names["valid"] == [r.cluster for r in full["valid"]]
+    assert names["test"] == [r.cluster for r in full["test"]]
+    frames = read(tmp_path / "train.extxyz", ":")
+    sizes = sorted({len(a) for a in frames})
+    assert len(frames) == len(want) and sizes == [1, 2, 3, 4, 8]
+    ones = [a.info["REF_energy"] for a in frames if len(a) == 1]
+    assert len(ones) == sum(r.n_atoms == 1 for r in want)
+    np.testing.assert_allclose(ones, isolated_h(data), rtol=0, atol=1e-8)
+    assert [a.info["cluster"] for a in read(tmp_path / "valid.extxyz", ":")] == names["valid"]
+
+
+@pytest.mark.parametrize("model", ["pet", "mace", "soap_bpnn"])
+def test_epochs_override_rewrites_only_the_epoch_lines(model):
+    from experiments.genuine_train import INPUTS, _set_epochs
+
+    src = (INPUTS / ("mace.args" if model == "mace" else f"{model}.yaml")).read_text()
+    out = _set_epochs(src, model, 3)
+    changed = [(a, b) for a, b in zip(src.splitlines(), out.splitlines()) if a != b]
+    if model == "mace":
+        assert changed == [("--max_num_epochs=120", "--max_num_epochs=3")]
+    else:
+        assert [b.split("#")[0].split() for _, b in changed] == [
+            ["num_epochs:", "3"], ["checkpoint_interval:", "1"]]
+    with pytest.raises(ValueError, match="--epochs must be >= 1"):
+        _set_epochs(src, model, 0)
+
+
+def test_shipped_cells_read_the_makeup_and_pair_it_with_the_same_flax_makeup(tmp_path):
+    """evaluate finds ``<model>-<makeup>`` folders (makeup from training.json, full first),
+    refuses a folder that disagrees with it, and sets a cell beside the Flax converged cell of
+    the same makeup."""
+    from experiments.genuine_eval import flax_rows, label, shipped_cells
+
+    for name, mk in (("pet-up_to4_atoms", "up_to:4+atoms"), ("pet", "full")):
+        (tmp_path / "low" / name).mkdir(parents=True)
+        (tmp_path / "low" / name / "model.pt").write_bytes(b"x")
+        (tmp_path / "low" / name / "training.json").write_text(json.dumps({"makeup": mk}))
+    (tmp_path / "low" / "petx").mkdir()  # another model's name prefix: not a pet cell
+    cells = shipped_cells(tmp_path)
+    assert [(c[1], c[2], c[3].parent.name) for c in cells] == [
+        ("pet", "full", "pet"), ("pet", "up_to:4+atoms", "pet-up_to4_atoms")]
+    assert label({"model": "pet", "makeup": "up_to:4+atoms"}) == \
+        "genuine PET (metatrain) on `up_to:4+atoms`"
+    assert label({"model": "pet"}, True) == "Flax zoo `pet`"
+    conv = ROOT / "results" / "converged" / "converged.json"
+    rows = json.loads(conv.read_text())["rows"]
+    want = [r for r in rows if (r["regime"], r["model"], r["makeup"], r["seed"], r["n_train"])
+            == ("low", "pet", "up_to:4+atoms", 0, None) and not r["lam"]]
+    assert len(want) == 1 and flax_rows(conv, "low", "pet", "up_to:4+atoms") == want[0]
+    assert flax_rows(conv, "low", "pet")["makeup"] == "full"
+    (tmp_path / "low" / "pet" / "training.json").write_text(json.dumps({"makeup": "up_to:2"}))
+    with pytest.raises(ValueError, match="whose folder is 'pet-up_to2'"):
+        shipped_cells(tmp_path)
+
+
+def test_a_redone_run_cut_by_the_wall_never_ships_an_earlier_runs_model(tmp_path, monkeypatch):
+    """``--redo`` in a used run folder: a trainer cut by the wall before it wrote anything must
+    not ship the earlier run's model.pt or checkpoint as its own (one clear error instead),
+    and its epoch count is read from its own part of train.log only."""
+    import sys
+
+    from experiments import genuine_train as gt
+
+    (tmp_path / "model.pt").write_bytes(b"earlier run")
+    (tmp_path / "outputs" / "old").mkdir(parents=True)
+    (tmp_path / "outputs" / "old" / "model.ckpt").write_bytes(b"earlier run")
+    (tmp_path / "train.log").write_text("Epoch:   11 | earlier run\n")
+    monkeypatch.setattr(gt, "_command", lambda model, folder: [
+        sys.executable, "-c", "print('Epoch:    0 |', flush=True); import time; time.sleep(60)"])
+    dest = tmp_path / "shipped" / "model.pt"
+    with pytest.raises(RuntimeError, match="pet: no exported model"):
+        gt.train("pet", tmp_path, dest, wall=3.0)
+    assert not dest.exists()
+    assert gt.epochs_done("pet", tmp_path, len("Epoch:   11 | earlier run\n")) == 1
