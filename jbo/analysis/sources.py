@@ -18,7 +18,6 @@ from jbo import checks
 from jbo.data.mbe import eps_sq
 from jbo.data.spectra import Spectra
 from jbo.decompose import prepare, run
-from jbo.models.model import Model
 from jbo.potential import Potential, as_potential
 from jbo.request import Request, stack
 
@@ -64,8 +63,6 @@ def decompose_records(potential, records: Sequence, *, max_order: int | None = N
         return Spectra(*meta, [], np.zeros((0, 0)) if orders else None)
     if chunk is not None:
         checks.as_int("chunk", chunk)
-    if isinstance(potential, Model):
-        potential = potential.potential
     pos, spec, mask = stack([(r.positions, r.species) for r in records])
     req = prepare(potential, pos, spec, atom_mask=mask, max_order=max_order, mesh=mesh,
                   terms=max_order is None, layout=layout, per_call=chunk, orders=orders)
